@@ -1,0 +1,280 @@
+"""`labtui`: the command line. With no command it opens the TUI.
+
+Exit codes: 0 ok, 1 the thing ran and failed, 2 bad input (config, file, run id, usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import store
+from .config import ConfigError
+
+
+class UsageError(Exception):
+    """Bad input: the message is printed as `labtui: error: ...` and the exit code is 2."""
+
+
+def workspace_from(args) -> store.Workspace:
+    root = args.workspace or os.environ.get("LABTUI_WORKSPACE") or os.getcwd()
+    if not Path(root).is_dir():
+        raise UsageError(f"workspace {root} is not a folder")
+    return store.Workspace(root)
+
+
+def get_run(ws: store.Workspace, ref: str) -> store.Run:
+    try:
+        return ws.run(ref)
+    except store.RunNotFound as e:
+        raise UsageError(str(e)) from None
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def fmt_age(t: float | None, now: float | None = None) -> str:
+    if not t:
+        return "-"
+    s = max(0, (now or time.time()) - t)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{int(s // size)}{unit}"
+    return f"{int(s)}s"
+
+
+def fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def fmt_num(x, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return f"{x:.{digits}g}"
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_runs(args) -> int:
+    ws = workspace_from(args)
+    rows = [r.summary() for r in ws.iter_runs()]
+    if args.status:
+        rows = [r for r in rows if r["status"] in args.status]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print(f"no runs in {ws.logs} - start one with `labtui run experiments/demo-baseline.yaml`")
+        return 0
+    header = f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  AGE"
+    print(header)
+    for r in rows:
+        step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
+        print(f"{r['id']:<44} {r['status']:<10} {step:>11} {fmt_num(r['train_loss']):>8} {fmt_num(r['eval_loss']):>8}  {fmt_age(r['created'])}")
+    return 0
+
+
+def run_detail(run: store.Run) -> dict:
+    info = run.info()
+    detail = run.summary()
+    detail.update(
+        config=run.config(),
+        parent=info.get("parent"),
+        parent_experiment=info.get("parent_experiment"),
+        changed=info.get("changed", {}),
+        run_dir=str(run.path),
+        experiment_file=info.get("experiment_file"),
+        command=info.get("command"),
+        env=run.env(),
+        checkpoints=[str(p) for p in run.checkpoints()],
+        alerts=store.read_jsonl(run.file(store.ALERTS_FILE)),
+        evals=[e.name for e in run.evals()],
+        notes=run.notes(),
+    )
+    detail["error_where"] = run.state().get("error_where")
+    return detail
+
+
+def cmd_show(args) -> int:
+    ws = workspace_from(args)
+    run = get_run(ws, args.run)
+    d = run_detail(run)
+    if args.json:
+        print_json(d)
+        return 0
+    print(f"{d['id']}  [{d['status']}]")
+    print(f"  experiment  {d['experiment']}  ({d.get('experiment_file') or '-'})")
+    if d.get("description"):
+        print(f"  hypothesis  {d['description']}")
+    if d.get("error"):
+        print(f"  error       {d['error']}" + (f"  at {d['error_where']}" if d.get("error_where") else ""))
+    print(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt_num(d.get('epoch'), 3)}")
+    print(f"  train loss  {fmt_num(d['train_loss'])}   best eval loss {fmt_num(d['eval_loss'])}"
+          + (f" (step {d['best_step']})" if d.get("best_step") is not None else ""))
+    if d.get("tokens_per_s"):
+        print(f"  tokens/s    {d['tokens_per_s']:.0f}")
+    dur = (d["ended"] or time.time()) - d["started"] if d.get("started") else None
+    print(f"  created     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['created'] or 0))}   duration {fmt_duration(dur)}")
+    if d.get("parent") or d.get("parent_experiment"):
+        print(f"  parent      {d.get('parent') or d.get('parent_experiment')}")
+    for key, (old, new) in (d.get("changed") or {}).items():
+        print(f"    {key}: {old!r} -> {new!r}")
+    if d.get("checkpoint"):
+        print(f"  checkpoint  {d['checkpoint']}")
+    for a in d.get("alerts") or []:
+        print(f"  alert       [{a.get('severity')}] step {a.get('step')}: {a.get('message')}")
+    print(f"  run dir     {d['run_dir']}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    ws = workspace_from(args)
+    run = get_run(ws, args.run)
+    path = run.file(store.LOG_FILE)
+    if not args.follow:
+        for line in store.tail_lines(path, args.lines, max_bytes=max(64_000, args.lines * 400)):
+            print(line)
+        return 0
+    offset = 0
+    for line in store.tail_lines(path, args.lines):
+        print(line)
+    offset = path.stat().st_size if path.exists() else 0
+    try:
+        while True:
+            if path.exists() and path.stat().st_size > offset:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                offset += len(data)
+                sys.stdout.write(data.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            elif run.state().get("status") in store.FINAL:
+                return 0
+            else:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_run(args) -> int:
+    from . import runs as runs_mod
+
+    ws = workspace_from(args)
+    return runs_mod.cmd_run(ws, args)
+
+
+def cmd_demo(args) -> int:
+    from . import runs as runs_mod
+
+    ws = workspace_from(args)
+    return runs_mod.cmd_demo(ws, args)
+
+
+def cmd_tui(args) -> int:
+    ws = workspace_from(args)
+    try:
+        from tui.app import LabApp
+    except ImportError as e:
+        raise UsageError(f"the TUI is not available: {e}") from None
+    LabApp(workspace=ws).run()
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="labtui", description="A terminal control room for long fine-tuning runs. With no command, opens the dashboard.")
+    ap.add_argument("--workspace", "-w", help="folder with experiments/ and logs/ (default: $LABTUI_WORKSPACE or the current folder)")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="start runs from experiment files, or any command after --")
+    p.add_argument("files", nargs="*", help="experiment files (several are queued, one after another)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. training.learning_rate=5e-5")
+    p.add_argument("--foreground", "-f", action="store_true", help="wait for the run and show a progress bar (Ctrl-C stops it)")
+    p.add_argument("--queue", "-q", action="store_true", help="add to the queue instead of starting now")
+    p.add_argument("--name", help="a name for a bring-your-own command run")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--status", action="append", help="only runs with this status (repeatable)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="one run in detail")
+    p.add_argument("run", help="run id, unique prefix, or 'last'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("logs", help="a run's log")
+    p.add_argument("run")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("demo", help="build the offline demo (tiny model + synthetic data), queue the demo runs, open the dashboard")
+    p.add_argument("--no-tui", action="store_true", help="follow the runs in the terminal instead of opening the dashboard")
+    p.add_argument("--prepare-only", action="store_true", help="only build the demo model and data")
+    p.set_defaults(func=cmd_demo)
+
+    for extra in _extra_commands():
+        extra(sub)
+    return ap
+
+
+def _extra_commands():
+    """Commands that live in their own modules (lifecycle, evaluation)."""
+    out = []
+    for name in ("lifecycle_cli", "eval_cli"):
+        try:
+            mod = __import__(f"engine.{name}", fromlist=["register"])
+        except ImportError:
+            continue
+        out.append(mod.register)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    full = ["labtui", *argv]
+    script = []
+    if "--" in argv:  # `labtui run -- python train.py --lr 5e-5`: everything after -- is the command
+        i = argv.index("--")
+        argv, script = argv[:i], argv[i + 1:]
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args.script = script
+    args.argv = full
+    if script and args.command != "run":
+        ap.error("a command after -- is only for `labtui run -- COMMAND`")
+    try:
+        if args.command is None:
+            return cmd_tui(args)
+        return args.func(args)
+    except (UsageError, ConfigError) as e:
+        print(f"labtui: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

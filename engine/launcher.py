@@ -1,0 +1,126 @@
+"""Creating runs and starting them detached. Used by the CLI and the TUI; imports nothing heavy.
+
+A run is started as `python -m engine.supervisor RUN_DIR -- python -m engine.worker RUN_DIR` in a
+new session with stdin closed and output appended to the run's log, so closing the terminal, a
+dropped SSH connection, or quitting the TUI never stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import store
+from .config import Experiment
+
+
+def create_training_run(ws: store.Workspace, exp: Experiment, argv: list[str] | None = None,
+                        parent: str | None = None, status: str = "queued") -> store.Run:
+    cfg = exp.config
+    parent_name = exp.parent_config.get("name") if exp.parent_config else None
+    info = {
+        "experiment": exp.name,
+        "experiment_file": str(exp.path),
+        "chain": [str(p) for p in exp.chain],
+        "description": cfg.get("description") or "",
+        "kind": "train",
+        "parent": parent,
+        "parent_experiment": parent_name,
+        "changed": exp.changed,
+        "overrides": exp.overrides,
+        "command": argv or [],
+        "workspace": str(ws.root),
+    }
+    run = ws.create_run(exp.name, info, yaml.safe_dump(cfg, sort_keys=False))
+    if status != "queued":
+        run.update_state(status=status)
+    return run
+
+
+def create_script_run(ws: store.Workspace, command: list[str], argv: list[str] | None = None,
+                      name: str | None = None) -> store.Run:
+    name = name or Path(command[0]).name if len(command) == 1 else (name or _script_name(command))
+    info = {
+        "experiment": name, "kind": "script", "description": shlex.join(command), "parent": None,
+        "changed": {}, "script_command": command, "command": argv or [], "workspace": str(ws.root),
+    }
+    return ws.create_run(name, info, None)
+
+
+def _script_name(command: list[str]) -> str:
+    for part in command[1:]:
+        if part.endswith(".py") or "/" in part:
+            return Path(part).stem
+    return Path(command[0]).name
+
+
+def worker_command(run: store.Run, resume: bool = False) -> list[str]:
+    info = run.info()
+    if info.get("kind") == "script":
+        return list(info["script_command"])
+    return [sys.executable, "-m", "engine.worker", str(run.path), *(["--resume"] if resume else [])]
+
+
+def start(run: store.Run, resume: bool = False, command: list[str] | None = None) -> subprocess.Popen:
+    """Start the run's supervisor detached; returns at once."""
+    command = command or worker_command(run, resume)
+    run.update_state(status="starting", supervisor_pid=None, pid=None, error=None, ended=None)
+    log = open(run.file(store.LOG_FILE), "ab")
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.supervisor", str(run.path), "--", *command],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True, cwd=str(run.info().get("workspace") or os.getcwd()), env=env,
+        )
+    finally:
+        log.close()
+    _children.append(proc)
+    _reap()
+    return proc
+
+
+_children: list[subprocess.Popen] = []
+
+
+def _reap() -> None:
+    """Long-lived callers (the TUI) collect exited supervisors so no zombies pile up."""
+    for p in list(_children):
+        if p.poll() is not None:
+            _children.remove(p)
+
+
+def wait_started(run: store.Run, timeout: float = 20.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = run.raw_state()
+        if st.get("status") not in ("queued", "starting") or st.get("supervisor_pid"):
+            return st
+        time.sleep(0.1)
+    return run.raw_state()
+
+
+def after_run(run: store.Run, state: dict) -> None:
+    """Called by the supervisor when a run ends (evaluation after training, the queue)."""
+    hooks = []
+    try:
+        from . import queue
+
+        hooks.append(queue.on_run_end)
+    except ImportError:
+        pass
+    try:
+        from . import evaluate_launch
+
+        hooks.insert(0, evaluate_launch.on_run_end)
+    except ImportError:
+        pass
+    for hook in hooks:
+        hook(run, state)

@@ -1,0 +1,170 @@
+"""`labtui run` and `labtui demo`: validate, create runs, start or queue them, follow in the foreground."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import demo, launcher, store
+from .config import ConfigError, Experiment, check_files, load_experiment, validate_with_libraries
+
+DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")
+
+
+def _uses_demo_assets(cfg: dict) -> bool:
+    values = [cfg["model"].get("model_name_or_path") or "", cfg["dataset"].get("path") or "", cfg["dataset"].get("test_split") or ""]
+    return any(str(v).replace("./", "").startswith(demo.DEMO_DIR + "/") for v in values)
+
+
+def load_and_validate(ws: store.Workspace, path: str | Path, overrides: list[str], log=print) -> Experiment:
+    """Everything that can be checked before a run exists; raises ConfigError (exit 2)."""
+    exp = load_experiment(path, overrides)
+    if _uses_demo_assets(exp.config) and not demo.is_prepared(ws.root):
+        log("building the offline demo model and data (once, about 20 s)...")
+        demo.prepare(ws.root, log=log)
+    check_files(exp.config, ws.root, str(path))
+    validate_with_libraries(exp.config, str(path))
+    return exp
+
+
+def cmd_run(ws: store.Workspace, args) -> int:
+    if args.script:
+        if args.files or args.set:
+            raise ConfigError("give either experiment files or a command after --, not both")
+        run = launcher.create_script_run(ws, args.script, args.argv, name=args.name)
+        return _start_or_queue([run], args)
+    if not args.files:
+        raise ConfigError("labtui run needs an experiment file (e.g. experiments/demo-baseline.yaml) or `-- COMMAND`")
+    exps = [load_and_validate(ws, f, args.set, log=lambda m: print(m, file=sys.stderr)) for f in args.files]
+    runs = [launcher.create_training_run(ws, exp, args.argv) for exp in exps]
+    return _start_or_queue(runs, args)
+
+
+def _start_or_queue(runs: list[store.Run], args) -> int:
+    try:
+        from . import queue
+    except ImportError:
+        queue = None
+    if queue is not None and (args.queue or len(runs) > 1):
+        ws = store.Workspace(runs[0].info()["workspace"])
+        for run in runs:
+            queue.enqueue(ws, run)
+            print(run.id)
+        started = queue.advance(ws)
+        if args.foreground:
+            return follow_many(runs)
+        for run in runs:
+            print(f"  {run.id}: {'started' if run.id in started else 'queued'}", file=sys.stderr)
+        return 0
+    for run in runs:
+        launcher.start(run)
+        print(run.id)
+    if args.foreground:
+        return follow_many(runs)
+    print(f"started detached; watch with `labtui` or `labtui logs {runs[0].id} -f`", file=sys.stderr)
+    return 0
+
+
+def follow_many(runs: list[store.Run]) -> int:
+    rc = 0
+    for run in runs:
+        rc = max(rc, follow(run))
+    return rc
+
+
+def follow(run: store.Run, out=sys.stderr) -> int:
+    """Wait for a run, drawing a progress bar; Ctrl-C asks it to stop (checkpoint, then `stopped`)."""
+    interrupted = False
+
+    def on_int(signum, frame):
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = True
+        out.write(f"\nstopping {run.id} (saving a checkpoint; Ctrl-C again to leave it running)\n")
+        try:
+            from .lifecycle import stop
+
+            stop(run)
+        except ImportError:
+            pass
+
+    old = signal.signal(signal.SIGINT, on_int)
+    tty = out.isatty()
+    last_line = ""
+    try:
+        while True:
+            state = run.state()
+            prog = run.progress()
+            line = progress_line(run.id, state, prog)
+            if tty:
+                out.write("\r" + line[: shutil.get_terminal_size().columns - 1].ljust(min(len(last_line), 200)))
+            elif line != last_line and (prog.get("step", 0) % 10 == 0 or state.get("status") in store.FINAL):
+                out.write(line + "\n")
+            out.flush()
+            last_line = line
+            if state.get("status") in store.FINAL:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        out.write(f"\nleft {run.id} running in the background\n")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, old)
+    state = run.state()
+    out.write(("\n" if tty else "") + f"{run.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "") + "\n")
+    return 0 if state.get("status") == "completed" else 1
+
+
+def progress_line(run_id: str, state: dict, prog: dict) -> str:
+    step, total = prog.get("step") or 0, prog.get("max_steps") or 0
+    width = 24
+    filled = int(width * step / total) if total else 0
+    bar = "#" * filled + "-" * (width - filled)
+    loss = prog.get("train_loss")
+    tps = prog.get("tokens_per_s_avg")
+    eta = ""
+    if total and step and prog.get("started") and prog.get("updated"):
+        rate = step / max(prog["updated"] - prog["started"], 1e-9)
+        eta = f" ETA {int((total - step) / rate)}s" if rate > 0 else ""
+    parts = [f"{run_id[:40]} {state.get('status', '?'):<9} [{bar}] {step}/{total or '?'}"]
+    if loss is not None:
+        parts.append(f"loss {loss:.4g}")
+    if prog.get("best_eval_loss") is not None:
+        parts.append(f"eval {prog['best_eval_loss']:.4g}")
+    if tps:
+        parts.append(f"{tps:.0f} tok/s")
+    return " ".join(parts) + eta
+
+
+def cmd_demo(ws: store.Workspace, args) -> int:
+    demo.prepare(ws.root, log=lambda m: print(m, file=sys.stderr))
+    if args.prepare_only:
+        return 0
+    exp_dir = ws.experiments if ws.experiments.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+    files = [exp_dir / name for name in DEMO_EXPERIMENTS]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise ConfigError(f"demo experiment files not found: {', '.join(missing)}")
+    exps = [load_and_validate(ws, f, []) for f in files]
+    runs = [launcher.create_training_run(ws, exp, ["labtui", "demo"]) for exp in exps]
+    try:
+        from . import queue
+
+        for run in runs:
+            queue.enqueue(ws, run)
+        queue.advance(ws)
+    except ImportError:
+        for run in runs:
+            launcher.start(run)
+    for run in runs:
+        print(run.id)
+    if args.no_tui or not sys.stdin.isatty() or not sys.stdout.isatty():
+        return follow_many(runs)
+    from tui.app import LabApp
+
+    LabApp(workspace=ws).run()
+    return 0

@@ -1,0 +1,452 @@
+"""The run store: `logs/<run-id>/` directories, the contract between the worker and every reader.
+
+One writer per file, so no locks are needed:
+  run.json       written once at creation (id, experiment, parent, command, changed keys)
+  config.yaml    the resolved experiment config
+  env.json       environment (versions, device, host, git commit, command line)
+  state.json     lifecycle: status, pids, host, heartbeat, exit code/signal (supervisor, launcher)
+  progress.json  the latest numbers: step, losses, checkpoint, final result (worker)
+  metrics.jsonl  append-only records, one JSON object per line (worker)
+  system.jsonl   append-only machine samples (supervisor)
+  alerts.jsonl   append-only watchdog alerts
+  worker.log     stdout and stderr of the worker
+  checkpoints/   Trainer checkpoints;  evals/<eval-id>/  evaluations;  notes.md  the user's notes
+JSON state files are replaced atomically (temp file + rename); JSONL files are only appended to.
+Nothing here imports torch or textual.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+PROGRESS_FILE = "progress.json"
+CONFIG_FILE = "config.yaml"
+ENV_FILE = "env.json"
+METRICS_FILE = "metrics.jsonl"
+SYSTEM_FILE = "system.jsonl"
+ALERTS_FILE = "alerts.jsonl"
+LOG_FILE = "worker.log"
+NOTES_FILE = "notes.md"
+CHECKPOINTS_DIR = "checkpoints"
+EVALS_DIR = "evals"
+
+STATUSES = ("queued", "starting", "running", "completed", "failed", "stopped", "crashed")
+LIVE = ("starting", "running")
+FINAL = ("completed", "failed", "stopped", "crashed")
+# A live run whose supervisor is on another host is judged by its heartbeat alone.
+HEARTBEAT_STALE_S = 30.0
+
+
+class RunNotFound(LookupError):
+    """An unknown or ambiguous run reference; the message lists what to try."""
+
+
+# --- small file helpers -----------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    return str(o)
+
+
+def dumps(obj: Any) -> str:
+    """JSON that keeps NaN and Infinity (Python's json reads them back); a NaN loss must stay visible."""
+    return json.dumps(obj, default=_json_default, allow_nan=True)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, default=_json_default, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
+        return default
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return default
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """One write() of one complete line, so concurrent readers see whole lines or a partial tail."""
+    line = (dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+class JsonlWriter:
+    """Keeps the file open for a long stream of appends (the training callback's hot path)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record: dict) -> None:
+        os.write(self._fd, (dumps(record) + "\n").encode())
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class JsonlReader:
+    """Reads an append-only JSONL file incrementally from a byte offset.
+
+    A partial last line (the writer is mid-write, or died mid-write) is left for the next call;
+    a line that is not valid JSON is skipped and counted in `corrupt`. Never raises on content.
+    """
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path = Path(path)
+        self.offset = offset
+        self.corrupt = 0
+        self.corrupt_lines: list[int] = []  # byte offsets of skipped lines (first 100)
+
+    def read_new(self, max_bytes: int | None = None) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read() if max_bytes is None else f.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        chunk = data[: end + 1]
+        records = []
+        pos = self.offset
+        loads = json.loads
+        for line in chunk.split(b"\n")[:-1]:
+            if line.strip():
+                try:
+                    rec = loads(line)
+                except ValueError:
+                    rec = None
+                if isinstance(rec, dict):
+                    records.append(rec)
+                else:
+                    self.corrupt += 1
+                    if len(self.corrupt_lines) < 100:
+                        self.corrupt_lines.append(pos)
+            pos += len(line) + 1
+        self.offset += len(chunk)
+        return records
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return JsonlReader(path).read_new()
+
+
+def tail_lines(path: Path, n: int = 20, max_bytes: int = 64_000) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", "replace").replace("\r", "\n")
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    return lines[-n:]
+
+
+# --- ids --------------------------------------------------------------------------------------
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", name).strip("-").lower()
+    return slug[:40] or "run"
+
+
+def new_run_id(name: str, now: float | None = None) -> str:
+    """Sortable and unique: `20261122-031500-demo-baseline-a3f9`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    return f"{stamp}-{slugify(name)}-{secrets.token_hex(2)}"
+
+
+# --- process liveness -------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def process_alive(pid: int | None, start_time: float | None) -> bool:
+    """True only if `pid` runs and is the same process (its start time matches): a reused pid is dead."""
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if start_time is not None and abs(p.create_time() - start_time) > 1.0:
+            return False
+        return True
+    except Exception:
+        return False
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    path: Path
+    _info: dict | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # raw files
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = read_json(self.file(RUN_FILE), {}) or {}
+        return self._info
+
+    def raw_state(self) -> dict:
+        return read_json(self.file(STATE_FILE), {}) or {}
+
+    def progress(self) -> dict:
+        return read_json(self.file(PROGRESS_FILE), {}) or {}
+
+    def config(self) -> dict:
+        import yaml
+
+        try:
+            return yaml.safe_load(self.file(CONFIG_FILE).read_text()) or {}
+        except (FileNotFoundError, yaml.YAMLError):
+            return {}
+
+    def env(self) -> dict:
+        return read_json(self.file(ENV_FILE), {}) or {}
+
+    def notes(self) -> str:
+        try:
+            return self.file(NOTES_FILE).read_text()
+        except FileNotFoundError:
+            return ""
+
+    def write_notes(self, text: str) -> None:
+        atomic_write_text(self.file(NOTES_FILE), text)
+
+    def update_state(self, **updates: Any) -> dict:
+        state = self.raw_state()
+        state.update(updates)
+        state["updated"] = time.time()
+        atomic_write_json(self.file(STATE_FILE), state)
+        return state
+
+    def write_progress(self, progress: dict) -> None:
+        atomic_write_json(self.file(PROGRESS_FILE), progress)
+
+    # derived
+    def state(self, now: float | None = None) -> dict:
+        """state.json with the worker's final result folded in and crashes detected.
+
+        A run that says it is live but whose processes are gone (checked by pid *and* start time,
+        so a reused pid does not count) is `crashed`, with the signal when the supervisor saw it,
+        otherwise "no heartbeat since HH:MM, process gone".
+        """
+        state = self.raw_state()
+        progress = self.progress()
+        result = progress.get("result")
+        status = state.get("status", "queued")
+        if status in LIVE and result and result.get("status") in FINAL:
+            # the worker wrote its end but the supervisor has not (yet) recorded it
+            if not self._live(state):
+                state.update(result)
+                status = state["status"]
+        if status in LIVE and not self._live(state, now):
+            hb = state.get("heartbeat") or state.get("started") or state.get("created")
+            since = time.strftime("%H:%M", time.localtime(hb)) if hb else "?"
+            state["status"] = "crashed"
+            state.setdefault("error", None)
+            state["error"] = state.get("error") or f"no heartbeat since {since}, process gone"
+            state["crash_detected_by"] = "reader"
+        return state
+
+    def _live(self, state: dict, now: float | None = None) -> bool:
+        if state.get("host") and state["host"] != socket.gethostname():
+            hb = state.get("heartbeat") or 0
+            return (now or time.time()) - hb < HEARTBEAT_STALE_S
+        if process_alive(state.get("supervisor_pid"), state.get("supervisor_start")):
+            return True
+        if process_alive(state.get("pid"), state.get("pid_start")):
+            return True
+        if state.get("status") == "starting" and not state.get("supervisor_pid"):
+            # the launcher has not handed over yet; give it a moment
+            return (now or time.time()) - (state.get("updated") or 0) < 10
+        return False
+
+    def checkpoints(self) -> list[Path]:
+        d = self.file(CHECKPOINTS_DIR)
+        if not d.is_dir():
+            return []
+        cps = [p for p in d.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+        return sorted(cps, key=lambda p: int(p.name.split("-")[1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
+
+    def evals(self) -> list[Path]:
+        d = self.file(EVALS_DIR)
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.iterdir() if p.is_dir())
+
+    def summary(self) -> dict:
+        """The row of `labtui runs --json`: cheap (three small files, no metrics parsing)."""
+        info, state, progress = self.info(), self.state(), self.progress()
+        cfg_name = info.get("experiment") or self.id
+        cp = progress.get("checkpoint")
+        return {
+            "id": self.id,
+            "experiment": cfg_name,
+            "description": info.get("description", ""),
+            "kind": info.get("kind", "train"),
+            "status": state.get("status", "queued"),
+            "step": progress.get("step", 0),
+            "max_steps": progress.get("max_steps"),
+            "epoch": progress.get("epoch"),
+            "created": info.get("created"),
+            "started": state.get("started"),
+            "ended": state.get("ended"),
+            "train_loss": _num(progress.get("train_loss")),
+            "eval_loss": _num(progress.get("best_eval_loss")),
+            "best_step": progress.get("best_step"),
+            "tokens_per_s": progress.get("tokens_per_s"),
+            "parent": info.get("parent"),
+            "pid": state.get("pid"),
+            "heartbeat": state.get("heartbeat"),
+            "exit_code": state.get("exit_code"),
+            "exit_signal": state.get("exit_signal"),
+            "error": state.get("error"),
+            "checkpoint": cp,
+            "host": state.get("host"),
+        }
+
+
+def _num(x: Any) -> Any:
+    """NaN/Inf are not valid JSON for most consumers; the CLI's JSON carries them as strings."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+class Workspace:
+    """A folder with `experiments/` and `logs/`; runs live in `logs/<run-id>/`."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def experiments(self) -> Path:
+        return self.root / "experiments"
+
+    def iter_runs(self) -> Iterator[Run]:
+        if not self.logs.is_dir():
+            return
+        for p in sorted(self.logs.iterdir()):
+            if p.is_dir() and (p / RUN_FILE).exists():
+                yield Run(p)
+
+    def runs(self) -> list[Run]:
+        return list(self.iter_runs())
+
+    def run(self, ref: str) -> Run:
+        """A run by full id or unique prefix (or `last`, the newest)."""
+        runs = self.runs()
+        if ref in ("last", "latest", "@"):
+            if not runs:
+                raise RunNotFound(f"no runs in {self.logs}")
+            return runs[-1]
+        for r in runs:
+            if r.id == ref:
+                return r
+        matches = [r for r in runs if r.id.startswith(ref)] or [r for r in runs if ref in r.id]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            hint = f"; newest: {runs[-1].id}" if runs else ""
+            raise RunNotFound(f"no run matches '{ref}' in {self.logs}{hint} (see `labtui runs`)")
+        names = ", ".join(r.id for r in matches[:5])
+        more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+        raise RunNotFound(f"'{ref}' matches {len(matches)} runs: {names}{more}; give more of the id")
+
+    def create_run(self, name: str, info: dict, config_text: str | None = None) -> Run:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_id = new_run_id(name)
+            path = self.logs / run_id
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        run = Run(path)
+        now = time.time()
+        atomic_write_json(path / RUN_FILE, {"id": run_id, "created": now, **info})
+        if config_text is not None:
+            atomic_write_text(path / CONFIG_FILE, config_text)
+        atomic_write_json(path / STATE_FILE, {"status": "queued", "created": now, "updated": now})
+        return run

@@ -1,0 +1,242 @@
+"""The training worker: `python -m engine.worker RUN_DIR [--resume]`.
+
+Loads the run's resolved config, the model (AutoModelForCausalLM.from_pretrained: a hub id or a
+local folder), applies LoRA, trains with trl.SFTTrainer or transformers.Trainer, checkpoints,
+and records everything through LabtuiCallback. Runs under the supervisor (engine/supervisor.py),
+which owns state.json; this process writes progress.json, metrics.jsonl and its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import store
+from .config import resolve_path
+from .errors import explain
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="engine.worker")
+    ap.add_argument("run_dir")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    run = store.Run(Path(args.run_dir))
+    return train(run, resume=args.resume)
+
+
+def environment(device: str | None = None) -> dict:
+    import platform
+    import socket
+
+    env = {"python": platform.python_version(), "platform": platform.platform(), "host": socket.gethostname(),
+           "argv": sys.argv, "pid": os.getpid()}
+    for mod in ("torch", "transformers", "peft", "trl", "datasets", "accelerate"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:
+            env[mod] = None
+    try:
+        import torch
+
+        env["cuda"] = torch.version.cuda
+        env["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            env["device"] = device or "cuda"
+            env["device_name"] = torch.cuda.get_device_name(0)
+            env["device_count"] = torch.cuda.device_count()
+        else:
+            env["device"] = device or "cpu"
+            env["device_name"] = platform.processor() or platform.machine()
+        env["torch_threads"] = torch.get_num_threads()
+    except Exception:
+        pass
+    return env
+
+
+def train(run: store.Run, resume: bool = False) -> int:
+    from .callback import LabtuiCallback
+
+    cfg = run.config()
+    info = run.info()
+    workspace = Path(info.get("workspace") or os.getcwd())
+    eng = cfg.get("engine", {})
+    cb = LabtuiCallback(run.path, empty_cache_every=int(eng.get("empty_cache_every") or 0),
+                        sample_interval=float(eng.get("sample_interval") or 5.0))
+    try:
+        watchdog = _make_watchdog(run, cfg, cb)
+        cb.watchdog = watchdog
+        trainer = build_trainer(run, cfg, workspace, cb)
+        store.atomic_write_json(run.file(store.ENV_FILE), {**environment(), "workspace_git": _git_commit(workspace),
+                                                           "command": info.get("command")})
+        checkpoint = None
+        if resume:
+            cp = run.latest_checkpoint()
+            if cp is None:
+                raise RuntimeError("nothing to resume from: the run has no checkpoint yet (use `labtui retry` to start it again)")
+            checkpoint = str(cp)
+            print(f"[labtui] resuming from {cp}", flush=True)
+        print(f"[labtui] training {info.get('experiment')} ({run.id})", flush=True)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        status = "stopped" if cb.stop_requested else "completed"
+        if status == "completed" and cfg.get("lora") is not None:
+            trainer.save_model(str(run.file("adapter")))
+        cb.finish(status)
+        print(f"[labtui] {status} at step {cb.progress.get('step')}", flush=True)
+        return 0
+    except BaseException as e:  # noqa: BLE001 - everything is recorded, then re-raised as an exit code
+        traceback.print_exc()
+        sys.stdout.flush()
+        message, where = explain(e)
+        status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+        try:
+            cb.finish(status, error=message, where=where)
+        except Exception:
+            traceback.print_exc()
+        print(f"[labtui] {status}: {message}", flush=True)
+        return 1
+
+
+def _make_watchdog(run, cfg, cb):
+    try:
+        from .watchdog import Watchdog
+    except ImportError:
+        return None
+    return Watchdog(run, cfg, cb)
+
+
+def _git_commit(path: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+# --- model and trainer --------------------------------------------------------------------
+
+
+def load_model_and_tokenizer(cfg: dict, workspace: Path, device_map=None, dtype_override: str | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = cfg["model"]
+    name = m["model_name_or_path"]
+    local = resolve_path(name, workspace)
+    source = str(local) if local is not None and local.exists() else name
+    kwargs = {"trust_remote_code": bool(m.get("trust_remote_code")), "revision": m.get("revision")}
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if tokenizer.pad_token is None:
+        # pad must not be EOS (the model would never learn to stop, and left-padded generation breaks)
+        if tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|labtui_pad|>"})
+    dtype = dtype_override or m.get("dtype") or "auto"
+    model_kwargs = dict(kwargs)
+    if dtype != "auto":
+        model_kwargs["dtype"] = getattr(torch, dtype)
+    else:
+        model_kwargs["dtype"] = "auto"
+    if m.get("attn_implementation"):
+        model_kwargs["attn_implementation"] = m["attn_implementation"]
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(source, **model_kwargs)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+# Defaults labtui brings to TrainingArguments / SFTConfig (the user's `training:` wins).
+TRAINING_DEFAULTS = {
+    "logging_steps": 10,
+    "disable_tqdm": True,
+    "save_total_limit": 3,
+}
+
+
+def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
+    training = {**TRAINING_DEFAULTS, **(cfg.get("training") or {})}
+    if has_eval and "eval_strategy" not in training and "evaluation_strategy" not in training:
+        training["eval_strategy"] = "steps"
+        training.setdefault("eval_steps", training.get("logging_steps", 10) * 5)
+    training.update(
+        output_dir=str(run.file(store.CHECKPOINTS_DIR)),
+        logging_nan_inf_filter=False,  # a NaN loss must be recorded as NaN, not replaced by the mean
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",  # count real tokens, per optimizer step
+        prediction_loss_only=True,  # in-training eval keeps no logits (no OOM at eval)
+        seed=int(cfg["engine"].get("seed", 42)),
+    )
+    return training
+
+
+def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
+    import datasets
+    import transformers
+
+    from .data import load_splits, to_prompt_completion
+
+    transformers.set_seed(int(cfg["engine"].get("seed", 42)))
+    transformers.logging.set_verbosity_warning()
+    splits = load_splits(cfg, workspace)
+    print(f"[labtui] data: {len(splits.train)} train, {len(splits.eval)} eval, {len(splits.test)} test from {splits.source}", flush=True)
+    model, tokenizer = load_model_and_tokenizer(cfg, workspace)
+    task = cfg["task"]
+    args = training_args(cfg, run, has_eval=bool(splits.eval))
+    peft_config = None
+    if cfg.get("lora") is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**cfg["lora"])
+    train_rows = [to_prompt_completion(e, task) for e in splits.train]
+    eval_rows = [to_prompt_completion(e, task) for e in splits.eval]
+
+    if cfg["trainer"] == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        args.setdefault("max_length", task.get("max_length"))
+        sft_args = SFTConfig(**args)
+        return SFTTrainer(
+            model=model, args=sft_args, processing_class=tokenizer,
+            train_dataset=datasets.Dataset.from_list(train_rows),
+            eval_dataset=datasets.Dataset.from_list(eval_rows) if eval_rows else None,
+            peft_config=peft_config, callbacks=[cb],
+        )
+
+    # The plain transformers.Trainer baseline: labtui's own tokenisation (prompt + answer + EOS,
+    # loss on every token) and collator.
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    max_length = int(task.get("max_length") or 512)
+
+    def tokenize(row):
+        text = row["prompt"] + row["completion"]
+        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1)["input_ids"]
+        return {"input_ids": ids + [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else ids}
+
+    def dataset(rows):
+        return datasets.Dataset.from_list(rows).map(tokenize, remove_columns=["prompt", "completion"])
+
+    collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    return Trainer(
+        model=model, args=TrainingArguments(**args), data_collator=collator, processing_class=tokenizer,
+        train_dataset=dataset(train_rows), eval_dataset=dataset(eval_rows) if eval_rows else None, callbacks=[cb],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Shared fixtures: the offline demo assets (built once per session) and throwaway workspaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import store
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa"
+
+# Tests run workers on 2 cores next to pytest itself; keep each worker to one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory) -> Path:
+    """A folder holding demo/ (tiny model + synthetic data), built once for the whole session."""
+    from engine import demo
+
+    root = tmp_path_factory.mktemp("demo-assets")
+    demo.prepare(root, log=lambda m: None)
+    return root / demo.DEMO_DIR
+
+
+@pytest.fixture
+def workspace(tmp_path, demo_assets) -> store.Workspace:
+    """A fresh workspace with the demo assets (symlinked, read-only use) and the shipped experiments."""
+    (tmp_path / "demo").symlink_to(demo_assets)
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    return store.Workspace(tmp_path)
+
+
+def labtui(ws: store.Workspace | Path, *args: str, timeout: float = 300, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess against a workspace."""
+    root = ws.root if isinstance(ws, store.Workspace) else Path(ws)
+    env = dict(os.environ, LABTUI_WORKSPACE=str(root), PYTHONPATH=str(ROOT))
+    env.update(kw.pop("env", {}))
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=str(root), stdin=subprocess.DEVNULL, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"labtui {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(run: store.Run, statuses=store.FINAL, timeout: float = 240, poll: float = 0.25) -> dict:
+    """Wait until the run's (derived) status is one of `statuses`; fail with its log if it never is."""
+    deadline = time.time() + timeout
+    state = {}
+    while time.time() < deadline:
+        state = run.state()
+        if state.get("status") in statuses:
+            return state
+        time.sleep(poll)
+    log = "\n".join(store.tail_lines(run.file(store.LOG_FILE), 40))
+    raise AssertionError(f"{run.id} still {state.get('status')} after {timeout}s\n{log}")
+
+
+def fast_overrides(steps: int = 20) -> list[str]:
+    """--set flags that make a demo experiment finish in a few seconds."""
+    return ["--set", f"training.max_steps={steps}", "--set", "training.logging_steps=2",
+            "--set", f"training.save_steps={steps // 2}", "--set", f"training.eval_steps={steps // 2}"]
