@@ -1,0 +1,484 @@
+"""Reading evaluations: `logs/<run-id>/evals/<eval-id>/`, their predictions, summaries and comparisons.
+
+An eval directory is a run directory of its own (`store.Run(eval_dir).state()` works) holding:
+  run.json          {id, kind: "eval", run, workspace, created, command}
+  eval.json         the settings: checkpoint (a path, or "base"), checkpoint_step, device, mode, n, ...
+  config.yaml       the experiment config of the evaluated run (model, data, task)
+  state.json, progress.json, worker.log   as for runs (supervisor / worker)
+  env.json          device name, dtype, torch / CUDA versions
+  predictions.jsonl one record per example and temperature: id, gold, pred, raw, correct, temperature
+                    (and loglik {choice: float} in score mode)
+  summary.json      accuracy, Wilson interval, macro-F1, confusion, error kinds, speed, warnings
+
+Light: used by the TUI and the CLI, so nothing here imports torch. `summarize` is the one place
+where a summary is computed, for the worker and for planted prediction sets alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from . import stats, store
+from .config import ConfigError
+
+EVAL_FILE = "eval.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+EMPTY = ""  # pred of an output with no text
+UNPARSEABLE = "unparseable"  # pred of an output with text but no answer in it
+
+ERROR_KINDS = ("correct", "hedged_maybe", "yes_no_swap", "missed_maybe", "empty", "unparseable", "other")
+ERROR_HELP = {
+    "correct": "right answer",
+    "hedged_maybe": "answered maybe, gold is yes or no",
+    "yes_no_swap": "answered yes for no, or no for yes",
+    "missed_maybe": "answered yes or no, gold is maybe",
+    "empty": "no text at all",
+    "unparseable": "text without a yes/no/maybe",
+    "other": "any other wrong answer",
+}
+DEGENERATE_SHARE = 0.90  # one answer above this share of predictions
+DEGENERATE_BAD = 0.10  # empty + unparseable above this share
+
+
+class EvalNotFound(ConfigError):
+    """An unknown eval, run or predictions file (exit code 2 in the CLI)."""
+
+
+# --- one eval directory -----------------------------------------------------------------------
+
+
+def is_eval_dir(path: Path) -> bool:
+    path = Path(path)
+    return (path / EVAL_FILE).exists() or (store.read_json(path / store.RUN_FILE, {}) or {}).get("kind") == "eval"
+
+
+def eval_row(path: Path) -> dict:
+    """The row of `labtui evals` and the TUI: cheap (four small JSON files)."""
+    path = Path(path)
+    ev = store.Run(path)
+    info = ev.info()
+    settings = store.read_json(path / EVAL_FILE, {}) or {}
+    summary = store.read_json(path / SUMMARY_FILE, {}) or {}
+    progress = ev.progress()
+    state = ev.state()
+    return {
+        "id": path.name,
+        "path": str(path),
+        "run": info.get("run"),
+        "status": state.get("status", "queued"),
+        "error": state.get("error"),
+        "mode": settings.get("mode"),
+        "device": summary.get("device") or settings.get("device_actual") or settings.get("device"),
+        "checkpoint": settings.get("checkpoint"),
+        "checkpoint_step": settings.get("checkpoint_step"),
+        "purpose": settings.get("purpose", "eval"),
+        "n": summary.get("n", settings.get("n")),
+        "done": progress.get("done"),
+        "total": progress.get("total"),
+        "accuracy": summary.get("accuracy"),
+        "ci": summary.get("ci"),
+        "macro_f1": summary.get("macro_f1"),
+        "created": info.get("created"),
+        "degenerate": bool(summary.get("degenerate", False)),
+        "warnings": list(summary.get("warnings") or []),
+        "partial": bool(summary.get("partial", False)),
+    }
+
+
+def list_evals(run: store.Run) -> list[dict]:
+    """The run's evaluations, oldest first (ids sort by time)."""
+    return [eval_row(p) for p in run.evals() if is_eval_dir(p)]
+
+
+def latest_eval(run: store.Run, completed_only: bool = True) -> dict | None:
+    """The newest evaluation of the run (parity checks left out); None if there is none."""
+    for row in reversed(list_evals(run)):
+        if row["purpose"] == "parity":
+            continue
+        if completed_only and (row["status"] != "completed" or row["accuracy"] is None):
+            continue
+        return row
+    return None
+
+
+def read_summary(path: Path) -> dict:
+    return store.read_json(Path(path) / SUMMARY_FILE, {}) or {}
+
+
+def read_settings(path: Path) -> dict:
+    return store.read_json(Path(path) / EVAL_FILE, {}) or {}
+
+
+# --- error kinds and the summary ----------------------------------------------------------------
+
+
+def error_kind(gold: str, pred: str | None, choices: Iterable[str] = ("yes", "no", "maybe")) -> str:
+    """One of ERROR_KINDS for a (gold, prediction) pair."""
+    choices = list(choices)
+    if pred is None or (isinstance(pred, str) and not pred.strip()):
+        return "empty"
+    if pred == gold:
+        return "correct"
+    if pred not in choices:
+        return "unparseable"
+    yes_no = {"yes", "no"}
+    if pred == "maybe" and gold in yes_no:
+        return "hedged_maybe"
+    if pred in yes_no and gold in yes_no:
+        return "yes_no_swap"
+    if gold == "maybe" and pred in yes_no:
+        return "missed_maybe"
+    return "other"
+
+
+def error_counts(records: Iterable[Mapping], choices: Iterable[str] = ("yes", "no", "maybe")) -> dict[str, int]:
+    choices = list(choices)
+    counts = Counter(error_kind(r.get("gold"), r.get("pred"), choices) for r in records)
+    return {k: counts.get(k, 0) for k in ERROR_KINDS}
+
+
+def group_by_temperature(records: Iterable[Mapping]) -> dict[Any, list[dict]]:
+    """{temperature: records}, in order of first appearance (None in score mode)."""
+    groups: dict[Any, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r.get("temperature"), []).append(dict(r))
+    return groups
+
+
+def _temp_key(t: Any) -> str:
+    return "null" if t is None else str(float(t))
+
+
+def degenerate_warnings(records: list[Mapping], choices: list[str]) -> list[str]:
+    """Signs of broken inference: one answer above 90% of predictions (unless the gold answers are
+    just as lopsided), or over 10% empty or unparseable outputs."""
+    n = len(records)
+    if n == 0:
+        return []
+    out = []
+    preds = Counter(r.get("pred") or EMPTY for r in records)
+    golds = Counter(r.get("gold") for r in records)
+    top, k = preds.most_common(1)[0]
+    share = k / n
+    if top in choices and share > DEGENERATE_SHARE and golds.get(top, 0) / n <= DEGENERATE_SHARE:
+        out.append(f"degenerate output: '{top}' is {share:.0%} of the {n} predictions "
+                   f"(gold has {golds.get(top, 0) / n:.0%} '{top}')")
+    bad = sum(v for p, v in preds.items() if p not in choices)
+    if bad / n > DEGENERATE_BAD:
+        empty = preds.get(EMPTY, 0)
+        out.append(f"degenerate output: {bad / n:.0%} of the outputs are empty or unparseable "
+                   f"({empty} empty, {bad - empty} unparseable)")
+    return out
+
+
+def _accuracy_block(records: list[Mapping], choices: list[str]) -> dict:
+    n = len(records)
+    k = sum(1 for r in records if r.get("correct"))
+    return {
+        "n": n,
+        "accuracy": k / n if n else None,
+        "ci": list(stats.wilson_interval(k, n)),
+        "errors": error_counts(records, choices),
+    }
+
+
+def summarize(records: list[Mapping], choices: Iterable[str] = ("yes", "no", "maybe"), *,
+              mode: str = "score", device: str | None = None, device_name: str | None = None,
+              checkpoint: str | None = None, checkpoint_step: int | None = None, wall_s: float | None = None,
+              tokens: int | None = None, rerun_command: str | None = None, partial: bool = False,
+              created: float | None = None) -> dict:
+    """summary.json from prediction records. In generate mode the top-level numbers are those of
+    the first temperature; every temperature gets its own entry in `per_temperature`."""
+    choices = list(choices)
+    groups = group_by_temperature(records)
+    first = next(iter(groups.values()), [])
+    head = _accuracy_block(first, choices)
+    gold = [r.get("gold") for r in first]
+    pred = [r.get("pred") if r.get("pred") is not None else EMPTY for r in first]
+    warnings = degenerate_warnings(first, choices)
+    degenerate = bool(warnings)
+    on_gpu = bool(device and str(device).startswith("cuda"))
+    if degenerate and on_gpu:
+        hint = ("this eval ran on the GPU, where a broken inference stack gives exactly this pattern; "
+                "re-run it on the CPU and compare")
+        warnings.append(hint + (f": {rerun_command}" if rerun_command else " (labtui eval RUN --device cpu)"))
+    per_temperature = {}
+    if mode == "generate":
+        for t, recs in groups.items():
+            block = _accuracy_block(recs, choices)
+            w = degenerate_warnings(recs, choices)
+            per_temperature[_temp_key(t)] = {**block, "warnings": w}
+            if recs is not first and w:
+                warnings.extend(f"at temperature {t}: {x}" for x in w)
+    if partial:
+        warnings.insert(0, f"partial: stopped after {len(first)} examples")
+    total = len(records)
+    return {
+        "n": head["n"],
+        "accuracy": head["accuracy"],
+        "ci": head["ci"],
+        "macro_f1": stats.macro_f1(gold, pred, choices) if first else None,
+        "confusion": stats.confusion_matrix(gold, pred, choices),
+        "labels": choices,
+        "errors": head["errors"],
+        "pred_counts": dict(Counter(pred)),
+        "gold_counts": dict(Counter(gold)),
+        "tokens": tokens,
+        "tokens_per_s": tokens / wall_s if tokens and wall_s else None,
+        "examples_per_s": total / wall_s if wall_s else None,
+        "wall_s": wall_s,
+        "warnings": warnings,
+        "degenerate": degenerate,
+        "suggest_cpu_rerun": degenerate and on_gpu,
+        "cpu_rerun_command": rerun_command if degenerate and on_gpu else None,
+        "device": device,
+        "device_name": device_name,
+        "mode": mode,
+        "checkpoint": checkpoint,
+        "checkpoint_step": checkpoint_step,
+        "per_temperature": per_temperature,
+        "temperatures": [t for t in groups],
+        "partial": partial,
+        "created": created if created is not None else time.time(),
+    }
+
+
+# --- predictions from any source ----------------------------------------------------------------
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise EvalNotFound(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EvalNotFound(f"{path}: not valid JSON ({e})") from None
+
+
+def load_gold(path: str | Path) -> dict[str, str]:
+    """Gold answers: PubMedQA's `test_ground_truth.json` {PMID: label}, its `ori_pqal.json`
+    {PMID: {final_decision, ...}}, or a JSONL file with id and gold (or answer)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        out = {}
+        for r in _read_jsonl(path):
+            label = r.get("gold", r.get("answer"))
+            if "id" not in r or label is None:
+                raise EvalNotFound(f"{path}: JSONL gold records need id and gold (or answer)")
+            out[str(r["id"])] = _label(label)
+        return out
+    data = _read_json_file(path)
+    if not isinstance(data, dict) or not data:
+        raise EvalNotFound(f"{path}: expected a gold file like PubMedQA's test_ground_truth.json, {{PMID: label}}")
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            if "final_decision" not in v:
+                raise EvalNotFound(f"{path}: entry {k} has no final_decision; expected {{PMID: label}}")
+            v = v["final_decision"]
+        out[str(k)] = _label(v)
+    return out
+
+
+def _label(x: Any) -> str:
+    return EMPTY if x is None else str(x).strip().lower()
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        raise EvalNotFound(f"{path}: no such file")
+    reader = store.JsonlReader(path)
+    rows = reader.read_new()
+    if reader.corrupt:
+        raise EvalNotFound(f"{path}: {reader.corrupt} line(s) are not JSON objects")
+    return rows
+
+
+def _finish(records: dict[str, dict], gold: Mapping[str, str] | None, where: str) -> dict[str, dict]:
+    if gold is not None:
+        unknown = [i for i in records if i not in gold]
+        if unknown:
+            raise EvalNotFound(f"{where}: {len(unknown)} predicted id(s) are not in the gold file (e.g. {unknown[0]})")
+        for i, r in records.items():
+            r["gold"] = gold[i]
+    for i, r in records.items():
+        if r.get("gold") is None:
+            raise EvalNotFound(f"{where}: example {i} has no gold answer; give the answers with --gold FILE")
+        r["correct"] = r.get("pred") == r["gold"]
+    return records
+
+
+def load_predictions(source: str | Path | store.Run, gold: str | Path | Mapping[str, str] | None = None,
+                     temperature: float | None = None) -> dict[str, dict]:
+    """{id: record} from an eval dir, a run (its latest completed eval), a JSONL file with id/gold/pred,
+    or a PubMedQA official file {PMID: label} (then `gold` is needed). Records of the first
+    temperature unless `temperature` is given. `correct` is recomputed as pred == gold."""
+    gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
+    if isinstance(source, store.Run):
+        path = source.path
+    else:
+        path = Path(source)
+    if path.is_dir():
+        if not is_eval_dir(path) and (path / store.RUN_FILE).exists():
+            row = latest_eval(store.Run(path))
+            if row is None:
+                raise EvalNotFound(f"run {path.name} has no completed evaluation; start one with `labtui eval {path.name}`")
+            path = Path(row["path"])
+        pred_file = path / PREDICTIONS_FILE
+        if not pred_file.exists():
+            raise EvalNotFound(f"{path}: no {PREDICTIONS_FILE} (is the eval still running, or did it fail? see its worker.log)")
+        return _from_records(_read_jsonl(pred_file), gold_map, temperature, str(pred_file))
+    if path.suffix == ".jsonl":
+        return _from_records(_read_jsonl(path), gold_map, temperature, str(path))
+    data = _read_json_file(path)
+    if isinstance(data, dict) and all(isinstance(v, (str, type(None))) for v in data.values()):
+        if gold_map is None:
+            raise EvalNotFound(f"{path}: a PubMedQA-format prediction file {{PMID: label}} has no gold answers; "
+                               f"add --gold test_ground_truth.json")
+        records = {str(k): {"id": str(k), "pred": _label(v), "raw": v} for k, v in data.items()}
+        return _finish(records, gold_map, str(path))
+    if isinstance(data, list):
+        return _from_records(data, gold_map, temperature, str(path))
+    raise EvalNotFound(f"{path}: not a predictions file (JSONL with id/gold/pred, or {{PMID: label}} with --gold)")
+
+
+def _from_records(rows: list[dict], gold: Mapping[str, str] | None, temperature: float | None, where: str) -> dict[str, dict]:
+    if not rows:
+        raise EvalNotFound(f"{where}: no predictions")
+    groups = group_by_temperature(rows)
+    if temperature is None:
+        chosen = next(iter(groups.values()))
+    else:
+        match = [k for k in groups if k is not None and math.isclose(float(k), float(temperature))]
+        if not match:
+            have = ", ".join(_temp_key(k) for k in groups)
+            raise EvalNotFound(f"{where}: no predictions at temperature {temperature} (it has {have})")
+        chosen = groups[match[0]]
+    records: dict[str, dict] = {}
+    for n, r in enumerate(chosen, 1):
+        if "id" not in r or "pred" not in r:
+            raise EvalNotFound(f"{where}: record {n} needs id and pred")
+        rec = dict(r)
+        rec["id"] = str(r["id"])
+        rec["pred"] = EMPTY if r["pred"] is None else str(r["pred"])
+        if rec.get("gold") is not None:
+            rec["gold"] = _label(rec["gold"])
+        if rec["id"] in records:
+            raise EvalNotFound(f"{where}: example id {rec['id']} appears twice")
+        records[rec["id"]] = rec
+    return _finish(records, gold, where)
+
+
+# --- comparing two sources ----------------------------------------------------------------------
+
+
+def source_name(source: Any) -> str:
+    if isinstance(source, store.Run):
+        return source.id
+    p = Path(source)
+    if is_eval_dir(p):
+        run = (store.read_json(p / store.RUN_FILE, {}) or {}).get("run")
+        return f"{run}/{p.name}" if run else p.name
+    return p.name
+
+
+def _labels_of(*record_sets: Mapping[str, dict]) -> list[str]:
+    seen = dict.fromkeys(["yes", "no", "maybe"])
+    extra = {r.get("gold") for recs in record_sets for r in recs.values()} - set(seen)
+    return [*seen, *sorted(x for x in extra if x)]
+
+
+def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None = None, method: str = "exact",
+                    temperature: float | None = None) -> dict:
+    """stats.compare of two prediction sources (anything load_predictions takes, or {id: record})
+    plus, for display: name_a, name_b, labels (the answer classes), errors_a, errors_b,
+    macro_f1_a, macro_f1_b. Raises stats.UnpairedError when the example ids differ."""
+    gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
+    ra = a if isinstance(a, Mapping) else load_predictions(a, gold_map, temperature)
+    rb = b if isinstance(b, Mapping) else load_predictions(b, gold_map, temperature)
+    try:
+        result = stats.compare({i: r["correct"] for i, r in ra.items()}, {i: r["correct"] for i, r in rb.items()}, method=method)
+    except stats.UnpairedError as e:
+        raise stats.UnpairedError(f"{e} (A has {len(ra)} examples, B has {len(rb)}: evaluate both with the same "
+                                  f"--n and --split)") from None
+    gold_diff = [i for i in ra if ra[i].get("gold") != rb[i].get("gold")]
+    labels = _labels_of(ra, rb)
+    ids = sorted(ra)
+    result.update(
+        name_a=source_name(a) if not isinstance(a, Mapping) else "A",
+        name_b=source_name(b) if not isinstance(b, Mapping) else "B",
+        labels=labels,
+        errors_a=error_counts(ra.values(), labels),
+        errors_b=error_counts(rb.values(), labels),
+        macro_f1_a=stats.macro_f1([ra[i]["gold"] for i in ids], [ra[i]["pred"] for i in ids], labels),
+        macro_f1_b=stats.macro_f1([rb[i]["gold"] for i in ids], [rb[i]["pred"] for i in ids], labels),
+        gold_mismatch=len(gold_diff),
+    )
+    if gold_diff:
+        result["verdict"] += (f" Warning: the gold answers differ for {len(gold_diff)} example(s) "
+                              f"(e.g. {gold_diff[0]}); were both evaluated on the same data?")
+    return result
+
+
+# --- finding evals by reference ------------------------------------------------------------------
+
+
+def all_evals(ws: store.Workspace) -> list[Path]:
+    return [p for run in ws.iter_runs() for p in run.evals() if is_eval_dir(p)]
+
+
+def find_eval(ws: store.Workspace, ref: str) -> Path:
+    """An eval by `RUN/EVAL` (each a unique prefix), a full or unique-prefix eval id, or a path."""
+    p = Path(ref)
+    if p.is_dir() and is_eval_dir(p):
+        return p.resolve()
+    if "/" in ref and not p.exists():
+        run_ref, _, eval_ref = ref.partition("/")
+        try:
+            run = ws.run(run_ref)
+        except store.RunNotFound as e:
+            raise EvalNotFound(str(e)) from None
+        return _pick(run.evals(), eval_ref, f"run {run.id}")
+    return _pick(all_evals(ws), ref, str(ws.logs))
+
+
+def _pick(paths: list[Path], ref: str, where: str) -> Path:
+    exact = [p for p in paths if p.name == ref]
+    if exact:
+        return exact[0]
+    matches = [p for p in paths if p.name.startswith(ref)] or [p for p in paths if ref in p.name]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise EvalNotFound(f"no eval '{ref}' in {where} (list them with `labtui evals`)")
+    names = ", ".join(m.name for m in matches[:5])
+    raise EvalNotFound(f"eval '{ref}' is ambiguous in {where}: {names}")
+
+
+def resolve_source(ws: store.Workspace, ref: str) -> Path:
+    """What `labtui compare` takes: a predictions file or eval/run folder, a run id (unique prefix, or
+    `last`: its latest completed eval), `RUN/EVAL`, or an eval id (unique prefix)."""
+    p = Path(ref)
+    if p.exists():
+        return p.resolve()
+    if "/" in ref:
+        return find_eval(ws, ref)
+    try:
+        run = ws.run(ref)
+    except store.RunNotFound as run_err:
+        try:
+            return find_eval(ws, ref)
+        except EvalNotFound:
+            raise EvalNotFound(f"'{ref}' is not a file, a run or an eval: {run_err}") from None
+    row = latest_eval(run)
+    if row is None:
+        raise EvalNotFound(f"run {run.id} has no completed evaluation; start one with `labtui eval {run.id}`")
+    return Path(row["path"])
