@@ -1,0 +1,198 @@
+"""The background monitor: one thread that reads the run store and posts messages to the app.
+
+Every `poll_interval` seconds (or at once when woken) it
+  - scans the run list (cheap rows, cached for finished runs) and posts `RunsScanned` on change;
+  - notices runs that ended and alerts that fired, in any run (`RunEnded`, `AlertFired`),
+    including runs started before the TUI was opened;
+  - reads the new bytes of the selected run's files (`RunTail`, by offset) and posts `RunData`;
+  - follows one log file by offset for the log screen (`LogLines`).
+It never touches a widget. Recently selected runs keep their tails, so switching back is instant.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from typing import Callable
+
+from engine import store
+from textual.message import Message
+
+from . import messages
+from .scan import RunRow, Scanner
+from .tail import RunTail
+
+LOG_TAIL_BYTES = 64_000
+LOG_CHUNK_BYTES = 1 << 20
+SNAPSHOT_EVERY_S = 0.25  # while a long history loads, show progress this often
+
+
+class Monitor:
+    def __init__(self, ws: store.Workspace, post: Callable[[Message], object], poll_interval: float = 1.0,
+                 tails_kept: int = 6, chunk_bytes: int | None = None):
+        self.ws = ws
+        self.post = post
+        self.poll_interval = poll_interval
+        self.tails_kept = tails_kept
+        self.chunk_bytes = chunk_bytes
+        self.scanner = Scanner(ws)
+        self.tails: OrderedDict[str, RunTail] = OrderedDict()
+        self.rows: tuple[RunRow, ...] = ()
+        self.ticks = 0
+        self.last_error: str | None = None
+        self._selected: str | None = None
+        self._posted_for: str | None = None
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._statuses: dict[str, str] | None = None
+        self._alerts: dict[str, store.JsonlReader] = {}
+        self._log: dict | None = None
+        self._lock = threading.Lock()
+
+    # --- called from the UI thread ------------------------------------------------------------
+
+    def select(self, run_id: str | None) -> None:
+        if run_id != self._selected:
+            self._selected = run_id
+            self.wake()
+
+    @property
+    def selected(self) -> str | None:
+        return self._selected
+
+    def follow_log(self, run_id: str | None, target=None) -> None:
+        """Post the log of `run_id` to `target` (a widget or screen), last 64 kB first; None stops."""
+        with self._lock:
+            self._log = None if run_id is None else {"run_id": run_id, "target": target, "offset": None,
+                                                       "decoder": codecs.getincrementaldecoder("utf-8")("replace")}
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def tail(self, run_id: str) -> RunTail | None:
+        return self.tails.get(run_id)
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def run(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        while not (self._stopped.is_set() or cancelled()):
+            self._wake.clear()
+            self.tick(cancelled)
+            self._wake.wait(self.poll_interval)
+
+    def tick(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        for part in (self._scan, self._poll_selected, self._poll_log):
+            if self._stopped.is_set() or cancelled():
+                return
+            try:
+                part()
+            except Exception as e:  # a half-written file must never stop the monitor
+                self.last_error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        self.ticks += 1
+
+    def _scan(self) -> None:
+        rows = tuple(self.scanner.scan())
+        if rows != self.rows:
+            self.rows = rows
+            self.post(messages.RunsScanned(rows))
+        first = self._statuses is None
+        previous = self._statuses or {}
+        for row in rows:
+            old = previous.get(row.id)
+            if not first and old is not None and old != row.status and old not in store.FINAL and row.final:
+                self.post(messages.RunEnded(row, old))
+            self._poll_alerts(row, skip_existing=first)
+        self._statuses = {r.id: r.status for r in rows}
+        for gone in set(self._alerts) - set(self._statuses):
+            del self._alerts[gone]
+
+    def _poll_alerts(self, row: RunRow, skip_existing: bool) -> None:
+        reader = self._alerts.get(row.id)
+        if reader is None:
+            if not row.live and row.status != "queued":
+                return
+            path = self.ws.logs / row.id / store.ALERTS_FILE
+            reader = store.JsonlReader(path)
+            if skip_existing:  # alerts from before the TUI opened are in the panel, not toasts
+                reader.offset = reader.size()
+            self._alerts[row.id] = reader
+        for alert in reader.read_new():
+            self.post(messages.AlertFired(row, alert))
+        if row.final:
+            del self._alerts[row.id]
+
+    def _poll_selected(self) -> None:
+        run_id = self._selected
+        if run_id is None:
+            return
+        tail = self.tails.get(run_id)
+        if tail is None:
+            path = self.ws.logs / run_id
+            if not path.is_dir():
+                return
+            tail = RunTail(path, **({"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}))
+            self.tails[run_id] = tail
+            while len(self.tails) > self.tails_kept:
+                self.tails.popitem(last=False)
+        self.tails.move_to_end(run_id)
+        posted = time.monotonic()
+        changed = False
+        while not self._stopped.is_set() and self._selected == run_id:
+            if not tail.poll():
+                break
+            changed = True
+            if tail.caught_up:
+                break
+            if time.monotonic() - posted > SNAPSHOT_EVERY_S:
+                self.post(messages.RunData(tail.snapshot()))
+                posted = time.monotonic()
+                changed = False
+        if (changed or self._posted_for != run_id) and self._selected == run_id:
+            self.post(messages.RunData(tail.snapshot()))
+            self._posted_for = run_id
+
+    def _poll_log(self) -> None:
+        with self._lock:
+            log = self._log
+        if log is None:
+            return
+        path = self.ws.logs / log["run_id"] / store.LOG_FILE
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0
+        reset = False
+        if log["offset"] is None or size < log["offset"]:
+            log["offset"] = max(0, size - LOG_TAIL_BYTES)
+            reset = True
+        if size == log["offset"] and not reset:
+            return
+        data = b""
+        if size > log["offset"]:
+            with open(path, "rb") as f:
+                f.seek(log["offset"])
+                data = f.read(LOG_CHUNK_BYTES)
+        log["offset"] += len(data)
+        text = log["decoder"].decode(data)
+        if reset and log["offset"] - len(data) > 0:
+            text = text.split("\n", 1)[-1]  # drop the partial first line of a tail
+        with self._lock:
+            if self._log is not log:
+                return
+        msg = messages.LogLines(log["run_id"], text, reset=reset)
+        target = log["target"]
+        if target is not None:
+            target.post_message(msg)
+        else:
+            self.post(msg)
+        if log["offset"] < size:
+            self.wake()

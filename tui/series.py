@@ -1,0 +1,234 @@
+"""Bounded, downsampled metric series for the loss chart, and TensorBoard's debiased EMA.
+
+A night of training logs up to millions of points; the chart shows a few hundred columns. A
+`Series` keeps at most `capacity` buckets over x (step or seconds). Each bucket holds the
+min/max envelope (so a spike is never averaged away), the mean, and the smoothed value at its
+last point for every EMA weight, computed on the full stream before anything is dropped. When
+x outgrows the buckets, neighbours merge pairwise and the bucket width doubles, so memory is
+O(capacity) however long the run. Non-finite values (NaN/Inf losses) are not folded into the
+numbers: they are counted per bucket, so the chart can mark those steps.
+
+Pure Python (math only): the TUI imports it, the tests check it against hand-worked values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+# Smoothing presets the `m` key cycles through: off, light, strong.
+SMOOTHING = (0.0, 0.6, 0.95)
+SMOOTHING_NAMES = ("off", "light", "strong")
+
+
+def ema(values: Iterable[float], weight: float) -> list[float]:
+    """TensorBoard's debiased exponential moving average (its `smoothing` slider).
+
+    last = last * w + (1 - w) * v;  smoothed = last / (1 - w ** n)  where n counts finite points.
+    Non-finite values pass through unchanged and do not enter the average. weight 0 is the raw
+    series. (TensorBoard also returns a constant series unsmoothed; the debiased EMA of a
+    constant is that constant anyway.)
+    """
+    out = []
+    smoother = Ema(weight)
+    for v in values:
+        out.append(smoother.update(v))
+    return out
+
+
+class Ema:
+    """The streaming form of `ema`: one point at a time, O(1) memory."""
+
+    __slots__ = ("weight", "last", "count")
+
+    def __init__(self, weight: float):
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"EMA weight must be in [0, 1), got {weight}")
+        self.weight = weight
+        self.last = 0.0
+        self.count = 0
+
+    def update(self, value: float) -> float:
+        if not math.isfinite(value):
+            return value
+        w = self.weight
+        self.last = self.last * w + (1.0 - w) * value
+        self.count += 1
+        return self.last / (1.0 - w**self.count) if w else self.last
+
+
+@dataclass(frozen=True)
+class Point:
+    """One bucket as the chart sees it. `smooth[k]` is the EMA with the series' `weights[k]` at the
+    bucket's last finite point; `bad` counts the NaN/Inf values that fell in the bucket."""
+
+    x: float  # mean x of the bucket's points (finite and not)
+    lo: float  # min, NaN if the bucket has only non-finite values
+    hi: float  # max
+    mean: float
+    last: float
+    smooth: tuple[float, ...]
+    n: int  # finite values
+    bad: int  # non-finite values
+    x_last: float  # x of the last finite point
+    bad_x: float  # x of the last non-finite point (NaN when none): where the chart marks it
+
+
+class _Bucket:
+    __slots__ = ("sx", "n_all", "n", "sum", "lo", "hi", "last", "last_x", "smooth", "bad", "bad_x")
+
+    def __init__(self, nweights: int):
+        self.sx = 0.0
+        self.n_all = 0
+        self.n = 0
+        self.sum = 0.0
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.last = math.nan
+        self.last_x = -math.inf
+        self.smooth: list[float] = [math.nan] * nweights
+        self.bad = 0
+        self.bad_x = math.nan
+
+    def merge(self, other: "_Bucket") -> None:
+        """Fold `other` (the bucket to the right) into this one."""
+        self.sx += other.sx
+        self.n_all += other.n_all
+        self.n += other.n
+        self.sum += other.sum
+        self.lo = min(self.lo, other.lo)
+        self.hi = max(self.hi, other.hi)
+        if other.n and other.last_x >= self.last_x:
+            self.last, self.last_x, self.smooth = other.last, other.last_x, other.smooth
+        self.bad += other.bad
+        if other.bad:
+            self.bad_x = other.bad_x
+
+
+class Series:
+    """x/y points folded into at most `capacity` buckets of width `width` (a power of two times
+    `base_width`). x should be >= 0 (steps, seconds since the start); smaller values count as 0."""
+
+    def __init__(self, capacity: int = 512, weights: Sequence[float] = SMOOTHING, base_width: float = 1.0):
+        if capacity < 2:
+            raise ValueError("capacity must be at least 2")
+        self.capacity = capacity
+        self.weights = tuple(weights)
+        self.width = float(base_width)
+        self.count = 0  # every value seen, finite or not
+        self.bad = 0  # non-finite values seen
+        self.y_lo = math.inf
+        self.y_hi = -math.inf
+        self._emas = [Ema(w) for w in self.weights]
+        self._buckets: dict[int, _Bucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def add(self, x: float, y: float) -> None:
+        x = max(0.0, float(x))
+        y = float(y)
+        index = int(x // self.width)
+        while index >= self.capacity:
+            self._halve()
+            index = int(x // self.width)
+        b = self._buckets.get(index)
+        if b is None:
+            b = self._buckets[index] = _Bucket(len(self.weights))
+        self.count += 1
+        b.sx += x
+        b.n_all += 1
+        if not math.isfinite(y):
+            self.bad += 1
+            b.bad += 1
+            b.bad_x = x
+            return
+        smooth = [e.update(y) for e in self._emas]
+        b.n += 1
+        b.sum += y
+        if y < b.lo:
+            b.lo = y
+        if y > b.hi:
+            b.hi = y
+        if x >= b.last_x:
+            b.last, b.last_x, b.smooth = y, x, smooth
+        if y < self.y_lo:
+            self.y_lo = y
+        if y > self.y_hi:
+            self.y_hi = y
+
+    def extend(self, points: Iterable[tuple[float, float]]) -> None:
+        for x, y in points:
+            self.add(x, y)
+
+    def _halve(self) -> None:
+        merged: dict[int, _Bucket] = {}
+        for index in sorted(self._buckets):
+            b = self._buckets[index]
+            target = merged.get(index // 2)
+            if target is None:
+                merged[index // 2] = b
+            else:
+                target.merge(b)
+        self._buckets = merged
+        self.width *= 2
+
+    def points(self) -> list[Point]:
+        """Every bucket, in x order."""
+        out = []
+        for index in sorted(self._buckets):
+            b = self._buckets[index]
+            x = b.sx / b.n_all
+            if b.n:
+                out.append(Point(x, b.lo, b.hi, b.sum / b.n, b.last, tuple(b.smooth), b.n, b.bad, b.last_x, b.bad_x))
+            else:
+                nan = math.nan
+                out.append(Point(x, nan, nan, nan, nan, (nan,) * len(self.weights), 0, b.bad, nan, b.bad_x))
+        return out
+
+
+def downsample(points: Sequence[Point], n: int, x_range: tuple[float, float] | None = None) -> list[Point]:
+    """Re-bucket `points` into at most `n` equal x-intervals, keeping the envelope.
+
+    lo/hi are the min/max over the merged buckets, mean is weighted by counts, last/smooth come
+    from the rightmost finite bucket, bad counts add up. With n >= len(points) nothing changes.
+    """
+    if n <= 0 or not points:
+        return []
+    if len(points) <= n:
+        return list(points)
+    x0, x1 = x_range if x_range else (points[0].x, points[-1].x)
+    span = (x1 - x0) or 1.0
+    groups: dict[int, list[Point]] = {}
+    for p in points:
+        i = min(n - 1, max(0, int((p.x - x0) / span * n)))
+        groups.setdefault(i, []).append(p)
+    return [_merge(groups[i]) for i in sorted(groups)]
+
+
+def _merge(ps: list[Point]) -> Point:
+    if len(ps) == 1:
+        return ps[0]
+    finite = [p for p in ps if p.n]
+    n_all = sum(p.n + p.bad for p in ps)
+    x = sum(p.x * (p.n + p.bad) for p in ps) / n_all if n_all else ps[-1].x
+    bad = sum(p.bad for p in ps)
+    bad_x = max((p.bad_x for p in ps if p.bad), default=math.nan)
+    if not finite:
+        nan = math.nan
+        return Point(x, nan, nan, nan, nan, ps[-1].smooth, 0, bad, nan, bad_x)
+    n = sum(p.n for p in finite)
+    right = finite[-1]
+    return Point(
+        x=x,
+        lo=min(p.lo for p in finite),
+        hi=max(p.hi for p in finite),
+        mean=sum(p.mean * p.n for p in finite) / n,
+        last=right.last,
+        smooth=right.smooth,
+        n=n,
+        bad=bad,
+        x_last=right.x_last,
+        bad_x=bad_x,
+    )

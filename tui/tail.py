@@ -1,0 +1,206 @@
+"""Following one run's files incrementally: metrics, machine samples, alerts, the log's tail.
+
+`RunTail.poll()` reads only the bytes appended since the last call (engine.store.JsonlReader
+keeps the offset and leaves a half-written last line for next time), folds the records into
+bounded series, and `snapshot()` returns an immutable `TailSnapshot` for the UI thread. The
+background monitor owns RunTail objects; widgets only ever see snapshots. No Textual here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import store
+
+from .series import Point, Series
+
+CHUNK_BYTES = 8 << 20  # per file per poll: a huge history loads in steps, the UI stays live
+SPARK_LEN = 240  # recent samples kept for sparklines
+ALERTS_KEPT = 200
+LOG_LINES = 8
+
+
+@dataclass(frozen=True)
+class TailSnapshot:
+    run_id: str
+    train: dict[str, tuple[Point, ...]] = field(default_factory=dict)  # "step" / "time" -> points
+    eval: dict[str, tuple[Point, ...]] = field(default_factory=dict)
+    train_count: int = 0
+    eval_count: int = 0
+    bad_count: int = 0  # NaN/Inf train losses
+    last_train: dict | None = None
+    last_eval: dict | None = None
+    last_memory: dict | None = None
+    last_system: dict | None = None
+    start: dict | None = None  # the latest `start` record
+    end: dict | None = None
+    t0: float | None = None  # time of the first record: 0 on the time axis
+    tokens_per_s: tuple[float, ...] = ()
+    gpu_mem: dict[int, tuple[float, ...]] = field(default_factory=dict)  # NVML used / total
+    gpu_util: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    cpu: tuple[float, ...] = ()
+    alerts: tuple[dict, ...] = ()
+    log_tail: tuple[str, ...] = ()
+    metrics_offset: int = 0
+    caught_up: bool = True
+    corrupt: int = 0
+    version: int = 0
+
+
+class RunTail:
+    def __init__(self, run_dir: Path, capacity: int = 512, chunk_bytes: int = CHUNK_BYTES):
+        self.path = Path(run_dir)
+        self.run_id = self.path.name
+        self.chunk_bytes = chunk_bytes
+        self.metrics = store.JsonlReader(self.path / store.METRICS_FILE)
+        self.system = store.JsonlReader(self.path / store.SYSTEM_FILE)
+        self.alerts_reader = store.JsonlReader(self.path / store.ALERTS_FILE)
+        self.series = {
+            ("train", "step"): Series(capacity),
+            ("train", "time"): Series(capacity),
+            ("eval", "step"): Series(capacity),
+            ("eval", "time"): Series(capacity),
+        }
+        self.last: dict[str, dict | None] = {"train": None, "eval": None, "memory": None, "system": None,
+                                             "start": None, "end": None}
+        self.t0: float | None = None
+        self.tokens_per_s: deque[float] = deque(maxlen=SPARK_LEN)
+        self.cpu: deque[float] = deque(maxlen=SPARK_LEN)
+        self.gpu_mem: dict[int, deque[float]] = {}
+        self.gpu_util: dict[int, deque[float]] = {}
+        self.alerts: deque[dict] = deque(maxlen=ALERTS_KEPT)
+        self.log_tail: tuple[str, ...] = ()
+        self._log_size = -1
+        self.version = 0
+        self.caught_up = False
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def poll(self) -> bool:
+        """Read what was appended since the last call (at most `chunk_bytes` a file); True if anything changed."""
+        changed = False
+        for rec in self.metrics.read_new(self.chunk_bytes):
+            self._metric(rec)
+            changed = True
+        for rec in self.system.read_new(self.chunk_bytes):
+            self._system(rec)
+            changed = True
+        for rec in self.alerts_reader.read_new(self.chunk_bytes):
+            self.alerts.append(rec)
+            changed = True
+        changed |= self._poll_log()
+        caught_up = all(r.offset >= r.size() for r in (self.metrics, self.system, self.alerts_reader))
+        if caught_up != self.caught_up:
+            self.caught_up = caught_up
+            changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def _poll_log(self) -> bool:
+        log = self.path / store.LOG_FILE
+        try:
+            size = os.stat(log).st_size
+        except OSError:
+            size = 0
+        if size == self._log_size:
+            return False
+        self._log_size = size
+        self.log_tail = tuple(store.tail_lines(log, LOG_LINES, max_bytes=16_000))
+        return True
+
+    def _metric(self, rec: dict) -> None:
+        kind = rec.get("kind")
+        t = rec.get("t")
+        if self.t0 is None and isinstance(t, (int, float)):
+            self.t0 = float(t)
+        if kind == "train":
+            self.last["train"] = rec
+            self._add("train", rec, rec.get("loss"))
+            tps = rec.get("tokens_per_s")
+            if isinstance(tps, (int, float)):
+                self.tokens_per_s.append(float(tps))
+        elif kind == "eval":
+            self.last["eval"] = rec
+            self._add("eval", rec, rec.get("eval_loss"))
+        elif kind in ("memory", "start", "end"):
+            self.last[kind] = rec
+
+    def _add(self, name: str, rec: dict, y) -> None:
+        if y is None:
+            return
+        try:
+            y = float(y)
+        except (TypeError, ValueError):
+            return
+        step = rec.get("step")
+        if isinstance(step, (int, float)):
+            self.series[(name, "step")].add(step, y)
+        t = rec.get("t")
+        if isinstance(t, (int, float)) and self.t0 is not None:
+            self.series[(name, "time")].add(t - self.t0, y)
+
+    def _system(self, rec: dict) -> None:
+        self.last["system"] = rec
+        cpu = rec.get("cpu")
+        if isinstance(cpu, (int, float)):
+            self.cpu.append(float(cpu))
+        for g in rec.get("gpus") or []:
+            i = g.get("index", 0)
+            used, total = g.get("mem_used"), g.get("mem_total")
+            if isinstance(used, (int, float)) and total:
+                self.gpu_mem.setdefault(i, deque(maxlen=SPARK_LEN)).append(used / total)
+            if isinstance(g.get("util"), (int, float)):
+                self.gpu_util.setdefault(i, deque(maxlen=SPARK_LEN)).append(float(g["util"]))
+
+    # --- the UI's view ------------------------------------------------------------------------
+
+    def snapshot(self) -> TailSnapshot:
+        train_step = self.series[("train", "step")]
+        return TailSnapshot(
+            run_id=self.run_id,
+            train={axis: tuple(self.series[("train", axis)].points()) for axis in ("step", "time")},
+            eval={axis: tuple(self.series[("eval", axis)].points()) for axis in ("step", "time")},
+            train_count=train_step.count,
+            eval_count=self.series[("eval", "step")].count,
+            bad_count=train_step.bad,
+            last_train=self.last["train"],
+            last_eval=self.last["eval"],
+            last_memory=self.last["memory"],
+            last_system=self.last["system"],
+            start=self.last["start"],
+            end=self.last["end"],
+            t0=self.t0,
+            tokens_per_s=tuple(self.tokens_per_s),
+            gpu_mem={i: tuple(d) for i, d in self.gpu_mem.items()},
+            gpu_util={i: tuple(d) for i, d in self.gpu_util.items()},
+            cpu=tuple(self.cpu),
+            alerts=tuple(self.alerts),
+            log_tail=self.log_tail,
+            metrics_offset=self.metrics.offset,
+            caught_up=self.caught_up,
+            corrupt=self.metrics.corrupt,
+            version=self.version,
+        )
+
+
+def eta_seconds(last_train: dict | None, start: dict | None) -> float | None:
+    """Seconds left at the average pace since the (latest) start: (max - step) / steps per second."""
+    if not last_train:
+        return None
+    step, total = last_train.get("step"), last_train.get("max_steps")
+    if not isinstance(step, (int, float)) or not total or step >= total:
+        return 0.0 if total and isinstance(step, (int, float)) and step >= total else None
+    step0 = (start or {}).get("step") or 0
+    t_start, t_now = (start or {}).get("t"), last_train.get("t")
+    if isinstance(t_start, (int, float)) and isinstance(t_now, (int, float)) and step > step0 and t_now > t_start:
+        pace = (step - step0) / (t_now - t_start)
+    else:
+        pace = last_train.get("steps_per_s")
+    if not isinstance(pace, (int, float)) or not math.isfinite(pace) or pace <= 0:
+        return None
+    return (total - step) / pace
