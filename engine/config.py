@@ -411,6 +411,17 @@ def _check_dataclass_keys(where: str, cls, values: dict, hint_for=None) -> None:
 MANAGED_TRAINING_KEYS = {"output_dir", "logging_nan_inf_filter", "report_to"}
 
 
+def with_platform_defaults(training: dict, trainer: str) -> dict:
+    """TRL's SFTConfig turns bf16 on unless told otherwise, which fails on a CPU or an older GPU:
+    default it to what this machine supports. An explicit bf16/fp16 in the file wins."""
+    training = dict(training)
+    if trainer == "sft" and "bf16" not in training and not training.get("fp16"):
+        import torch
+
+        training["bf16"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return training
+
+
 def validate_with_libraries(cfg: dict, where: str) -> None:
     """Construct peft.LoraConfig and trl.SFTConfig / TrainingArguments from the config (heavy imports)."""
     import warnings
@@ -428,6 +439,7 @@ def validate_with_libraries(cfg: dict, where: str) -> None:
                 LoraConfig(**cfg["lora"])
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{where}: lora: {e}") from None
+        training = with_platform_defaults(training, cfg["trainer"])
         from trl import SFTConfig
 
         if cfg["trainer"] == "sft":

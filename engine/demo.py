@@ -173,7 +173,7 @@ def build_tiny_model(out_dir: Path, data: dict[str, dict], test_ids: set[str], s
     tokenizer.model_max_length = 512
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=160, intermediate_size=432, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,

@@ -81,6 +81,8 @@ def train(run: store.Run, resume: bool = False) -> int:
             checkpoint = str(cp)
             print(f"[labtui] resuming from {cp}", flush=True)
         print(f"[labtui] training {info.get('experiment')} ({run.id})", flush=True)
+        if watchdog is not None:
+            watchdog.on_trainer(trainer)  # checks before the first step (engine/watchdog.py)
         trainer.train(resume_from_checkpoint=checkpoint)
         status = "stopped" if cb.stop_requested else "completed"
         if status == "completed" and cfg.get("lora") is not None:
@@ -165,7 +167,9 @@ TRAINING_DEFAULTS = {
 
 
 def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
-    training = {**TRAINING_DEFAULTS, **(cfg.get("training") or {})}
+    from .config import with_platform_defaults
+
+    training = with_platform_defaults({**TRAINING_DEFAULTS, **(cfg.get("training") or {})}, cfg["trainer"])
     if has_eval and "eval_strategy" not in training and "evaluation_strategy" not in training:
         training["eval_strategy"] = "steps"
         training.setdefault("eval_steps", training.get("logging_steps", 10) * 5)
