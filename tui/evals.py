@@ -57,7 +57,10 @@ def compare(a: Any, b: Any) -> dict:
 def describe(src: Any) -> str:
     """A comparison side in a few words: `demo-tuned·a1b2` or `demo-tuned·a1b2 / cpu score n=300`."""
     if isinstance(src, store.Run):
-        return short_id(src.id, src.info().get("experiment"))
+        latest = latest_eval(src)
+        if latest is None:
+            return short_id(src.id, src.info().get("experiment"))
+        src = latest["path"]
     path = Path(src)
     run = store.Run(path.parent.parent)
     row = eval_row(path)

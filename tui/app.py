@@ -1,0 +1,157 @@
+"""`labtui`: the control room App. Screens live in tui/screens/, widgets in tui/widgets/.
+
+The App owns the shared state every screen reads: the run list (`runs`), the selected run and
+its latest data (`selected_id`, `snapshot`) and the baseline mark. A background `Monitor`
+thread reads the run store by offset and posts messages; the handlers here update those
+reactives, and screens watch them. Nothing here imports torch or any training library.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import get_current_worker
+
+from engine import store
+
+from . import baseline, messages
+from .commands import LabCommands
+from .monitor import Monitor
+from .scan import RunRow
+from .screens.dashboard import DashboardScreen
+from .screens.help import HelpScreen
+from .tail import TailSnapshot
+from .widgets.run_list import order
+
+SEVERITY = {"critical": "error", "error": "error", "warning": "warning", "warn": "warning"}
+
+
+def default_selection(rows) -> str:
+    """The first live run, else the newest run that has started, else the first in the list."""
+    ordered = order(rows)
+    for r in ordered:
+        if r.live:
+            return r.id
+    return next((r.id for r in ordered if r.status != "queued"), ordered[0].id)
+
+
+class LabApp(App[None]):
+    TITLE = "labtui"
+    CSS_PATH = "labtui.tcss"
+    COMMANDS = App.COMMANDS | {LabCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", id="help", tooltip="Keys, symbols and where things are"),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Leave labtui; runs keep going"),
+    ]
+
+    runs: reactive[tuple[RunRow, ...]] = reactive(())
+    selected_id: reactive[str | None] = reactive(None)
+    snapshot: reactive[TailSnapshot | None] = reactive(None)
+    baseline_id: reactive[str | None] = reactive(None)
+
+    def __init__(self, workspace: store.Workspace | str | os.PathLike = ".", poll_interval: float = 1.0,
+                 clock: Callable[[], float] | None = None, theme: str | None = None):
+        super().__init__()
+        self.workspace = workspace if isinstance(workspace, store.Workspace) else store.Workspace(workspace)
+        self.poll_interval = poll_interval
+        self.clock = clock or time.time
+        self.monitor = Monitor(self.workspace, self.post_message, poll_interval)
+        self._theme_choice = theme or os.environ.get("LABTUI_THEME")
+
+    def get_default_screen(self) -> DashboardScreen:
+        return DashboardScreen()
+
+    def on_mount(self) -> None:
+        if self._theme_choice:
+            self.theme = self._theme_choice
+        elif self.console.color_system in ("standard", "windows"):
+            self.theme = "ansi-dark"  # the terminal's own 16 colours
+        self.baseline_id = baseline.get(self.workspace)
+        self.start_monitor()
+
+    # --- the background monitor ---------------------------------------------------------------
+
+    @work(thread=True, group="monitor", exclusive=True, exit_on_error=False,
+          description="monitor: reads the run store by offset")
+    def start_monitor(self) -> None:
+        worker = get_current_worker()
+        self.monitor.run(lambda: worker.is_cancelled)
+
+    def on_unmount(self) -> None:
+        self.monitor.stop()
+
+    def on_runs_scanned(self, message: messages.RunsScanned) -> None:
+        with self.batch_update():
+            self.runs = message.rows
+            ids = {r.id for r in message.rows}
+            if self.selected_id not in ids and message.rows:
+                self.select_run(default_selection(message.rows))
+
+    def on_run_data(self, message: messages.RunData) -> None:
+        if message.snapshot.run_id == self.selected_id:
+            self.snapshot = message.snapshot
+
+    def on_run_ended(self, message: messages.RunEnded) -> None:
+        row = message.row
+        severity = "information" if row.status == "completed" else "warning" if row.status == "stopped" else "error"
+        detail = f"\n{row.error}" if row.error else ""
+        self.notify(f"{row.id}: {row.status}{detail}", title=f"Run {row.status}", severity=severity,
+                    timeout=10 if row.status == "completed" else 30)
+        self.bell()
+
+    def on_alert_fired(self, message: messages.AlertFired) -> None:
+        alert = message.alert
+        step = f" at step {alert['step']}" if alert.get("step") is not None else ""
+        hint = f"\n{alert['hint']}" if alert.get("hint") else ""
+        self.notify(f"{message.row.experiment}{step}: {alert.get('message', '')}{hint}",
+                    title=f"Alert ({alert.get('severity') or 'warning'})",
+                    severity=SEVERITY.get(str(alert.get("severity")), "warning"), timeout=20)
+        self.bell()
+
+    # --- shared state -------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock()
+
+    def select_run(self, run_id: str | None) -> None:
+        if run_id == self.selected_id:
+            return
+        self.selected_id = run_id
+        self.snapshot = None
+        self.monitor.select(run_id)
+
+    def row(self, run_id: str | None) -> RunRow | None:
+        return next((r for r in self.runs if r.id == run_id), None)
+
+    @property
+    def selected_row(self) -> RunRow | None:
+        return self.row(self.selected_id)
+
+    def run_for(self, run_id: str) -> store.Run:
+        return store.Run(self.workspace.logs / run_id)
+
+    def set_baseline(self, run_id: str | None) -> None:
+        baseline.set(self.workspace, run_id)
+        self.baseline_id = run_id
+
+    def refresh_now(self) -> None:
+        """Look at the store again without waiting for the next poll (after an action)."""
+        self.monitor.wake()
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    async def action_quit(self) -> None:
+        self.monitor.stop()
+        self.exit()

@@ -1,0 +1,123 @@
+"""`c`: two evaluations side by side, as `labtui compare` prints them: accuracies with Wilson
+intervals, the paired difference with its interval, McNemar's test, Cohen's h, the answer kinds
+of both, the smallest difference this N can detect, and the verdict. B minus A throughout."""
+
+from __future__ import annotations
+
+import math
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Static
+
+from .. import evals
+from .. import format as fmt
+from ..widgets.footer import LabFooter
+
+KINDS = ("correct", "hedged_maybe", "yes_no_swap", "missed_maybe", "empty", "unparseable", "other")
+KIND_NAMES = {"correct": "right", "hedged_maybe": "hedged maybe", "yes_no_swap": "yes/no swapped",
+              "missed_maybe": "missed maybe", "empty": "empty", "unparseable": "unparseable", "other": "other"}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _ci(ci) -> str:
+    return "" if not ci else f"[{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
+
+
+def compare_text(res: dict, name_a: str, name_b: str) -> str:
+    """The comparison as content markup (pure, for the screen and the tests); fits 78 columns."""
+
+    def side(tag: str, name: str, acc, ci, f1) -> list[str]:
+        f1_text = f" · macro-F1 {f1:.3f}" if f1 is not None else ""
+        return [f"[b]{tag}[/b]  {escape(name)}", f"   accuracy [b]{_pct(acc)}[/b] {_ci(ci)}{f1_text}"]
+
+    lines = side("A", name_a, res["acc_a"], res.get("ci_a"), res.get("macro_f1_a"))
+    lines += side("B", name_b, res["acc_b"], res.get("ci_b"), res.get("macro_f1_b"))
+    lines += [f"   n = {res['n']} paired examples (95% Wilson intervals)", ""]
+    lo, hi = res.get("diff_ci") or (math.nan, math.nan)
+    sig = res.get("significant")
+    p = fmt.p_value(res.get("mcnemar_p"))
+    p_text = f"p {p}" if p.startswith("<") else f"p = {p}"
+    lines += [
+        f"B − A       [b]{res['diff'] * 100:+.1f} points[/b], 95% CI [{lo * 100:+.1f}, {hi * 100:+.1f}] "
+        f"({escape(str(res.get('diff_ci_method') or ''))})",
+        f"McNemar     [{'$success' if sig else '$text-muted'}][b]{p_text}[/b][/] ({res.get('mcnemar_method', 'exact')})",
+        f"            b = {res.get('b')} A right & B wrong, c = {res.get('c')} A wrong & B right",
+        f"Cohen's h   {res['cohens_h']:+.3f} ({_h_magnitude(res['cohens_h'])})",
+    ]
+    det = res.get("detectable_diff")
+    if det is not None:
+        if math.isinf(det):
+            note = f"N = {res['n']} is too small to detect any difference with 80% power: evaluate on more examples"
+        else:
+            note = f"N = {res['n']} is too small to detect differences under {det * 100:.1f} points (80% power)"
+        lines.append(f"[{'$text-muted' if sig else '$warning'}]{note}[/]")
+    lines += ["", f"  {'answers':<18}{'A':>8}{'B':>8}"]
+    ea, eb = res.get("errors_a") or {}, res.get("errors_b") or {}
+    for k in KINDS:
+        va, vb = ea.get(k, 0), eb.get(k, 0)
+        if k == "other" and not (va or vb):
+            continue
+        mark = "" if k == "correct" or va == vb else (" [$success]↓[/]" if vb < va else " [$error]↑[/]")
+        lines.append(f"  {KIND_NAMES[k]:<18}{va:>8}{vb:>8}{mark}")
+    lines += ["", f"[b]verdict[/b] {escape(res.get('verdict') or '')}"]
+    return "\n".join(lines)
+
+
+def _h_magnitude(h: float) -> str:
+    a = abs(h)
+    return "negligible" if a < 0.2 else "small" if a < 0.5 else "medium" if a < 0.8 else "large"
+
+
+class CompareScreen(Screen):
+    HELP_TITLE = "Compare"
+    BINDINGS = [
+        Binding("x", "swap", "Swap A/B", id="swap"),
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+    ]
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+        self.result: dict | None = None
+        self.error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("[b]Compare[/b] · computing…", id="compare-title", classes="screen-title")
+        with VerticalScroll(id="compare-box"):
+            yield Static(id="compare-body")
+        yield LabFooter()
+
+    def on_mount(self) -> None:
+        self.compute(self.a, self.b)
+
+    def action_swap(self) -> None:
+        self.a, self.b = self.b, self.a
+        self.compute(self.a, self.b)
+
+    @work(thread=True, group="compare", exclusive=True, exit_on_error=False, description="compare two evals")
+    def compute(self, a, b) -> None:
+        try:
+            res = evals.compare(a, b)
+            names = (evals.describe(a), evals.describe(b))
+            self.app.call_from_thread(self._show, res, names, None)
+        except Exception as e:  # noqa: BLE001 - the engine's message is for the user
+            self.app.call_from_thread(self._show, None, (str(a), str(b)), str(e))
+
+    def _show(self, res: dict | None, names: tuple[str, str], error: str | None) -> None:
+        self.result, self.error = res, error
+        title = self.query_one("#compare-title", Static)
+        body = self.query_one("#compare-body", Static)
+        if error:
+            title.update("[b]Compare[/b]")
+            body.update(f"[$error]{escape(error)}[/]")
+            return
+        title.update("[b]Compare[/b] · differences are B − A")
+        body.update(compare_text(res, *names))

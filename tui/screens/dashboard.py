@@ -1,0 +1,289 @@
+"""The dashboard (opens first): the run list and, for the selected run, loss, GPU, throughput,
+system and status panels. It watches the App's `runs`, `snapshot` and `baseline_id`."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, Static
+
+from .. import engine_api
+from .. import format as fmt
+from ..series import SMOOTHING
+from ..widgets.footer import LabFooter
+from ..widgets.loss_chart import LossChart
+from ..widgets.run_list import RunList, matches, order
+from ..widgets.run_panels import GpuPanel, StatusPanel, SystemPanel, ThroughputPanel
+from .confirm import Choose
+
+CHART = Binding.Group("Chart", compact=True)
+WIDE_ONLY = {"axis", "smoothing", "log-y", "filter"}
+STOPPABLE = ("starting", "running")
+RESUMABLE = ("stopped", "failed", "crashed")
+
+
+class DashboardScreen(Screen):
+    HELP_TITLE = "Dashboard"
+    BINDINGS = [
+        Binding("n", "new_run", "New", id="new-run", tooltip="Launch a run from experiments/"),
+        Binding("e", "evaluate", "Eval", id="evaluate", tooltip="Evaluate the selected run"),
+        Binding("s", "stop", "Stop", id="stop", tooltip="Stop the selected run (checkpoint first)"),
+        Binding("r", "resume", "Resume", id="resume", tooltip="Resume the selected run from its last checkpoint"),
+        Binding("l", "log", "Log", id="log", tooltip="The selected run's full log, following"),
+        Binding("h", "history", "History", id="history", tooltip="All runs and evals, against the baseline"),
+        Binding("b", "baseline", "Baseline", id="baseline", tooltip="Mark (or unmark) the selected run as baseline"),
+        Binding("c", "compare", "Compare", id="compare", tooltip="Compare the selected run with the baseline"),
+        # Shown in the footer when it is wide enough (LabFooter); always in the chart's title.
+        Binding("t", "axis", "Step/time axis", id="axis", group=CHART),
+        Binding("m", "smoothing", "Smoothing off/light/strong", id="smoothing", group=CHART),
+        Binding("g", "log_y", "Log scale", id="log-y", group=CHART),
+        Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the run list by words"),
+        Binding("enter", "detail", "Run detail", id="detail", show=False,
+                tooltip="Config, diff against the parent, checkpoints, evals, notes"),
+        Binding("R", "retry", "Retry as a new run", id="retry", show=False),
+        Binding("x", "cancel_queued", "Cancel queued run", id="cancel-queued", show=False),
+        Binding("left_square_bracket", "move_queued(-1)", "Move up in the queue", id="queue-up", show=False),
+        Binding("right_square_bracket", "move_queued(1)", "Move down in the queue", id="queue-down", show=False),
+        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        yield Input(placeholder="filter: words in id, experiment, status, notes (enter: keep, esc: clear)",
+                    id="run-filter")
+        yield RunList(id="runs")
+        with Horizontal(id="middle"):
+            yield LossChart(id="chart")
+            with Vertical(id="side"):
+                yield ThroughputPanel(id="throughput")
+                yield GpuPanel(id="gpu")
+                yield SystemPanel(id="system")
+        yield StatusPanel(id="status")
+        yield LabFooter(WIDE_ONLY)
+
+    def on_mount(self) -> None:
+        self.query_one("#throughput").border_title = "Throughput"
+        self.query_one("#gpu").border_title = "GPU"
+        self.query_one("#system").border_title = "System"
+        self.query_one("#status").border_title = "Status"
+        self.query_one("#run-filter").display = False
+        self.watch(self.app, "runs", self._runs_changed, init=True)
+        self.watch(self.app, "baseline_id", self._runs_changed, init=False)
+        self.watch(self.app, "snapshot", self._snapshot_changed, init=True)
+        self.set_interval(5.0, self._runs_changed)  # ages move on
+        self.query_one(RunList).focus()
+
+    # --- data in ------------------------------------------------------------------------------
+
+    @property
+    def filter_text(self) -> str:
+        return self.query_one("#run-filter", Input).value.strip()
+
+    def _runs_changed(self, *_) -> None:
+        app = self.app
+        rows = [r for r in order(app.runs) if matches(r, self.filter_text)]
+        self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id)
+        self._title(rows)
+        self._panels()
+        self.refresh_bindings()
+
+    def _title(self, shown) -> None:
+        runs = self.app.runs
+        counts = {}
+        for r in runs:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        parts = [f"[b]labtui[/b] {self.app.workspace.root.name}", f"{len(runs)} runs"]
+        for status in ("running", "queued", "failed", "crashed"):
+            if counts.get(status):
+                style = fmt.STATUS_STYLES[status]
+                parts.append(f"[{style}]{fmt.STATUS_ICONS[status]} {counts[status]} {status}[/]")
+        if self.filter_text:
+            parts.append(f"filter '{self.filter_text}': {len(shown)} shown")
+        base = self.app.row(self.app.baseline_id)
+        if base:
+            parts.append(f"baseline ★ {fmt.short_id(base.id, base.experiment)}")
+        self.query_one("#title", Static).update(" · ".join(parts))
+
+    def _snapshot_changed(self, *_) -> None:
+        self.query_one(LossChart).snapshot = self.app.snapshot
+        self._panels()
+
+    def _panels(self) -> None:
+        app = self.app
+        snap = app.snapshot
+        row = app.selected_row
+        with app.batch_update():
+            self.query_one(ThroughputPanel).show(snap, row)
+            self.query_one(GpuPanel).show(snap)
+            self.query_one(SystemPanel).show(snap)
+            self.query_one(StatusPanel).show(snap, row, app.now())
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.app.selected_id:
+            self.app.select_run(event.row_key.value)
+            self._panels()
+            self.refresh_bindings()
+
+    @on(DataTable.RowSelected, "#runs")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_detail()
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        row = self.app.selected_row
+        if action in ("stop",):
+            return bool(row and row.status in STOPPABLE) or None
+        if action == "resume":
+            return bool(row and row.status in RESUMABLE) or None
+        if action == "retry":
+            return bool(row and row.final) or None
+        if action in ("evaluate", "log", "detail", "baseline"):
+            return row is not None or None
+        if action == "compare":
+            base = self.app.baseline_id
+            return bool(row and base and row.id != base) or None
+        if action in ("cancel_queued", "move_queued"):
+            return bool(row and row.status == "queued") or None
+        if action == "clear_filter":
+            return bool(self.filter_text) or self.query_one("#run-filter").display
+        return True
+
+    def action_new_run(self) -> None:
+        from .launch import LaunchScreen
+
+        self.app.push_screen(LaunchScreen())
+
+    def action_evaluate(self) -> None:
+        from .evaluate import EvalScreen
+
+        if self.app.selected_id:
+            self.app.push_screen(EvalScreen(self.app.selected_id))
+
+    def action_history(self) -> None:
+        from .history import HistoryScreen
+
+        self.app.push_screen(HistoryScreen())
+
+    def action_log(self) -> None:
+        from .log import LogScreen
+
+        if self.app.selected_id:
+            self.app.push_screen(LogScreen(self.app.selected_id))
+
+    def action_detail(self) -> None:
+        from .detail import RunDetailScreen
+
+        if self.app.selected_id:
+            self.app.push_screen(RunDetailScreen(self.app.selected_id))
+
+    def action_compare(self) -> None:
+        from .compare import CompareScreen
+
+        app = self.app
+        if app.baseline_id and app.selected_id and app.baseline_id != app.selected_id:
+            app.push_screen(CompareScreen(app.run_for(app.baseline_id), app.run_for(app.selected_id)))
+
+    def action_baseline(self) -> None:
+        run_id = self.app.selected_id
+        if not run_id:
+            return
+        if self.app.baseline_id == run_id:
+            self.app.set_baseline(None)
+            self.notify("baseline cleared")
+        else:
+            self.app.set_baseline(run_id)
+            self.notify(f"baseline: {run_id}")
+
+    def action_axis(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.axis = "time" if chart.axis == "step" else "step"
+
+    def action_smoothing(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.smoothing = (chart.smoothing + 1) % len(SMOOTHING)
+
+    def action_log_y(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.log_y = not chart.log_y
+
+    def action_filter(self) -> None:
+        box = self.query_one("#run-filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#run-filter", Input)
+        box.value = ""
+        box.display = False
+        self.query_one(RunList).focus()
+        self._runs_changed()
+
+    @on(Input.Changed, "#run-filter")
+    def _filter_changed(self) -> None:
+        self._runs_changed()
+
+    @on(Input.Submitted, "#run-filter")
+    def _filter_done(self) -> None:
+        box = self.query_one("#run-filter", Input)
+        box.display = bool(box.value.strip())
+        self.query_one(RunList).focus()
+
+    # --- lifecycle actions (engine.lifecycle / engine.queue, in a thread) ---------------------
+
+    def action_stop(self) -> None:
+        row = self.app.selected_row
+        if not row:
+            return
+
+        def chosen(how) -> None:
+            if how is not None:
+                self.engine_call(f"stop {row.id}", engine_api.stop, self.app.run_for(row.id), now=(how == "now"))
+
+        self.app.push_screen(Choose(f"Stop {row.id}?", [("y", "stop after a checkpoint", "graceful"),
+                                                          ("k", "kill now", "now")],
+                                    "It saves a checkpoint, then ends as `stopped`; r resumes it."), chosen)
+
+    def action_resume(self) -> None:
+        row = self.app.selected_row
+        if row:
+            self.engine_call(f"resume {row.id}", engine_api.resume, self.app.run_for(row.id))
+
+    def action_retry(self) -> None:
+        row = self.app.selected_row
+        if row:
+            self.engine_call(f"retry {row.id}", engine_api.retry, self.app.run_for(row.id))
+
+    def action_cancel_queued(self) -> None:
+        row = self.app.selected_row
+        if row:
+            self.engine_call(f"cancel {row.id}", engine_api.cancel, self.app.workspace, self.app.run_for(row.id))
+
+    def action_move_queued(self, delta: int) -> None:
+        row = self.app.selected_row
+        if row:
+            self.engine_call(f"move {row.id}", engine_api.move, self.app.workspace, self.app.run_for(row.id), delta)
+
+    @work(thread=True, group="engine-action", exit_on_error=False, description="lifecycle action")
+    def engine_call(self, what: str, fn, *args, **kwargs) -> None:
+        call_engine(self.app, what, fn, *args, **kwargs)
+
+
+def call_engine(app, what: str, fn, *args, **kwargs) -> None:
+    """Run a lifecycle/queue call (in a worker thread) and report how it went."""
+    try:
+        result = fn(*args, **kwargs)
+    except engine_api.Unavailable as e:
+        app.call_from_thread(app.notify, str(e), title=what, severity="warning")
+        return
+    except Exception as e:  # the engine's message is meant for the user
+        app.call_from_thread(app.notify, f"{type(e).__name__}: {e}" if not str(e) else str(e), title=f"{what} failed",
+                             severity="error", timeout=15)
+        return
+    extra = f": {result.id}" if hasattr(result, "id") else ""
+    app.call_from_thread(app.notify, f"{what}: done{extra}")
+    app.call_from_thread(app.refresh_now)

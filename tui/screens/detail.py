@@ -1,0 +1,203 @@
+"""`enter`: one run in full. The resolved config with the changes against its parent highlighted,
+the environment, checkpoints and evaluations, the lifecycle actions, and the user's notes
+(notes.md in the run directory, shown in History)."""
+
+from __future__ import annotations
+
+import time
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Static, TextArea
+
+from .. import engine_api, evals
+from .. import format as fmt
+from ..config_view import config_lines, diff_lines
+from ..widgets.footer import LabFooter
+from .dashboard import RESUMABLE, STOPPABLE, call_engine
+
+ENV_KEYS = ("host", "python", "platform", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "cuda",
+            "cuda_available", "device", "device_name", "device_count", "torch_threads", "git_commit")
+
+
+class RunDetailScreen(Screen):
+    HELP_TITLE = "Run detail"
+    BINDINGS = [
+        Binding("ctrl+s", "save_notes", "Save notes", id="save-notes", priority=True),
+        Binding("s", "stop", "Stop", id="stop"),
+        Binding("r", "resume", "Resume", id="resume"),
+        Binding("R", "retry", "Retry", id="retry", tooltip="Start a new run with the same config"),
+        Binding("e", "evaluate", "Evaluate", id="evaluate"),
+        Binding("l", "log", "Log", id="log"),
+        Binding("n", "notes", "Notes", id="notes", tooltip="Write notes: what it tested, what it showed"),
+        Binding("escape", "back", "Back", id="back"),
+    ]
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.saved_notes = ""
+
+    @property
+    def run(self):
+        return self.app.run_for(self.run_id)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-title", classes="screen-title")
+        with Horizontal(id="detail-body"):
+            with VerticalScroll(id="detail-left"):
+                yield Static(id="detail-info")
+            with Vertical(id="detail-right"):
+                yield TextArea(id="notes", soft_wrap=True, show_line_numbers=False)
+                yield Static(id="notes-state", classes="hint")
+        yield LabFooter()
+
+    def on_mount(self) -> None:
+        self.saved_notes = self.run.notes()
+        notes = self.query_one("#notes", TextArea)
+        notes.text = self.saved_notes
+        notes.border_title = "Notes (n to write, ctrl+s to save)"
+        self.watch(self.app, "runs", self._draw, init=True)
+        self.load_evals()
+        self.query_one("#detail-left").focus()
+
+    def _draw(self, *_) -> None:
+        run = self.run
+        row = self.app.row(self.run_id)
+        info = run.info()
+        status = row.status if row else run.state().get("status", "?")
+        icon = fmt.STATUS_ICONS.get(status, "?")
+        style = fmt.STATUS_STYLES.get(status, "")
+        self.query_one("#detail-title", Static).update(
+            f"[b]Run[/b] {escape(self.run_id)} · [{style}]{icon} {status}[/]")
+        lines = []
+        if row and row.error:
+            lines.append(f"[$error]error: {escape(row.error)}[/]")
+        if info.get("description"):
+            lines.append(f"[b]hypothesis[/b] {escape(info['description'])}")
+        if row:
+            dur = fmt.duration(row.duration(self.app.now()))
+            lines.append(f"step {row.step}/{row.max_steps or '?'} · train loss {fmt.num(row.train_loss)} · best eval "
+                         f"loss {fmt.num(row.eval_loss)}" + (f" (step {row.best_step})" if row.best_step is not None else "")
+                         + f" · duration {dur}")
+        if info.get("experiment_file"):
+            lines.append(f"[b]experiment[/b] {escape(str(info['experiment_file']))}")
+        parent = info.get("parent") or info.get("parent_experiment")
+        changed = info.get("changed") or {}
+        if parent:
+            lines.append(f"[b]parent[/b] {escape(str(parent))}")
+        if changed:
+            lines.append("[b]changed vs parent[/b]")
+            lines += ["  " + x for x in diff_lines(changed)]
+        if info.get("overrides"):
+            lines.append("[b]overrides[/b] " + escape(", ".join(f"{k}" for k in _flat_keys(info["overrides"]))))
+        lines += ["", "[b]resolved config[/b] [$text-muted](changed keys highlighted)[/]"]
+        cfg = {k: v for k, v in run.config().items() if k not in ("description", "name")}
+        lines += ["  " + x for x in config_lines(cfg, {k: "$warning" for k in changed})]
+        env = run.env()
+        if env:
+            lines += ["", "[b]environment[/b]"]
+            lines += [f"  {k}: {escape(str(env[k]))}" for k in ENV_KEYS if env.get(k) is not None]
+        cps = run.checkpoints()
+        lines += ["", f"[b]checkpoints[/b] ({len(cps)})"]
+        lines += [f"  {escape(p.name)}  [$text-muted]{time.strftime('%m-%d %H:%M', time.localtime(p.stat().st_mtime))}[/]"
+                  for p in cps[-8:]] or ["  none yet"]
+        lines += ["", "[b]evaluations[/b]"] + (getattr(self, "_eval_lines", None) or ["  loading…"])
+        lines += ["", f"[$text-muted]{escape(str(run.path))}[/]"]
+        self.query_one("#detail-info", Static).update("\n".join(lines))
+        self.refresh_bindings()
+
+    @work(thread=True, group="detail-evals", exclusive=True, exit_on_error=False, description="list evals")
+    def load_evals(self) -> None:
+        try:
+            rows = evals.list_evals(self.run)
+            lines = [f"  {escape(r['id'])} {r.get('status')} {r.get('device') or ''} {r.get('mode') or ''} "
+                     f"n={r.get('n')} {fmt.accuracy_ci(r.get('accuracy'), r.get('ci'))}"
+                     + (" [$error]degenerate[/]" if r.get("degenerate") else "")
+                     + (" (parity)" if r.get("purpose") == "parity" else "") for r in rows] or ["  none yet (e evaluates)"]
+        except Exception as e:  # noqa: BLE001
+            lines = [f"  [$warning]{escape(str(e))}[/]"]
+        self._eval_lines = lines
+        self.app.call_from_thread(self._draw)
+
+    # --- notes --------------------------------------------------------------------------------
+
+    def on_text_area_changed(self) -> None:
+        dirty = self.query_one("#notes", TextArea).text != self.saved_notes
+        self.query_one("#notes-state", Static).update("unsaved (ctrl+s)" if dirty else "")
+
+    def action_notes(self) -> None:
+        self.query_one("#notes", TextArea).focus()
+
+    def action_save_notes(self) -> None:
+        text = self.query_one("#notes", TextArea).text
+        self.run.write_notes(text)
+        self.saved_notes = text
+        self.on_text_area_changed()
+        self.notify("notes saved")
+        self.app.refresh_now()
+
+    def action_back(self) -> None:
+        notes = self.query_one("#notes", TextArea)
+        if notes.has_focus:
+            self.query_one("#detail-left").focus()
+            return
+        if notes.text != self.saved_notes:
+            self.action_save_notes()
+        self.app.pop_screen()
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        row = self.app.row(self.run_id)
+        if action == "stop":
+            return bool(row and row.status in STOPPABLE) or None
+        if action == "resume":
+            return bool(row and row.status in RESUMABLE) or None
+        if action == "retry":
+            return bool(row and row.final) or None
+        return True
+
+    def action_stop(self) -> None:
+        from .confirm import Choose
+
+        def chosen(how) -> None:
+            if how is not None:
+                self.engine_call(f"stop {self.run_id}", engine_api.stop, self.run, now=(how == "now"))
+
+        self.app.push_screen(Choose(f"Stop {self.run_id}?", [("y", "stop after a checkpoint", "graceful"),
+                                                               ("k", "kill now", "now")]), chosen)
+
+    def action_resume(self) -> None:
+        self.engine_call(f"resume {self.run_id}", engine_api.resume, self.run)
+
+    def action_retry(self) -> None:
+        self.engine_call(f"retry {self.run_id}", engine_api.retry, self.run)
+
+    @work(thread=True, group="engine-action", exit_on_error=False, description="lifecycle action")
+    def engine_call(self, what: str, fn, *args, **kwargs) -> None:
+        call_engine(self.app, what, fn, *args, **kwargs)
+
+    def action_evaluate(self) -> None:
+        from .evaluate import EvalScreen
+
+        self.app.push_screen(EvalScreen(self.run_id))
+
+    def action_log(self) -> None:
+        from .log import LogScreen
+
+        self.app.push_screen(LogScreen(self.run_id))
+
+
+def _flat_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flat_keys(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={v}")
+    return out

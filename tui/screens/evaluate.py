@@ -1,0 +1,288 @@
+"""`e`: evaluate the selected run. Checkpoint, N, mode, temperatures and a CPU/GPU toggle (`d`);
+starts `labtui eval` in a subprocess, shows the eval's progress live, offers the CPU re-run when a
+GPU eval comes back degenerate, and runs the CPU/GPU parity check (`p`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
+from textual.worker import get_current_worker
+
+from engine import store
+
+from .. import cli_runner, evals, messages
+from .. import format as fmt
+from ..widgets.footer import LabFooter
+from ..widgets.number_input import NumberInput
+
+DEVICES = {"cpu": "CPU", "cuda": "GPU (cuda)"}
+MODES = ("score", "generate")
+POLL_S = 0.5
+
+
+def default_device(run: store.Run) -> str:
+    """GPU when the run trained on one (its env.json), else CPU."""
+    env = run.env()
+    return "cuda" if env.get("cuda_available") or str(env.get("device", "")).startswith("cuda") else "cpu"
+
+
+class EvalScreen(Screen):
+    HELP_TITLE = "Evaluate"
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start eval", id="start-eval", priority=True),
+        Binding("d", "toggle_device", "CPU/GPU", id="device"),
+        Binding("m", "toggle_mode", "Mode", id="mode"),
+        Binding("p", "parity", "Parity", id="parity", tooltip="Same examples on CPU and GPU"),
+        Binding("u", "cpu_rerun", "Re-run on CPU", id="cpu-rerun", tooltip="The last GPU eval came back degenerate"),
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+    ]
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.device = "cpu"
+        self.mode = "score"
+        self.busy = False
+        self.eval_dir: Path | None = None
+        self.degenerate_gpu: dict | None = None  # the settings to repeat on the CPU
+        self.last_argv: list[str] | None = None
+        self.last_result: cli_runner.CliResult | None = None
+
+    @property
+    def run(self) -> store.Run:
+        return self.app.run_for(self.run_id)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="eval-title", classes="screen-title")
+        with Vertical(id="eval-form"):
+            with Horizontal(classes="form-row"):
+                yield Label("checkpoint", classes="form-label")
+                yield Select([("latest", "latest")], value="latest", allow_blank=False, id="checkpoint")
+            with Horizontal(classes="form-row"):
+                yield Label("examples N", classes="form-label")
+                yield NumberInput(id="n", classes="short")
+                yield Label("temperatures", classes="form-label")
+                yield NumberInput(allowed="0123456789., ", value="0", id="temps", classes="short")
+            yield Static(id="toggles")
+            yield Static(id="eval-command", classes="hint")
+        yield Static(id="eval-status")
+        yield ProgressBar(id="eval-progress", show_eta=False)
+        yield DataTable(id="eval-list", cursor_type="row")
+        yield LabFooter()
+
+    def on_mount(self) -> None:
+        run = self.run
+        cfg = run.config()
+        ecfg = cfg.get("eval") or {}
+        self.device = default_device(run)
+        self.mode = ecfg.get("mode") if ecfg.get("mode") in MODES else "score"
+        self.query_one("#n", Input).placeholder = str(ecfg.get("n") or "all")
+        temps = ecfg.get("temperatures") or [0.0]
+        self.query_one("#temps", Input).value = ", ".join(f"{t:g}" for t in temps)
+        options = [("latest", "latest")]
+        best = run.progress().get("best_step")
+        if best is not None:
+            options.append((f"best (step {best})", "best"))
+        options += [(f"step {p.name.split('-')[1]}", p.name.split("-")[1]) for p in reversed(run.checkpoints())]
+        self.query_one("#checkpoint", Select).set_options(options)
+        self.query_one("#checkpoint", Select).value = "latest"
+        row = self.app.row(self.run_id)
+        status = row.status if row else "?"
+        self.query_one("#eval-title", Static).update(
+            f"[b]Evaluate[/b] {escape(self.run_id)} · {status} · {len(run.checkpoints())} checkpoint(s)")
+        table = self.query_one("#eval-list", DataTable)
+        table.border_title = "Evaluations of this run"
+        for label in ("eval", "status", "device", "mode", "step", "n", "accuracy [95% CI]", "notes"):
+            table.add_column(label)
+        self.query_one("#eval-progress").display = False
+        self._refresh_form()
+        self.load_evals()
+        self.query_one("#n", Input).focus()
+
+    # --- the form -----------------------------------------------------------------------------
+
+    def settings(self) -> dict:
+        n_text = self.query_one("#n", Input).value.strip()
+        temps = []
+        for part in self.query_one("#temps", Input).value.replace(",", " ").split():
+            try:
+                temps.append(float(part))
+            except ValueError:
+                pass
+        return {"device": self.device, "mode": self.mode, "n": int(n_text) if n_text else None,
+                "checkpoint": str(self.query_one("#checkpoint", Select).value or "latest"),
+                "temperatures": temps or [0.0]}
+
+    def argv(self, **override) -> list[str]:
+        s = {**self.settings(), **override}
+        return cli_runner.eval_argv(self.app.workspace.root, self.run_id, device=s["device"], mode=s["mode"],
+                                    n=s["n"], checkpoint=s["checkpoint"], temperatures=s["temperatures"])
+
+    def _refresh_form(self) -> None:
+        def choice(options, current, key):
+            shown = "  ".join(f"[reverse b] {label} [/]" if value == current else f" {label} "
+                              for value, label in options)
+            return f"{shown}  [$text-muted]([b $accent]{key}[/] switches)[/]"
+
+        self.query_one("#toggles", Static).update(
+            f"device  {choice(DEVICES.items(), self.device, 'd')}\n"
+            f"mode    {choice(((m, m) for m in MODES), self.mode, 'm')}")
+        self.query_one("#temps", Input).disabled = self.mode != "generate"
+        self.query_one("#eval-command", Static).update(escape(cli_runner.display(self.argv())))
+        self.refresh_bindings()
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def _edited(self) -> None:
+        self._refresh_form()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("start", "parity"):
+            return (not self.busy) or None
+        if action == "cpu_rerun":
+            return (self.degenerate_gpu is not None and not self.busy) or False
+        return True
+
+    def action_toggle_device(self) -> None:
+        self.device = "cpu" if self.device == "cuda" else "cuda"
+        self._refresh_form()
+
+    def action_toggle_mode(self) -> None:
+        self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+        self._refresh_form()
+
+    def _status(self, text: str) -> None:
+        self.query_one("#eval-status", Static).update(text)
+
+    # --- starting and following ---------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if not self.busy:
+            self.start(self.argv())
+
+    def action_cpu_rerun(self) -> None:
+        if self.degenerate_gpu is not None and not self.busy:
+            self.device = "cpu"
+            self._refresh_form()
+            self.start(self.argv(**self.degenerate_gpu, device="cpu"))
+
+    def start(self, argv: list[str]) -> None:
+        self.busy = True
+        self.degenerate_gpu = None
+        self.last_argv = argv
+        self.refresh_bindings()
+        self._status(f"[$accent]starting: {escape(cli_runner.display(argv))}[/]")
+        self.launch(argv)
+
+    @work(thread=True, group="eval-launch", exclusive=True, exit_on_error=False, description="labtui eval (subprocess)")
+    def launch(self, argv: list[str]) -> None:
+        result = cli_runner.run_cli(argv, cwd=self.app.workspace.root)
+        self.app.call_from_thread(self._launched, result)
+
+    def _launched(self, result: cli_runner.CliResult) -> None:
+        self.last_result = result
+        if not result.ok or not result.ids:
+            self.busy = False
+            self.refresh_bindings()
+            self._status(f"[$error]eval did not start: {escape(result.message or 'no eval id printed')}[/]")
+            return
+        self.eval_dir = self.run.file(store.EVALS_DIR) / result.ids[0]
+        self._status(f"eval {escape(result.ids[0])} started")
+        bar = self.query_one("#eval-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
+        self.follow(self.eval_dir)
+
+    @work(thread=True, group="eval-follow", exclusive=True, exit_on_error=False, description="eval progress")
+    def follow(self, eval_dir: Path) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            row = evals.eval_row(eval_dir)
+            self.post_message(messages.EvalProgress(str(eval_dir), row))
+            if row.get("status") in store.FINAL:
+                return
+            time.sleep(POLL_S)
+
+    def on_eval_progress(self, message: messages.EvalProgress) -> None:
+        row = message.progress
+        bar = self.query_one("#eval-progress", ProgressBar)
+        if row.get("total"):
+            bar.update(total=row["total"], progress=row.get("done") or 0)
+        status = row.get("status")
+        name = Path(message.eval_dir).name
+        if status not in store.FINAL:
+            self._status(f"eval {escape(name)}: {status} · {row.get('done') or 0}/{row.get('total') or '?'} "
+                         f"on {row.get('device') or self.device}")
+            return
+        self.busy = False
+        bar.display = False
+        if status == "completed":
+            text = (f"[b]eval {escape(name)}: accuracy {fmt.accuracy_ci(row.get('accuracy'), row.get('ci'))}[/b] "
+                    f"(n={row.get('n')}, {row.get('device')}, {row.get('mode')})")
+            if row.get("degenerate"):
+                text += "\n[$error]degenerate: " + escape("; ".join(row.get("warnings") or [])) + "[/]"
+                if str(row.get("device") or "").startswith("cuda"):
+                    self.degenerate_gpu = {k: v for k, v in self.settings().items() if k != "device"}
+                    text += "\n[$warning]a GPU eval came back degenerate: press [b]u[/b] to re-run it on the CPU[/]"
+        else:
+            text = f"[$error]eval {escape(name)} {status}: {escape(str(row.get('error') or ''))}[/]"
+        self._status(text)
+        self.refresh_bindings()
+        self.load_evals()
+
+    # --- parity and the list ------------------------------------------------------------------
+
+    def action_parity(self) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        self.refresh_bindings()
+        self._status("[$accent]parity: the same examples on CPU and GPU (this can take a while)…[/]")
+        self.parity(cli_runner.parity_argv(self.app.workspace.root, self.run_id))
+
+    @work(thread=True, group="eval-launch", exclusive=True, exit_on_error=False, description="labtui parity (subprocess)")
+    def parity(self, argv: list[str]) -> None:
+        result = cli_runner.run_cli(argv, cwd=self.app.workspace.root, timeout=3600)
+        self.app.call_from_thread(self._parity_done, result)
+
+    def _parity_done(self, result: cli_runner.CliResult) -> None:
+        self.busy = False
+        self.last_result = result
+        self.refresh_bindings()
+        text = result.stdout.strip() or result.message
+        style = "" if result.ok else "$error"
+        self._status(f"[{style}]{escape(text)}[/]" if style else escape(text))
+        self.load_evals()
+
+    @work(thread=True, group="eval-list", exclusive=True, exit_on_error=False, description="list evals")
+    def load_evals(self) -> None:
+        try:
+            rows = evals.list_evals(self.run)
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            rows = []
+            self.app.call_from_thread(self._status, f"[$error]{escape(str(e))}[/]")
+        self.app.call_from_thread(self._show_evals, rows)
+
+    def _show_evals(self, rows: list[dict]) -> None:
+        table = self.query_one("#eval-list", DataTable)
+        table.clear()
+        for r in reversed(rows):
+            notes = []
+            if r.get("purpose") == "parity":
+                notes.append("parity")
+            if r.get("degenerate"):
+                notes.append("DEGENERATE")
+            if r.get("partial"):
+                notes.append("partial")
+            table.add_row(r["id"][-12:], r.get("status") or "-", r.get("device") or "-", r.get("mode") or "-",
+                          str(r.get("checkpoint_step") if r.get("checkpoint_step") is not None else "-"),
+                          str(r.get("n") or "-"), fmt.accuracy_ci(r.get("accuracy"), r.get("ci")), " ".join(notes),
+                          key=r["id"])

@@ -1,0 +1,264 @@
+"""`h`: every run and its evaluations in one sortable, filterable table, against the baseline.
+
+space selects rows (two at most), `c` compares the two selected (or the cursor row with the
+baseline), `b` marks the cursor row's run as the baseline, `o`/`O` sort, `/` filters.
+Loading and comparing (scipy) happen in a worker thread.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, Static
+
+from engine import store
+
+from .. import format as fmt
+from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
+from ..widgets.footer import LabFooter
+from ..widgets.run_list import STATUS_RICH
+
+COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "changed vs parent", "dur", "loss",
+           "eval", "notes")
+
+
+class HistoryScreen(Screen):
+    HELP_TITLE = "History"
+    BINDINGS = [
+        Binding("space", "toggle_select", "Select", id="select", tooltip="Select up to two rows to compare"),
+        Binding("c", "compare", "Compare", id="compare", tooltip="The two selected rows, or this row vs the baseline"),
+        Binding("b", "baseline", "Baseline", id="baseline", tooltip="Mark this row's run as the baseline"),
+        Binding("o", "sort(1)", "Sort", id="sort", tooltip="Cycle the sort column"),
+        Binding("O", "sort(0)", "Reverse", id="reverse", show=False),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("enter", "detail", "Detail", id="detail", show=False),
+        Binding("e", "evaluate", "Evaluate", id="evaluate", show=False),
+        Binding("escape", "back", "Back", id="back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[HistRow] = []
+        self.selected: list[str] = []  # row keys, in the order chosen (A first)
+        self.sort_key = "created"
+        self.reverse = True
+        self.loaded = False
+        self._version = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="history-title", classes="screen-title")
+        yield Input(placeholder="filter: words in id, experiment, status, changes, notes", id="history-filter")
+        yield DataTable(id="history", cursor_type="row", zebra_stripes=True)
+        yield Static(id="history-detail")
+        yield LabFooter({"reverse"})
+
+    def on_mount(self) -> None:
+        table = self.query_one("#history", DataTable)
+        for label in COLUMNS:
+            table.add_column(label, key=label or "mark")
+        self.query_one("#history-filter").display = False
+        self.query_one("#history-detail").border_title = "Row"
+        self.data = HistoryData(self.app.workspace)
+        self._title(0)
+        self.watch(self.app, "runs", self.reload, init=True)
+        self.watch(self.app, "baseline_id", self.reload, init=False)
+        table.focus()
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def reload(self, *_) -> None:
+        self._version += 1
+        self.load(self._version, tuple(self.app.runs), self.app.baseline_id, self.app.now())
+
+    @work(thread=True, group="history", exclusive=True, exit_on_error=False, description="history: evals and comparisons")
+    def load(self, version: int, runs, baseline_id, now) -> None:
+        rows = self.data.build(runs, baseline_id, now)
+        self.app.call_from_thread(self._loaded, version, rows)
+
+    def _loaded(self, version: int, rows: list[HistRow]) -> None:
+        if version != self._version:
+            return
+        self.rows = rows
+        self.loaded = True
+        self.show()
+
+    @property
+    def filter_text(self) -> str:
+        return self.query_one("#history-filter", Input).value.strip()
+
+    def visible(self) -> list[HistRow]:
+        rows = [r for r in self.rows if matches(r, self.filter_text)]
+        return sort_rows(rows, self.sort_key, self.reverse)
+
+    def show(self) -> None:
+        table = self.query_one("#history", DataTable)
+        current = self.cursor_row.key if self.cursor_row else None
+        table.clear()
+        shown = self.visible()
+        for r in shown:
+            mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in self.selected else "")
+            style = STATUS_RICH.get(r.status, "")
+            p_style = "bold" if r.p is not None and r.p < 0.05 else ""
+            table.add_row(
+                Text(mark, style="bold"),
+                Text(r.label, style="dim" if r.sub else ""),
+                Text("" if r.sub else r.status, style=style),
+                Text(fmt.accuracy_ci(r.accuracy, r.ci) + (" !" if r.degenerate else ""),
+                     style="red" if r.degenerate else ""),
+                Text("base" if r.is_baseline and not r.sub and r.accuracy is not None else fmt.signed_points(r.diff),
+                     justify="right"),
+                Text(fmt.p_value(r.p), style=p_style),
+                Text("-" if r.h is None else f"{r.h:+.2f}", justify="right"),
+                Text(r.changed or "-"),
+                Text("" if r.sub else fmt.duration(r.duration), justify="right"),
+                Text("" if r.sub else fmt.num(r.train_loss), justify="right"),
+                Text("" if r.sub else fmt.num(r.eval_loss), justify="right"),
+                Text(fmt.clip(r.notes, 40)),
+                key=r.key,
+            )
+        keys = [r.key for r in shown]
+        if current in keys:
+            table.move_cursor(row=keys.index(current), animate=False)
+        self._title(len(shown))
+        self._detail()
+
+    def _title(self, shown: int) -> None:
+        base = self.app.row(self.app.baseline_id)
+        bits = [f"[b]History[/b] {len(self.rows)} rows"]
+        if self.filter_text:
+            bits.append(f"filter '{escape(self.filter_text)}': {shown}")
+        bits.append(f"sort {self.sort_key} {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])")
+        bits.append(f"baseline ★ {escape(fmt.short_id(base.id, base.experiment))}" if base else
+                    "no baseline ([b $accent]b[/] marks one)")
+        if self.selected:
+            bits.append(f"{len(self.selected)} selected")
+        if not self.loaded:
+            bits.append("loading…")
+        self.query_one("#history-title", Static).update(" · ".join(bits))
+
+    @property
+    def cursor_row(self) -> HistRow | None:
+        table = self.query_one("#history", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        except Exception:
+            return None
+        return next((r for r in self.rows if r.key == key.value), None)
+
+    @on(DataTable.RowHighlighted, "#history")
+    def _detail(self, *_) -> None:
+        r = self.cursor_row
+        box = self.query_one("#history-detail", Static)
+        if r is None:
+            box.update("[$text-muted]no runs yet[/]" if self.loaded else "loading…")
+            return
+        lines = [f"[b]{escape(r.run_id)}[/b]" + (f" / {escape(r.eval_id)}" if r.eval_id else "")
+                 + (f" · {escape(r.device or '')} {escape(r.mode or '')} n={r.n}" if r.eval_id else " · not evaluated")]
+        if r.changed:
+            lines.append(f"changed: {escape(r.changed)}")
+        if r.verdict:
+            lines.append(f"vs baseline: {escape(r.verdict)}")
+        elif r.compare_error:
+            lines.append(f"[$warning]vs baseline: {escape(r.compare_error)}[/]")
+        if r.notes:
+            lines.append(f"notes: {escape(r.notes)}")
+        box.update("\n".join(lines))
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "compare":
+            return bool(len(self.selected) == 2 or (self.cursor_row and self.app.baseline_id
+                                                    and self.cursor_row.run_id != self.app.baseline_id)) or None
+        if action in ("baseline", "detail", "evaluate", "toggle_select"):
+            return self.cursor_row is not None or None
+        return True
+
+    def action_toggle_select(self) -> None:
+        r = self.cursor_row
+        if r is None:
+            return
+        if r.key in self.selected:
+            self.selected.remove(r.key)
+        else:
+            self.selected.append(r.key)
+            self.selected = self.selected[-2:]
+        self.show()
+        self.refresh_bindings()
+
+    def _source(self, row: HistRow):
+        return row.source or store.Run(self.app.workspace.logs / row.run_id)
+
+    def action_compare(self) -> None:
+        from .compare import CompareScreen
+
+        by_key = {r.key: r for r in self.rows}
+        if len(self.selected) == 2 and all(k in by_key for k in self.selected):
+            a, b = (by_key[k] for k in self.selected)
+            self.app.push_screen(CompareScreen(self._source(a), self._source(b)))
+            return
+        r = self.cursor_row
+        base = self.app.baseline_id
+        if r and base and r.run_id != base:
+            self.app.push_screen(CompareScreen(store.Run(self.app.workspace.logs / base), self._source(r)))
+
+    def action_baseline(self) -> None:
+        r = self.cursor_row
+        if r is None:
+            return
+        self.app.set_baseline(None if self.app.baseline_id == r.run_id else r.run_id)
+        self.refresh_bindings()
+
+    def action_sort(self, cycle: int) -> None:
+        if cycle:
+            keys = list(SORTS)
+            self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
+        else:
+            self.reverse = not self.reverse
+        self.show()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#history-filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#history-filter")
+    def _filtered(self) -> None:
+        self.show()
+
+    @on(Input.Submitted, "#history-filter")
+    def _filter_done(self) -> None:
+        box = self.query_one("#history-filter", Input)
+        box.display = bool(box.value.strip())
+        self.query_one("#history", DataTable).focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#history-filter", Input)
+        if box.display:
+            box.value = ""
+            box.display = False
+            self.query_one("#history", DataTable).focus()
+            return
+        self.app.pop_screen()
+
+    def action_detail(self) -> None:
+        from .detail import RunDetailScreen
+
+        if self.cursor_row:
+            self.app.push_screen(RunDetailScreen(self.cursor_row.run_id))
+
+    @on(DataTable.RowSelected, "#history")
+    def _row_selected(self) -> None:
+        self.action_detail()
+
+    def action_evaluate(self) -> None:
+        from .evaluate import EvalScreen
+
+        if self.cursor_row:
+            self.app.push_screen(EvalScreen(self.cursor_row.run_id))

@@ -1,0 +1,208 @@
+"""`n`: launch a run. Pick an experiment from experiments/, see its `extends` chain and what it
+changes, override a few fields, read the resolved config, then start it now or queue it.
+
+The preview uses engine.config.load_experiment (light: YAML only). Starting runs the CLI in a
+subprocess (`labtui run FILE --set k=v ... [--queue]`): it validates against the training
+libraries, which this process never imports, and prints the new run id or a one-line error.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from engine.config import ConfigError, flatten, load_experiment
+
+from .. import cli_runner
+from ..config_view import config_lines, diff_lines
+from ..widgets.footer import LabFooter
+
+# The fields most often changed between runs; anything else goes in "more".
+FIELDS = (
+    ("training.max_steps", "max steps"),
+    ("training.learning_rate", "learning rate"),
+    ("lora.r", "LoRA r"),
+    ("training.per_device_train_batch_size", "batch"),
+)
+
+
+def experiment_files(ws_experiments: Path) -> list[Path]:
+    folder = ws_experiments if ws_experiments.is_dir() else cli_runner.REPO / "experiments"
+    return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+class LaunchScreen(Screen):
+    HELP_TITLE = "Launch"
+    BINDINGS = [
+        Binding("ctrl+s", "start(False)", "Start now", id="start", priority=True),
+        Binding("ctrl+t", "start(True)", "Add to queue", id="queue", priority=True),
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[Path] = []
+        self.preview_ok = False
+        self.busy = False
+        self.last_argv: list[str] | None = None
+        self.last_result: cli_runner.CliResult | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="launch-title", classes="screen-title")
+        with Horizontal(id="launch-body"):
+            yield OptionList(id="experiments")
+            with Vertical(id="launch-right"):
+                yield Static(id="exp-info")
+                with Horizontal(id="fields"):
+                    for key, label in FIELDS:
+                        with Vertical(classes="field"):
+                            yield Label(label)
+                            yield Input(id=f"f-{key.replace('.', '-')}", classes="override")
+                with Horizontal(id="more-row"):
+                    yield Label("more --set", id="more-label")
+                    yield Input(placeholder="key=value key=value (e.g. lora.lora_alpha=64)", id="more")
+                with VerticalScroll(id="resolved-box"):
+                    yield Static(id="resolved")
+                yield Static(id="launch-status")
+        yield LabFooter()
+
+    def on_mount(self) -> None:
+        ws = self.app.workspace
+        self.files = experiment_files(ws.experiments)
+        where = ws.experiments if ws.experiments.is_dir() else self.files[0].parent if self.files else ws.experiments
+        self.query_one("#launch-title", Static).update(f"[b]New run[/b] · experiments in {escape(str(where))}")
+        options = self.query_one("#experiments", OptionList)
+        options.border_title = "Experiment"
+        self.query_one("#resolved-box").border_title = "Resolved config (changes highlighted)"
+        for p in self.files:
+            options.add_option(Option(p.stem, id=str(p)))
+        if self.files:
+            options.highlighted = 0
+            self.preview()
+        else:
+            self._status(f"[$error]no experiment files in {escape(str(ws.experiments))}: copy the shipped "
+                         f"experiments/ folder there[/]")
+        options.focus()
+
+    # --- the form -----------------------------------------------------------------------------
+
+    @property
+    def experiment(self) -> Path | None:
+        options = self.query_one("#experiments", OptionList)
+        if options.highlighted is None or not self.files:
+            return None
+        return self.files[options.highlighted]
+
+    def overrides(self) -> list[str]:
+        """The `--set` items: the fields that were filled in, then the free-form ones."""
+        items = []
+        for key, _ in FIELDS:
+            value = self.query_one(f"#f-{key.replace('.', '-')}", Input).value.strip()
+            if value:
+                items.append(f"{key}={value}")
+        more = self.query_one("#more", Input).value.strip()
+        if more:
+            try:
+                items.extend(shlex.split(more))
+            except ValueError:
+                items.extend(more.split())
+        return items
+
+    def argv(self, queue: bool) -> list[str]:
+        root = self.app.workspace.root
+        path = self.experiment
+        if path is not None and path.is_relative_to(root):
+            path = path.relative_to(root)  # the CLI runs in the workspace
+        return cli_runner.run_argv(root, path, self.overrides(), queue=queue)
+
+    @on(OptionList.OptionHighlighted, "#experiments")
+    def _picked(self) -> None:
+        self.preview()
+
+    @on(Input.Changed, ".override, #more")
+    def _edited(self) -> None:
+        self.preview()
+
+    def preview(self) -> None:
+        path = self.experiment
+        if path is None:
+            return
+        try:
+            exp = load_experiment(path, self.overrides())
+        except ConfigError as e:
+            self.preview_ok = False
+            self._status(f"[$error]{escape(str(e))}[/]")
+            self.query_one("#resolved", Static).update("")
+            self.refresh_bindings()
+            return
+        self.preview_ok = True
+        cfg = exp.config
+        for key, _ in FIELDS:
+            value = flatten(cfg).get(key)
+            self.query_one(f"#f-{key.replace('.', '-')}", Input).placeholder = "-" if value is None else f"{value}"
+        chain = " → ".join(p.name for p in exp.chain)
+        lines = [f"[b]{escape(path.name)}[/b]" + (f"  [$text-muted]extends: {escape(chain)}[/]" if len(exp.chain) > 1 else "")]
+        if cfg.get("description"):
+            lines.append(f"[$text-muted]{escape(cfg['description'])}[/]")
+        changed = exp.changed
+        parent = (exp.parent_config or {}).get("name")
+        if changed:
+            lines.append(f"changes vs {escape(parent or 'the file')}: " + ", ".join(diff_lines(changed)))
+        self.query_one("#exp-info", Static).update("\n".join(lines))
+        marks = {k: "$warning" for k in changed}
+        marks.update({k: "$accent" for k in flatten(exp.overrides)})
+        shown = {k: v for k, v in cfg.items() if k not in ("description", "name")}
+        self.query_one("#resolved", Static).update("\n".join(config_lines(shown, marks)))
+        cmd = cli_runner.display(self.argv(queue=False))
+        self._status(f"[$text-muted]{escape(cmd)}[/]  [b $accent]ctrl+s[/] start  [b $accent]ctrl+t[/] queue")
+        self.refresh_bindings()
+
+    def _status(self, text: str) -> None:
+        self.query_one("#launch-status", Static).update(text)
+
+    # --- starting -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "start":
+            return (self.preview_ok and not self.busy) or None
+        return True
+
+    def action_start(self, queue: bool) -> None:
+        if not self.preview_ok or self.busy or self.experiment is None:
+            return
+        self.busy = True
+        self.refresh_bindings()
+        argv = self.argv(queue)
+        self.last_argv = argv
+        self._status(f"[$accent]{'queueing' if queue else 'starting'} {escape(self.experiment.name)}: validating "
+                     f"against the training libraries in a subprocess…[/]")
+        self.launch(argv, queue)
+
+    @work(thread=True, group="launch", exclusive=True, exit_on_error=False, description="labtui run (subprocess)")
+    def launch(self, argv: list[str], queue: bool) -> None:
+        result = cli_runner.run_cli(argv, cwd=self.app.workspace.root)
+        self.app.call_from_thread(self._launched, result, queue)
+
+    def _launched(self, result: cli_runner.CliResult, queue: bool) -> None:
+        self.busy = False
+        self.last_result = result
+        self.refresh_bindings()
+        if not result.ok:
+            self._status(f"[$error]could not start: {escape(result.message)}[/]")
+            return
+        ids = result.ids
+        verb = "queued" if queue else "started"
+        self.app.notify(", ".join(ids) or "done", title=f"Run {verb}")
+        self.app.refresh_now()
+        if ids:
+            self.app.select_run(ids[0])
+        self.app.pop_screen()
