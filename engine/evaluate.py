@@ -273,6 +273,8 @@ def eval_environment(device: str, dtype: str) -> dict:
     env = environment(device)
     env["device"] = device
     env["dtype"] = dtype
+    if os.environ.get("LABTUI_CUDA_HIDDEN"):
+        env["cuda_hidden"] = True  # --device cpu: CUDA_VISIBLE_DEVICES was emptied for this process
     if device.startswith("cuda"):
         env["device_name"] = torch.cuda.get_device_name(0)
         env["cudnn"] = torch.backends.cudnn.version()
@@ -487,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (path / evalstore.EVAL_FILE).exists():
         print(f"{path}: not an eval directory (no {evalstore.EVAL_FILE}); create one with `labtui eval RUN`", file=sys.stderr)
         return 2
+    if (evalstore.read_settings(path).get("device") or "auto") == "cpu":
+        # --device cpu: hide the GPUs from this process, so nothing (a library, a stray .cuda()) can use them
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["LABTUI_CUDA_HIDDEN"] = "1"
     return Evaluation(store.Run(path)).run()
 
 
