@@ -13,7 +13,10 @@ import random
 import socket
 from pathlib import Path
 
+import yaml
+
 from engine import store
+from engine.config import resolve
 
 T0 = 1_800_000_000.0  # fixed "created" base; the tests' clock is T0 + NOW_OFFSET
 NOW_OFFSET = 3 * 3600.0
@@ -28,7 +31,7 @@ def make_run(ws: store.Workspace, run_id: str, experiment: str, *, status: str =
              steps: int = 200, max_steps: int = 200, log_every: int = 5, eval_every: int = 50, loss0: float = 2.0,
              loss_end: float = 0.6, seed: int = 0, nan_steps: tuple = (), spike_steps: tuple = (),
              error: str | None = None, changed: dict | None = None, parent_experiment: str | None = None,
-             description: str = "", live: bool = False, gpus: list[dict] | None = None, memory: bool = False,
+             description: str = "", live: bool | str = False, gpus: list[dict] | None = None, memory: bool = False,
              checkpoints: tuple = (), notes: str = "") -> store.Run:
     path = ws.logs / run_id
     path.mkdir(parents=True)
@@ -38,9 +41,12 @@ def make_run(ws: store.Workspace, run_id: str, experiment: str, *, status: str =
         "parent": None, "parent_experiment": parent_experiment, "changed": changed or {}, "overrides": {},
         "command": ["labtui", "run"], "workspace": str(ws.root), "experiment_file": f"experiments/{experiment}.yaml",
     })
-    (path / store.CONFIG_FILE).write_text(
-        f"name: {experiment}\nmodel:\n  model_name_or_path: demo/tiny-llama\ntrainer: sft\n"
-        f"lora:\n  r: 16\ntraining:\n  max_steps: {max_steps}\n  learning_rate: 0.002\n")
+    cfg = resolve({"model": {"model_name_or_path": "demo/tiny-llama", "dtype": "float32"}, "trainer": "sft",
+                   "lora": {"r": 16, "lora_alpha": 32}, "training": {"max_steps": max_steps, "learning_rate": 2e-3},
+                   "dataset": {"path": "demo/ori_pqal.json", "test_split": "demo/test_ground_truth.json"},
+                   "eval": {"n": 300}})
+    cfg["name"] = experiment
+    (path / store.CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
     started = created + 5
     rng = random.Random(seed)
     metrics = [{"kind": "start", "t": started, "step": 0, "max_steps": max_steps, "resumed": False}]
@@ -93,7 +99,9 @@ def make_run(ws: store.Workspace, run_id: str, experiment: str, *, status: str =
     if status in store.FINAL:
         state.update(ended=end_t, exit_code=0 if status == "completed" else 1)
         progress["result"] = {"status": status, "error": error, "ended": end_t}
-    if live:
+    if live == "remote":  # on another host: live while its heartbeat is fresh at the fixed clock
+        state.update(host="gpu-node-7", heartbeat=clock() - 2, pid=4242, supervisor_pid=4241)
+    elif live:
         me = os.getpid()
         state.update(supervisor_pid=me, supervisor_start=store.process_start_time(me), pid=me,
                      pid_start=store.process_start_time(me))
@@ -161,7 +169,7 @@ A100 = {"index": 0, "name": "NVIDIA A100-SXM4-80GB", "mem_used": 60 * GIB, "mem_
 
 def build_night(ws: store.Workspace) -> dict[str, store.Run]:
     """A night of runs: a baseline and a tuned run (both evaluated), a failed one, a crashed one with
-    a NaN, a queued one, and a live one on a (recorded) A100."""
+    a NaN, a queued one, and a live one on another host with an A100 (a loss spike and a NaN)."""
     ws.logs.mkdir(parents=True, exist_ok=True)
     a, b = paired_sets()
     runs = {}
@@ -180,7 +188,7 @@ def build_night(ws: store.Workspace) -> dict[str, store.Run]:
                                created=T0 + 4200, steps=60, seed=3, nan_steps=(45,),
                                error="killed by SIGKILL (often the kernel's out-of-memory killer: check `dmesg`)")
     runs["live"] = make_run(ws, "20261122-030000-demo-tuned-g005", "demo-tuned", status="running",
-                            created=T0 + 7000, steps=300, max_steps=1000, seed=4, live=True, gpus=[A100],
+                            created=T0 + 7000, steps=300, max_steps=1000, seed=4, live="remote", gpus=[A100],
                             memory=True, spike_steps=(150,), nan_steps=(220,))
     runs["queued"] = make_run(ws, "20261122-031500-demo-sft-h006", "demo-sft", status="queued", created=T0 + 7500,
                               steps=0, log_every=5)

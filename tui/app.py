@@ -63,7 +63,7 @@ class LabApp(App[None]):
         self.workspace = workspace if isinstance(workspace, store.Workspace) else store.Workspace(workspace)
         self.poll_interval = poll_interval
         self.clock = clock or time.time
-        self.monitor = Monitor(self.workspace, self.post_message, poll_interval)
+        self.monitor = Monitor(self.workspace, self.post_message, poll_interval, clock=clock)
         self._theme_choice = theme or os.environ.get("LABTUI_THEME")
 
     def get_default_screen(self) -> DashboardScreen:

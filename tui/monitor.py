@@ -33,13 +33,13 @@ SNAPSHOT_EVERY_S = 0.25  # while a long history loads, show progress this often
 
 class Monitor:
     def __init__(self, ws: store.Workspace, post: Callable[[Message], object], poll_interval: float = 1.0,
-                 tails_kept: int = 6, chunk_bytes: int | None = None):
+                 tails_kept: int = 6, chunk_bytes: int | None = None, clock: Callable[[], float] | None = None):
         self.ws = ws
         self.post = post
         self.poll_interval = poll_interval
         self.tails_kept = tails_kept
         self.chunk_bytes = chunk_bytes
-        self.scanner = Scanner(ws)
+        self.scanner = Scanner(ws, clock)
         self.tails: OrderedDict[str, RunTail] = OrderedDict()
         self.rows: tuple[RunRow, ...] = ()
         self.ticks = 0

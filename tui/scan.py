@@ -63,24 +63,27 @@ def _mtime(path) -> int:
         return 0
 
 
-def row_for(run: store.Run) -> RunRow:
-    s = run.summary()
-    info = run.info()
+def row_for(run: store.Run, now: float | None = None) -> RunRow:
+    """The fields of `Run.summary()` (the `labtui runs --json` row), with liveness judged at `now`."""
+    info, state, progress = run.info(), run.state(now), run.progress()
     notes = run.notes().strip()
     return RunRow(
-        id=s["id"], experiment=s["experiment"], status=s["status"], kind=s.get("kind") or "train",
-        description=s.get("description") or "", step=s.get("step") or 0, max_steps=s.get("max_steps"),
-        epoch=s.get("epoch"), created=s.get("created"), started=s.get("started"), ended=s.get("ended"),
-        heartbeat=s.get("heartbeat"), train_loss=s.get("train_loss"), eval_loss=s.get("eval_loss"),
-        best_step=s.get("best_step"), error=s.get("error"), exit_signal=s.get("exit_signal"), pid=s.get("pid"),
-        host=s.get("host"), parent=info.get("parent"), parent_experiment=info.get("parent_experiment"),
+        id=run.id, experiment=info.get("experiment") or run.id, status=state.get("status", "queued"),
+        kind=info.get("kind") or "train", description=info.get("description") or "",
+        step=progress.get("step") or 0, max_steps=progress.get("max_steps"), epoch=progress.get("epoch"),
+        created=info.get("created"), started=state.get("started"), ended=state.get("ended"),
+        heartbeat=state.get("heartbeat"), train_loss=progress.get("train_loss"),
+        eval_loss=progress.get("best_eval_loss"), best_step=progress.get("best_step"), error=state.get("error"),
+        exit_signal=state.get("exit_signal"), pid=state.get("pid"), host=state.get("host"),
+        parent=info.get("parent"), parent_experiment=info.get("parent_experiment"),
         changed=info.get("changed") or {}, notes=notes.splitlines()[0] if notes else "",
     )
 
 
 class Scanner:
-    def __init__(self, ws: store.Workspace):
+    def __init__(self, ws: store.Workspace, clock=None):
         self.ws = ws
+        self.clock = clock
         self._cache: dict[str, tuple[tuple, RunRow]] = {}
 
     def scan(self) -> list[RunRow]:
@@ -94,7 +97,7 @@ class Scanner:
                 row = cached[1]
             else:
                 try:
-                    row = row_for(run)
+                    row = row_for(run, self.clock() if self.clock else None)
                 except Exception:  # a run directory being created or removed right now
                     continue
                 self._cache[run.id] = (key, row)

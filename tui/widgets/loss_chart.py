@@ -13,7 +13,7 @@ import math
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from ..series import SMOOTHING_NAMES, Point, downsample
+from ..series import SMOOTHING, Point, downsample
 from ..tail import TailSnapshot
 
 Y_LABEL_COLS = 9  # what plotext's y ticks and frame take from the width, roughly
@@ -67,22 +67,23 @@ class LossChart(PlotextPlot):
         self.refresh()
 
     def title_text(self) -> str:
-        """`Loss  t step  m EMA light  g lin  ━ train • eval │ 2 NaN`: the keys sit next to what they change."""
+        """`Loss t step m EMA 0.6 g lin │2 NaN ━train •eval`: the keys sit next to what they change."""
         snap = self.snapshot
         axis = self.axis
         if axis == "time":
             points = (snap.train.get("time") or snap.eval.get("time")) if snap else ()
             axis = f"time ({time_unit(max((p.x for p in points), default=0.0))[0]})"
         key = "[b $accent]{}[/]"
+        weight = SMOOTHING[self.smoothing]
         bits = [
             "[b]Loss[/b]",
             f"{key.format('t')} {axis}",
-            f"{key.format('m')} EMA {SMOOTHING_NAMES[self.smoothing]}",
+            f"{key.format('m')} " + (f"EMA {weight:g}" if weight else "raw"),
             f"{key.format('g')} {'log' if self.log_y else 'lin'}",
-            f"[{TRAIN_STYLE}]━ train[/] [{EVAL_STYLE}]• eval[/]",
         ]
         if snap and snap.bad_count:
-            bits.append(f"[$error]│ {snap.bad_count} NaN/Inf[/]")
+            bits.append(f"[$error]│{snap.bad_count} NaN[/]")
+        bits.append(f"[{TRAIN_STYLE}]━train[/] [{EVAL_STYLE}]•eval[/]")
         return " ".join(bits)
 
     def render(self):

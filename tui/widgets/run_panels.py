@@ -73,10 +73,19 @@ def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> st
     return "\n".join(lines)
 
 
-def system_text(snap: TailSnapshot | None, width: int) -> str:
+def system_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> str:
     s = snap.last_system if snap else None
     if not s:
         return "[$text-muted]no machine samples yet[/]"
+    if compact:
+        first = f"CPU {fmt.pct(s.get('cpu'))} of {s.get('cpu_count') or '?'} · RAM {fmt.gib(s.get('ram_used'))}/" \
+                f"{fmt.gib(s.get('ram_total'))}G"
+        second = []
+        if s.get("proc_rss") is not None:
+            second.append(f"run {fmt.size(s.get('proc_rss'))} {fmt.pct(s.get('proc_cpu'))}")
+        if s.get("disk_free") is not None:
+            second.append(f"disk {fmt.size(s['disk_free'])} free")
+        return "\n".join([first, " · ".join(second)] if second else [first])
     cpu_spark = fmt.sparkline(snap.cpu, max(4, width - 16), lo=0.0, hi=100.0)
     lines = [
         f"CPU  {fmt.pct(s.get('cpu'))} of {s.get('cpu_count') or '?'} [$accent]{cpu_spark}[/]",
@@ -103,7 +112,7 @@ def status_text(snap: TailSnapshot | None, row: RunRow | None, now: float, width
     icon = fmt.STATUS_ICONS.get(row.status, "?")
     style = fmt.STATUS_STYLES.get(row.status, "")
     head = f"[{style}]{icon} {row.status}[/]" if style else f"{icon} {row.status}"
-    bits = [head, escape(row.id)]
+    bits = [head, escape(row.id if width >= 100 else fmt.short_id(row.id, row.experiment))]
     if row.live:
         if row.pid:
             bits.append(f"pid {row.pid}" + (f" on {escape(row.host)}" if row.host else ""))
@@ -167,7 +176,7 @@ class GpuPanel(Panel):
 
 class SystemPanel(Panel):
     def build(self, snap: TailSnapshot | None, *, width: int, height: int, compact: bool) -> str:
-        return system_text(snap, width)
+        return system_text(snap, width, compact)
 
 
 class StatusPanel(Panel):
