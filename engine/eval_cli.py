@@ -30,6 +30,10 @@ def _workspace(args) -> store.Workspace:
 
 
 def _run(ws: store.Workspace, ref: str) -> store.Run:
+    """A run by id, unique prefix, `last`, or its folder."""
+    p = Path(ref)
+    if (p / store.RUN_FILE).is_file() and not evalstore.is_eval_dir(p):
+        return store.Run(p.resolve())
     try:
         return ws.run(ref)
     except store.RunNotFound as e:

@@ -250,3 +250,15 @@ def test_planted_eval_dir_is_listed_with_its_warning(tmp_path):
     assert row["id"] == path.name and row["degenerate"] is True and row["warnings"]
     proc = labtui(ws, "evals")
     assert proc.returncode == 0 and path.name in proc.stdout and "!" in proc.stdout
+
+
+def test_eval_readers_import_no_torch():
+    """The TUI and the CLI read evals through these modules; they must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.evalstore, engine.eval_cli, engine.evaluate_launch; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets', 'textual') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
