@@ -213,8 +213,8 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in cfg.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted + "."))  # an empty section has no leaves
         else:
             out[dotted] = value
     return out
@@ -327,7 +327,8 @@ def check_keys(cfg: dict, where: str) -> None:
         else:
             ok = isinstance(value, types)
         if not ok:
-            want = " or ".join("number" if t in (int, float) else t.__name__ for t in types)
+            names = {int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true or false", dict: "a mapping"}
+            want = "a number" if set(types) == {int, float} else " or ".join(names[t] for t in types)
             raise ConfigError(f"{where}: {dotted} must be {want}, got {value!r}")
     trainer = cfg.get("trainer", DEFAULTS["trainer"])
     if trainer not in TRAINERS:
@@ -396,19 +397,34 @@ def _check_dataclass_keys(where: str, cls, values: dict, hint_for=None) -> None:
             if hint_for and hint_for(key):
                 err = ConfigError(f"{err} - it belongs to trl.SFTConfig; use trainer: sft")
             raise err
-        default = fields[key].default
-        if value is None or default is None or default is dataclasses.MISSING:
+        kind = str(fields[key].type).replace("<class '", "").replace("'>", "")
+        if value is None:
             continue
-        if isinstance(default, bool):
+        if kind == "bool":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, (int, float)):
+        elif kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
 
 
 # Arguments labtui sets itself; a user value for them would be overwritten, so they are refused.
 MANAGED_TRAINING_KEYS = {"output_dir", "logging_nan_inf_filter", "report_to"}
+
+
+def _check_lora_values(lora: dict, where: str) -> None:
+    """What peft.LoraConfig itself accepts but fails on later (or silently misbehaves with)."""
+    r = lora.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ConfigError(f"{where}: lora.r must be a positive integer, got {r!r}")
+    alpha = lora.get("lora_alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ConfigError(f"{where}: lora.lora_alpha must be a positive number, got {alpha!r}")
+    dropout = lora.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"{where}: lora.lora_dropout must be in [0, 1), got {dropout!r}")
+    if lora.get("bias", "none") not in ("none", "all", "lora_only"):
+        raise ConfigError(f"{where}: lora.bias must be none, all or lora_only, got {lora.get('bias')!r}")
 
 
 def with_platform_defaults(training: dict, trainer: str) -> dict:
@@ -435,6 +451,7 @@ def validate_with_libraries(cfg: dict, where: str) -> None:
             from peft import LoraConfig
 
             _check_dataclass_keys(f"{where}: lora", LoraConfig, cfg["lora"])
+            _check_lora_values(cfg["lora"], where)
             try:
                 LoraConfig(**cfg["lora"])
             except (TypeError, ValueError) as e:

@@ -45,10 +45,11 @@ def create_training_run(ws: store.Workspace, exp: Experiment, argv: list[str] | 
 
 def create_script_run(ws: store.Workspace, command: list[str], argv: list[str] | None = None,
                       name: str | None = None) -> store.Run:
-    name = name or Path(command[0]).name if len(command) == 1 else (name or _script_name(command))
+    name = name or _script_name(command)
     info = {
         "experiment": name, "kind": "script", "description": shlex.join(command), "parent": None,
         "changed": {}, "script_command": command, "command": argv or [], "workspace": str(ws.root),
+        "cwd": os.getcwd(),
     }
     return ws.create_run(name, info, None)
 

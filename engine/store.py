@@ -180,6 +180,41 @@ def read_jsonl(path: Path) -> list[dict]:
     return JsonlReader(path).read_new()
 
 
+class Rewinder:
+    """Applies resumes to a stream of metric records, incrementally.
+
+    After a crash the run resumes from its last checkpoint at step S and does steps S+1.. again.
+    The worker marks that with a `{"kind": "start", "resumed": true, "step": S}` record; records
+    before it with a step past S belong to the abandoned segment and are dropped, so the history
+    has each step once. `feed` returns (kept new records, rewind step or None); a caller holding
+    earlier records drops those past the rewind step.
+    """
+
+    def __init__(self):
+        self.last_step = -1
+
+    def feed(self, records: list[dict]) -> tuple[list[dict], int | None]:
+        kept: list[dict] = []
+        rewind = None
+        for rec in records:
+            if rec.get("kind") == "start" and rec.get("resumed"):
+                s = int(rec.get("step") or 0)
+                if s < self.last_step:
+                    rewind = s if rewind is None else min(rewind, s)
+                    kept = [r for r in kept if (r.get("step") or 0) <= s or r.get("kind") not in ("train", "eval")]
+                self.last_step = s
+            elif rec.get("kind") in ("train", "eval"):
+                self.last_step = max(self.last_step, int(rec.get("step") or 0))
+            kept.append(rec)
+        return kept, rewind
+
+
+def metrics_history(run: "Run") -> list[dict]:
+    """All metric records of a run, each step once (resumes applied)."""
+    kept, _ = Rewinder().feed(read_jsonl(run.file(METRICS_FILE)))
+    return kept
+
+
 def tail_lines(path: Path, n: int = 20, max_bytes: int = 64_000) -> list[str]:
     try:
         with open(path, "rb") as f:

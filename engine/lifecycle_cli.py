@@ -1,0 +1,124 @@
+"""CLI commands for the run lifecycle: stop, resume, retry, queue."""
+
+from __future__ import annotations
+
+import sys
+
+from . import lifecycle, queue, store
+
+
+def _ws_run(args):
+    from .cli import get_run, workspace_from
+
+    ws = workspace_from(args)
+    return ws, get_run(ws, args.run)
+
+
+def _guard(fn):
+    def wrapped(args):
+        from .cli import UsageError
+
+        try:
+            return fn(args)
+        except (lifecycle.LifecycleError, ValueError) as e:
+            raise UsageError(str(e)) from None
+
+    return wrapped
+
+
+@_guard
+def cmd_stop(args) -> int:
+    _, run = _ws_run(args)
+    print(lifecycle.stop(run, now=args.now))
+    return 0
+
+
+@_guard
+def cmd_resume(args) -> int:
+    ws, run = _ws_run(args)
+    lifecycle.resume(run)
+    print(run.id)
+    print(f"resuming from {run.latest_checkpoint().name}; watch with `labtui logs {run.id} -f`", file=sys.stderr)
+    if args.foreground:
+        from .runs import follow
+
+        return follow(run)
+    return 0
+
+
+@_guard
+def cmd_retry(args) -> int:
+    ws, run = _ws_run(args)
+    new = lifecycle.retry(run)
+    print(new.id)
+    print(f"started {new.id} with the config of {run.id}", file=sys.stderr)
+    if args.foreground:
+        from .runs import follow
+
+        return follow(new)
+    return 0
+
+
+@_guard
+def cmd_queue(args) -> int:
+    from .cli import get_run, print_json, workspace_from
+
+    ws = workspace_from(args)
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
+        queue.set_concurrency(ws, args.concurrency)
+    if args.cancel:
+        run = get_run(ws, args.cancel)
+        if not queue.cancel(ws, run):
+            raise ValueError(f"{run.id} is not in the queue")
+        print(f"{run.id}: removed from the queue", file=sys.stderr)
+    for ref, delta, to in ((args.up, -1, None), (args.down, 1, None), (args.first, None, 0)):
+        if ref:
+            run = get_run(ws, ref)
+            pos = queue.move(ws, run, delta=delta, to=to)
+            print(f"{run.id}: now at position {pos + 1}", file=sys.stderr)
+    queue.advance(ws)
+    live = [r for r in ws.iter_runs() if r.raw_state().get("status") in store.LIVE and r.state().get("status") in store.LIVE]
+    waiting = queue.queued(ws)
+    if args.json:
+        print_json({
+            "concurrency": queue.concurrency(ws),
+            "running": [r.id for r in live],
+            "queued": [{"position": i + 1, "id": r.id, "experiment": r.info().get("experiment")} for i, r in enumerate(waiting)],
+        })
+        return 0
+    print(f"concurrency {queue.concurrency(ws)} (set with `labtui queue --concurrency N`)")
+    for r in live:
+        print(f"  running  {r.id}")
+    for i, r in enumerate(waiting, 1):
+        print(f"  {i:>7}  {r.id}  {r.info().get('description', '')[:60]}")
+    if not live and not waiting:
+        print("  nothing running or queued")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stop", help="stop a run: checkpoint, then `stopped` (again, or --now: kill)")
+    p.add_argument("run")
+    p.add_argument("--now", action="store_true", help="SIGKILL at once (no checkpoint)")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("resume", help="continue a stopped, failed or crashed run from its last checkpoint")
+    p.add_argument("run")
+    p.add_argument("--foreground", "-f", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("retry", help="start a new run with the same config, linked to the old one")
+    p.add_argument("run")
+    p.add_argument("--foreground", "-f", action="store_true")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("queue", help="show the queue; cancel or move queued runs")
+    p.add_argument("--cancel", metavar="RUN")
+    p.add_argument("--up", metavar="RUN", help="move one place earlier")
+    p.add_argument("--down", metavar="RUN", help="move one place later")
+    p.add_argument("--first", metavar="RUN", help="move to the front")
+    p.add_argument("--concurrency", type=int, help="how many runs may be live at once in this workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_queue)
