@@ -1,4 +1,4 @@
-"""The command palette (ctrl+p): every key of the current screen and of the app, by name.
+"""The command palette (ctrl+p): every labtui key of the current screen and of the app, by name.
 
 Built from the bindings themselves, so a new key is in the palette without extra work, and an
 action that makes no sense now (`check_action` says so) is left out.
@@ -20,7 +20,7 @@ class LabCommands(Provider):
         for node in (screen, app):
             for bindings in node._bindings.key_to_bindings.values():
                 for b in bindings:
-                    if b.system or not b.description or b.action in ("command_palette",) or (node, b.action) in seen:
+                    if b.system or b.id is None or not b.description or (node, b.action) in seen:
                         continue
                     seen.add((node, b.action))
                     name, params = _split(b.action)

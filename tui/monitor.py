@@ -58,6 +58,7 @@ class Monitor:
     def select(self, run_id: str | None) -> None:
         if run_id != self._selected:
             self._selected = run_id
+            self._posted_for = None  # the app dropped its snapshot: post one for this run
             self.wake()
 
     @property

@@ -282,7 +282,7 @@ class EvalScreen(Screen):
                 notes.append("DEGENERATE")
             if r.get("partial"):
                 notes.append("partial")
-            table.add_row(r["id"][-12:], r.get("status") or "-", r.get("device") or "-", r.get("mode") or "-",
+            table.add_row(r["id"][9:] if len(r["id"]) > 9 else r["id"], r.get("status") or "-", r.get("device") or "-", r.get("mode") or "-",
                           str(r.get("checkpoint_step") if r.get("checkpoint_step") is not None else "-"),
                           str(r.get("n") or "-"), fmt.accuracy_ci(r.get("accuracy"), r.get("ci")), " ".join(notes),
                           key=r["id"])

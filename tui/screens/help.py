@@ -29,7 +29,7 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
     for node in (screen, screen.app):
         for bindings in node._bindings.key_to_bindings.values():
             for b in bindings:
-                if b.system or (b.action, b.key) in seen or not b.description:
+                if b.system or b.id is None or (b.action, b.key) in seen or not b.description:
                     continue
                 seen.add((b.action, b.key))
                 rows.append((screen.app.get_key_display(b), b.description, b.tooltip))
@@ -45,7 +45,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         title = getattr(self.under, "HELP_TITLE", type(self.under).__name__)
-        keys = "\n".join(f"[b $accent]{escape(k):>7}[/]  {escape(d)}" + (f"  [$text-muted]{escape(t)}[/]" if t else "")
+        keys = "\n".join(f"[b $accent]{escape(k):>6}[/]  {escape(d)}" + (f" [$text-muted]· {escape(t)}[/]" if t else "")
                          for k, d, t in binding_rows(self.under))
         icons = "  ".join(f"{icon} {name}" for name, icon in STATUS_ICONS.items())
         with VerticalScroll(id="dialog"):

@@ -18,6 +18,18 @@ from ..widgets.footer import LabFooter
 MAX_LINES = 10_000
 
 
+def overprint(text: str) -> str:
+    """What a terminal shows for progress bars: of `a\rb\rc` in one line, only `c`."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    out = []
+    for line in lines:
+        if "\r" in line:
+            parts = [p for p in line.split("\r") if p.strip()]
+            line = parts[-1] if parts else ""
+        out.append(line)
+    return "\n".join(out)
+
+
 class LogScreen(Screen):
     HELP_TITLE = "Log"
     BINDINGS = [
@@ -57,7 +69,7 @@ class LogScreen(Screen):
         if message.reset:
             log.clear()
         if message.text:
-            log.write(message.text.replace("\r\n", "\n").replace("\r", "\n"))
+            log.write(overprint(message.text))
 
     def action_follow(self) -> None:
         self.follow = not self.follow

@@ -31,6 +31,14 @@ class LabFooter(Footer):
         self.screen.refresh_bindings()
 
 
+    def bindings_changed(self, screen: Screen) -> None:
+        # Footer skips the update while the terminal reports no focus (a detached tmux, another
+        # window); a screen opened then would keep an empty footer.
+        self._bindings_ready = True
+        if self.is_attached and screen is self.screen:
+            self.call_after_refresh(self.recompose)
+
+
 def set_shown(screen: Screen, ids: set[str], show: bool) -> None:
     """Show or hide (in the footer only) the screen's bindings with these ids."""
     for key, bindings in screen._bindings.key_to_bindings.items():

@@ -44,6 +44,12 @@ class RunList(DataTable):
     def show(self, rows: list[RunRow], now: float, selected: str | None, baseline: str | None) -> None:
         """Replace the rows, keeping the cursor on `selected` when it is still listed."""
         keys = [r.id for r in rows]
+        with self.prevent(DataTable.RowHighlighted):  # a rebuild is not the user moving
+            self._fill(rows, now, baseline)
+            if selected in keys:
+                self.move_cursor(row=keys.index(selected), animate=False, scroll=True)
+
+    def _fill(self, rows: list[RunRow], now: float, baseline: str | None) -> None:
         self.clear()
         for r in rows:
             style = STATUS_RICH.get(r.status, "")
@@ -62,8 +68,6 @@ class RunList(DataTable):
                 Text(fmt.age(r.created, now), justify="right"),
                 key=r.id,
             )
-        if selected in keys:
-            self.move_cursor(row=keys.index(selected), animate=False, scroll=True)
 
     @property
     def current_id(self) -> str | None:

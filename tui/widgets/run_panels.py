@@ -41,9 +41,11 @@ def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> st
         return "[$text-muted]no machine samples yet (the supervisor writes one every few seconds)[/]"
     gpus = system.get("gpus") or []
     if not gpus:
+        head = "[$warning]no NVIDIA GPU[/] [$text-muted](NVML not found)[/]"
+        if compact:  # the System panel right below has the CPU and RAM
+            return head
         ram = f"{fmt.gib(system.get('ram_used'))}/{fmt.gib(system.get('ram_total'))}G"
-        return ("[$warning]no NVIDIA GPU[/] [$text-muted](NVML not found)[/]\n"
-                f"CPU {fmt.pct(system.get('cpu'))} of {system.get('cpu_count') or '?'} · RAM {ram}")
+        return f"{head}\nCPU {fmt.pct(system.get('cpu'))} of {system.get('cpu_count') or '?'} · RAM {ram}"
     torch_mem = {d.get("index"): d for d in ((snap.last_memory or {}).get("devices") or [])}
     bar_width = max(4, width - 18)
     lines = []
