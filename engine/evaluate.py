@@ -125,12 +125,18 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
     ids, mask = _left_pad(prompts, pad_id, device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        try:
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        except TypeError:  # remote code without logits_to_keep
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         scores = [[float(last[i, conts[i][j][0]]) for j in range(C)] for i in range(B)]
         T = max(len(c) for row in conts for c in row)
+        cache = getattr(out, "past_key_values", None)
+        del out
+        if T > 1 and not hasattr(cache, "batch_repeat_interleave"):
+            return score_full(model, prompts, conts, pad_id)  # no reusable cache: one pass per choice
         if T > 1:
-            cache = out.past_key_values
             cache.batch_repeat_interleave(C)
             cin = torch.full((B * C, T - 1), pad_id, dtype=torch.long)
             cmask = torch.zeros((B * C, T - 1), dtype=torch.long)
@@ -151,6 +157,28 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
                     c = conts[i][j]
                     for t in range(1, len(c)):
                         scores[i][j] += float(logp[i * C + j, t - 1, c[t]])
+    return scores
+
+
+def score_full(model, prompts: list[list[int]], conts: list[list[list[int]]], pad_id: int) -> list[list[float]]:
+    """The same scores without a KV cache: one left-padded pass over prompt + choice per choice.
+    The fallback for models whose cache cannot be repeated, and the reference in the tests."""
+    import torch
+
+    device = next(model.parameters()).device
+    B, C = len(prompts), len(conts[0])
+    scores = [[0.0] * C for _ in range(B)]
+    with torch.inference_mode():
+        for j in range(C):
+            rows = [prompts[i] + conts[i][j] for i in range(B)]
+            ids, mask = _left_pad(rows, pad_id, device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), dim=-1)
+            width = ids.shape[1]
+            for i in range(B):
+                c = conts[i][j]
+                first = width - len(c)  # position of the choice's first token
+                scores[i][j] = sum(float(logp[i, first + t - 1, c[t]]) for t in range(len(c)))
     return scores
 
 
@@ -226,21 +254,23 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
     from .worker import load_model_and_tokenizer
 
     dtype = dtype or cfg["model"].get("dtype") or "auto"
+    device_map = {"": torch.cuda.current_device()} if device.startswith("cuda") else None  # weights straight onto the GPU
     cp = None if checkpoint == "base" else Path(checkpoint)
     if cp is not None and not (cp / "adapter_config.json").exists():
         # a full fine-tune: the checkpoint folder is a model of its own
         full = copy.deepcopy(cfg)
         full["model"]["model_name_or_path"] = str(cp)
         try:
-            model, tokenizer = load_model_and_tokenizer(full, workspace, dtype_override=dtype)
-        except OSError:
+            model, tokenizer = load_model_and_tokenizer(full, workspace, device_map=device_map, dtype_override=dtype)
+        except OSError:  # a checkpoint saved without its tokenizer
             _, tokenizer = load_model_and_tokenizer(cfg, workspace, dtype_override=dtype)
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(str(cp), dtype="auto" if dtype == "auto" else getattr(torch, dtype))
+            model = AutoModelForCausalLM.from_pretrained(str(cp), device_map=device_map,
+                                                         dtype="auto" if dtype == "auto" else getattr(torch, dtype))
         cp = None
     else:
-        model, tokenizer = load_model_and_tokenizer(cfg, workspace, dtype_override=dtype)
+        model, tokenizer = load_model_and_tokenizer(cfg, workspace, device_map=device_map, dtype_override=dtype)
     if device == "cpu" and next(model.parameters()).dtype == torch.float16:
         print("[labtui] float16 on the CPU is slow and inexact; using float32", flush=True)
         model = model.float()

@@ -46,7 +46,7 @@ def test_real_pubmedqa_loads_as_the_official_test_split():
 
 
 @needs_pubmedqa
-def test_base_model_eval_from_an_experiment_file_on_real_pubmedqa(workspace):
+def test_base_model_eval_from_an_experiment_file_on_real_pubmedqa(workspace, capsys):
     exp = workspace.experiments / "pubmedqa-base.yaml"
     exp.write_text(EXPERIMENT.format(data=SHARED_PUBMEDQA.resolve()))
     proc = labtui(workspace, "eval", "experiments/pubmedqa-base.yaml", "--base", "-f", "--json", "--device", "cpu")
@@ -62,11 +62,14 @@ def test_base_model_eval_from_an_experiment_file_on_real_pubmedqa(workspace):
     recs = evalstore.load_predictions(holder)
     assert all(gold[i] == r["gold"] for i, r in recs.items())
     # exported in the official format, scored against the official gold file: the same numbers
+    from engine import cli
+
     out = workspace.root / "official.json"
-    assert labtui(workspace, "export-predictions", holder.id, "-o", str(out)).returncode == 0
-    res = labtui(workspace, "compare", str(out), holder.id, "--gold", str(SHARED_PUBMEDQA / "test_ground_truth.json"), "--json")
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["acc_a"] == summary["accuracy"]
+    assert cli.main(["-w", str(workspace.root), "export-predictions", holder.id, "-o", str(out)]) == 0
+    capsys.readouterr()
+    gold = str(SHARED_PUBMEDQA / "test_ground_truth.json")
+    assert cli.main(["-w", str(workspace.root), "compare", str(out), holder.id, "--gold", gold, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["acc_a"] == summary["accuracy"]
 
 
 def test_doctor_reports_and_fails_on_a_broken_experiment(workspace, capsys):

@@ -78,6 +78,22 @@ def test_score_mode_matches_an_unbatched_forward_pass(base):
         assert got[e["id"]] == pytest.approx(ref, abs=1e-4)
 
 
+def test_the_cache_free_fallback_gives_the_same_scores(base):
+    cfg, ws, model, tok, examples = base
+    from engine.data import format_answer, format_prompt
+
+    choices = ["yes", "no", "maybe", "not sure"]
+    prompts, conts = [], []
+    for e in examples[:9]:
+        pairs = [E.encode_pair(tok, format_prompt(e, cfg["task"]), format_answer({"answer": c}, cfg["task"])) for c in choices]
+        prompts.append(pairs[0][0])
+        conts.append([p[1] for p in pairs])
+    cached = E.score_batch(model, prompts, conts, tok.pad_token_id)
+    full = E.score_full(model, prompts, conts, tok.pad_token_id)
+    for a, b in zip(cached, full):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
 def test_left_padding_uses_real_positions_with_absolute_position_embeddings(base):
     """GPT-2 adds a learned embedding per position: wrong position ids under left padding would change
     every score, so this pins the batched path to the unpadded one on such a model."""
