@@ -87,7 +87,7 @@ class DashboardScreen(Screen):
         rows = [r for r in order(app.runs) if matches(r, self.filter_text)]
         self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id)
         self._title(rows)
-        self._panels()
+        self._snapshot_changed()
         self.refresh_bindings()
 
     def _title(self, shown) -> None:
@@ -108,7 +108,9 @@ class DashboardScreen(Screen):
         self.query_one("#title", Static).update(" · ".join(parts))
 
     def _snapshot_changed(self, *_) -> None:
-        self.query_one(LossChart).snapshot = self.app.snapshot
+        chart = self.query_one(LossChart)
+        chart.placeholder = "loading…" if self.app.selected_id else "no runs yet: n starts one"
+        chart.snapshot = self.app.snapshot
         self._panels()
 
     def _panels(self) -> None:
@@ -268,7 +270,7 @@ class DashboardScreen(Screen):
         if row:
             self.engine_call(f"move {row.id}", engine_api.move, self.app.workspace, self.app.run_for(row.id), delta)
 
-    @work(thread=True, group="engine-action", exit_on_error=False, description="lifecycle action")
+    @work(thread=True, group="engine-action", exclusive=True, exit_on_error=False, description="lifecycle action")
     def engine_call(self, what: str, fn, *args, **kwargs) -> None:
         call_engine(self.app, what, fn, *args, **kwargs)
 
@@ -284,6 +286,13 @@ def call_engine(app, what: str, fn, *args, **kwargs) -> None:
         app.call_from_thread(app.notify, f"{type(e).__name__}: {e}" if not str(e) else str(e), title=f"{what} failed",
                              severity="error", timeout=15)
         return
-    extra = f": {result.id}" if hasattr(result, "id") else ""
-    app.call_from_thread(app.notify, f"{what}: done{extra}")
+    if isinstance(result, str):
+        message = result  # engine.lifecycle.stop says what it did
+    elif getattr(result, "id", None):
+        message = f"{what}: {result.id}"
+    else:
+        message = f"{what}: done"
+    app.call_from_thread(app.notify, message)
+    if getattr(result, "id", None):
+        app.call_from_thread(app.select_run, result.id)  # a retry is a new run: show it
     app.call_from_thread(app.refresh_now)

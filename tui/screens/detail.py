@@ -178,7 +178,7 @@ class RunDetailScreen(Screen):
     def action_retry(self) -> None:
         self.engine_call(f"retry {self.run_id}", engine_api.retry, self.run)
 
-    @work(thread=True, group="engine-action", exit_on_error=False, description="lifecycle action")
+    @work(thread=True, group="engine-action", exclusive=True, exit_on_error=False, description="lifecycle action")
     def engine_call(self, what: str, fn, *args, **kwargs) -> None:
         call_engine(self.app, what, fn, *args, **kwargs)
 

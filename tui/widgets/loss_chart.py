@@ -41,6 +41,7 @@ class LossChart(PlotextPlot):
     smoothing: reactive[int] = reactive(1)  # index into series.SMOOTHING
     log_y: reactive[bool] = reactive(False)
     snapshot: reactive[TailSnapshot | None] = reactive(None, always_update=True)
+    placeholder: reactive[str] = reactive("loading…")  # what an empty chart says
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id, classes=classes)
@@ -88,7 +89,7 @@ class LossChart(PlotextPlot):
 
     def render(self):
         key = (self.snapshot.version if self.snapshot else None, self.snapshot.run_id if self.snapshot else None,
-               self.axis, self.smoothing, self.log_y, self.size)
+               self.axis, self.smoothing, self.log_y, self.size, self.placeholder)
         if key != self._drawn_for:
             self._drawn_for = key
             self.draw()
@@ -102,7 +103,7 @@ class LossChart(PlotextPlot):
         train = list(snap.train.get(self.axis, ())) if snap else []
         evals = list(snap.eval.get(self.axis, ())) if snap else []
         if not train and not evals:
-            plt.title("no loss logged yet" if snap else "loading…")
+            plt.title("no loss logged yet" if snap else self.placeholder)
             plt.xticks([], [])
             plt.yticks([], [])
             return

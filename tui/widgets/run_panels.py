@@ -38,7 +38,7 @@ def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, c
 def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> str:
     system = snap.last_system if snap else None
     if not system:
-        return "[$text-muted]no machine samples yet (the supervisor writes one every few seconds)[/]"
+        return "[$text-muted]no machine samples yet[/]"
     gpus = system.get("gpus") or []
     if not gpus:
         head = "[$warning]no NVIDIA GPU[/] [$text-muted](NVML not found)[/]"
