@@ -153,6 +153,7 @@ def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
     old = signal.signal(signal.SIGINT, on_int)
     tty = out.isatty()
     last = ""
+    last_prog: dict = {}
     try:
         while True:
             state = ev.state()
@@ -160,8 +161,10 @@ def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
             if tty:
                 out.write("\r" + line.ljust(len(last))[:200])
                 out.flush()
-            elif line != last and state.get("status") in store.FINAL:
-                out.write(line + "\n")
+            elif line != last and (state.get("status") in store.FINAL or _decile(ev.progress()) != _decile(last_prog)):
+                out.write(line + "\n")  # not a terminal: a line per 10% and at the end
+                out.flush()
+            last_prog = ev.progress()
             last = line
             if state.get("status") in store.FINAL:
                 break
@@ -178,6 +181,10 @@ def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
         for line in store.tail_lines(ev.file(store.LOG_FILE), 8):
             out.write(f"  | {line}\n")
     return state
+
+
+def _decile(prog: dict) -> int:
+    return int(10 * (prog.get("done") or 0) / prog["total"]) if prog.get("total") else -1
 
 
 def progress_line(eval_id: str, state: dict, prog: dict) -> str:

@@ -262,3 +262,28 @@ def test_eval_readers_import_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_parity_report_counts_agreement_and_the_largest_loglik_difference(tmp_path):
+    from engine.eval_cli import parity_report
+
+    def planted(name, rows):
+        d = tmp_path / name
+        d.mkdir()
+        store.atomic_write_json(d / "eval.json", {"mode": "score"})
+        _jsonl(d / "predictions.jsonl", rows)
+        return d
+
+    def row(i, gold, ll):
+        pred = max(ll, key=ll.get)
+        return {"id": str(i), "gold": gold, "pred": pred, "correct": pred == gold, "temperature": None, "loglik": ll}
+
+    cpu = planted("cpu", [row(k, "yes", {"yes": -1.0, "no": -2.0, "maybe": -3.0}) for k in range(20)])
+    gpu_rows = [row(k, "yes", {"yes": -1.01, "no": -2.0, "maybe": -3.0}) for k in range(19)]
+    gpu_rows.append(row(19, "yes", {"yes": -4.0, "no": -2.0, "maybe": -0.5}))  # broken: "maybe"
+    r = parity_report(cpu, planted("gpu", gpu_rows))
+    assert (r["n"], r["agree"], r["agreement"]) == (20, 19, 0.95)
+    assert r["max_loglik_diff"] == pytest.approx(3.0)
+    assert r["acc_cpu"] == 1.0 and r["acc_gpu"] == 0.95 and r["ok"] is True
+    bad = parity_report(cpu, planted("gpu2", [row(k, "yes", {"yes": -5.0, "no": -2.0, "maybe": -0.1}) for k in range(20)]))
+    assert bad["ok"] is False and bad["agreement"] == 0.0 and "--device cpu" in bad["verdict"]
