@@ -19,7 +19,7 @@ import pytest
 from textual.content import Content
 
 from engine import stats, store
-from test_tui_data import A100, T0, clock, make_eval, make_run, paired_sets
+from test_tui_data import T0, clock, make_eval, make_run, paired_sets
 from tui import baseline
 from tui import format as fmt
 from tui.app import LabApp
@@ -318,6 +318,38 @@ async def test_eval_form_device_toggle_reaches_the_evals_settings(ws):
             (eval_id,) = screen.last_result.ids
             settings = json.loads((run.file("evals") / eval_id / "eval.json").read_text())
             assert settings["device"] == "cpu" and settings["n"] == 5 and settings["checkpoint_step"] == 200
+    finally:
+        kill_started(ws)
+
+
+async def test_a_degenerate_gpu_eval_offers_the_cpu_rerun(ws):
+    from tui.cli_runner import CliResult
+
+    run = make_run(ws, "20261122-010000-gpu-a001", "gpu", checkpoints=(200,))
+    make_eval(run, "20261122-020000-score-cuda-e001", [False] * 30, device="cuda", preds=["no"] * 30)
+    app = app_for(ws)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.selected_id == run.id)
+            await pilot.press("e")
+            screen = app.screen
+            assert screen.check_action("cpu_rerun", ()) is False  # hidden until a GPU eval is degenerate
+            await pilot.press("d", "3", "0")
+            # as if `labtui eval` had just printed this eval's id: the screen follows it to the end
+            screen.busy = True
+            screen._launched(CliResult(tuple(screen.argv()), 0, "20261122-020000-score-cuda-e001\n", ""))
+            await until(pilot, lambda: screen.degenerate_gpu is not None, what="the degenerate result")
+            status = str(screen.query_one("#eval-status").render())
+            assert "degenerate" in status and "re-run it on the CPU" in status
+            assert screen.check_action("cpu_rerun", ()) is True
+            await pilot.press("u")
+            argv = screen.last_argv
+            assert argv[argv.index("--device") + 1] == "cpu" and argv[argv.index("--n") + 1] == "30"
+            assert screen.device == "cpu"
+            await until(pilot, lambda: screen.last_result.argv == tuple(argv), timeout=120, what="the CPU re-run")
+            assert screen.last_result.ok, screen.last_result.stderr
+            settings = json.loads((run.file("evals") / screen.last_result.ids[0] / "eval.json").read_text())
+            assert settings["device"] == "cpu"
     finally:
         kill_started(ws)
 

@@ -27,18 +27,9 @@ from .scan import RunRow
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .tail import TailSnapshot
-from .widgets.run_list import order
+from .widgets.run_list import default_selection
 
 SEVERITY = {"critical": "error", "error": "error", "warning": "warning", "warn": "warning"}
-
-
-def default_selection(rows) -> str:
-    """The first live run, else the newest run that has started, else the first in the list."""
-    ordered = order(rows)
-    for r in ordered:
-        if r.live:
-            return r.id
-    return next((r.id for r in ordered if r.status != "queued"), ordered[0].id)
 
 
 class LabApp(App[None]):

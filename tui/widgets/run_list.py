@@ -26,6 +26,15 @@ def order(rows: list[RunRow] | tuple[RunRow, ...]) -> list[RunRow]:
     return sorted(rows, key=key)
 
 
+def default_selection(rows) -> str:
+    """The first live run, else the newest run that has started, else the first in the list."""
+    ordered = order(rows)
+    for r in ordered:
+        if r.live:
+            return r.id
+    return next((r.id for r in ordered if r.status != "queued"), ordered[0].id)
+
+
 def matches(row: RunRow, text: str) -> bool:
     if not text:
         return True
