@@ -22,6 +22,7 @@ from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
 from ..widgets.footer import LabFooter
 from ..widgets.run_list import STATUS_RICH
 
+RELOAD_S = 10.0
 COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "changed vs parent", "dur", "loss",
            "eval", "notes")
 
@@ -64,11 +65,21 @@ class HistoryScreen(Screen):
         self.query_one("#history-detail").border_title = "Row"
         self.data = HistoryData(self.app.workspace)
         self._title(0)
-        self.watch(self.app, "runs", self.reload, init=True)
+        self._signature = None
+        self.watch(self.app, "runs", self._runs_changed, init=True)
         self.watch(self.app, "baseline_id", self.reload, init=False)
+        self.set_interval(RELOAD_S, self.reload)  # evaluations finish without any run changing
         table.focus()
 
     # --- loading ------------------------------------------------------------------------------
+
+    def _runs_changed(self, *_) -> None:
+        """Reload when a run appears, changes status, or its notes or losses change; not every step."""
+        signature = tuple((r.id, r.status, r.notes, r.train_loss if r.final else None, r.eval_loss)
+                          for r in self.app.runs)
+        if signature != self._signature:
+            self._signature = signature
+            self.reload()
 
     def reload(self, *_) -> None:
         self._version += 1
