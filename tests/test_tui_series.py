@@ -119,3 +119,32 @@ def test_format_helpers():
     assert fmt.short_id("20261122-030311-demo-baseline-37df", "demo-baseline") == "demo-baseline·37df"
     assert fmt.changed_summary({"lora.r": [4, 16], "training.learning_rate": [5e-4, 2e-3]}) == \
         "lora.r 4→16, learning_rate 0.0005→0.002"
+
+
+def test_truncate_forgets_the_steps_a_resumed_run_redoes():
+    s = Series(capacity=8)
+    for step, y in [(0, 1.0), (1, 2.0), (2, 9.0), (3, 9.0)]:
+        s.add(step, y)
+    s.truncate(1)  # resumed from the checkpoint at step 1
+    assert [p.x for p in s.points()] == [0, 1] and s.count == 2 and s.y_hi == 2.0
+    s.add(2, 3.0)
+    assert [p.mean for p in s.points()] == [1.0, 2.0, 3.0]
+
+
+def test_run_tail_applies_resumes(tmp_path):
+    from engine import store
+    from tui.tail import RunTail
+
+    path = tmp_path / "run"
+    path.mkdir()
+    metrics = path / store.METRICS_FILE
+    for rec in ([{"kind": "start", "step": 0, "t": 0.0}]
+                + [{"kind": "train", "step": s, "t": float(s), "loss": 1.0} for s in (1, 2, 3, 4)]):
+        store.append_jsonl(metrics, rec)
+    tail = RunTail(path)
+    tail.poll()
+    store.append_jsonl(metrics, {"kind": "start", "step": 2, "t": 10.0, "resumed": True})
+    store.append_jsonl(metrics, {"kind": "train", "step": 3, "t": 11.0, "loss": 0.5})
+    tail.poll()
+    pts = tail.snapshot().train["step"]
+    assert [(p.x, p.mean) for p in pts] == [(1, 1.0), (2, 1.0), (3, 0.5)]  # step 4 of the crashed segment is gone

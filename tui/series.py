@@ -162,6 +162,18 @@ class Series:
         for x, y in points:
             self.add(x, y)
 
+    def truncate(self, x: float) -> None:
+        """Forget what lies past `x` (a resumed run redoes those steps): every bucket that starts
+        after it. The bucket holding `x` itself is kept whole, so the error is one bucket at most."""
+        cut = int(max(0.0, float(x)) // self.width)
+        for index in [i for i in self._buckets if i > cut]:
+            b = self._buckets.pop(index)
+            self.count -= b.n_all
+            self.bad -= b.bad
+        finite = [b for b in self._buckets.values() if b.n]
+        self.y_lo = min((b.lo for b in finite), default=math.inf)
+        self.y_hi = max((b.hi for b in finite), default=-math.inf)
+
     def _halve(self) -> None:
         merged: dict[int, _Bucket] = {}
         for index in sorted(self._buckets):

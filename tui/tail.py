@@ -1,8 +1,10 @@
 """Following one run's files incrementally: metrics, machine samples, alerts, the log's tail.
 
 `RunTail.poll()` reads only the bytes appended since the last call (engine.store.JsonlReader
-keeps the offset and leaves a half-written last line for next time), folds the records into
-bounded series, and `snapshot()` returns an immutable `TailSnapshot` for the UI thread. The
+keeps the offset and leaves a half-written last line for next time), applies resumes
+(engine.store.Rewinder: a run resumed from step S redoes S+1.., so the step axis forgets the
+abandoned steps), folds the records into bounded series, and `snapshot()` returns an immutable
+`TailSnapshot` for the UI thread. The
 background monitor owns RunTail objects; widgets only ever see snapshots. No Textual here.
 """
 
@@ -57,6 +59,7 @@ class RunTail:
         self.run_id = self.path.name
         self.chunk_bytes = chunk_bytes
         self.metrics = store.JsonlReader(self.path / store.METRICS_FILE)
+        self.rewinder = store.Rewinder()
         self.system = store.JsonlReader(self.path / store.SYSTEM_FILE)
         self.alerts_reader = store.JsonlReader(self.path / store.ALERTS_FILE)
         self.series = {
@@ -83,7 +86,12 @@ class RunTail:
     def poll(self) -> bool:
         """Read what was appended since the last call (at most `chunk_bytes` a file); True if anything changed."""
         changed = False
-        for rec in self.metrics.read_new(self.chunk_bytes):
+        records, rewind = self.rewinder.feed(self.metrics.read_new(self.chunk_bytes))
+        if rewind is not None:  # resumed from an earlier checkpoint: those steps are done again
+            for name in ("train", "eval"):
+                self.series[(name, "step")].truncate(rewind)
+            changed = True
+        for rec in records:
             self._metric(rec)
             changed = True
         for rec in self.system.read_new(self.chunk_bytes):
