@@ -399,12 +399,15 @@ class Evaluation:
             model, tokenizer, dtype = load_for_eval(self.cfg, self.workspace, s["checkpoint"], device, s.get("dtype"))
             env = eval_environment(device, dtype)
             store.atomic_write_json(self.ev.file(store.ENV_FILE), env)
-            s.update(device_actual=device, dtype_actual=dtype, n=len(examples), load_s=time.time() - t_load)
+            s.update(device_actual=device, dtype_actual=dtype, n_requested=s.get("n"), n=len(examples),
+                     load_s=time.time() - t_load)
             store.atomic_write_json(self.ev.file(evalstore.EVAL_FILE), s)
             print(f"[labtui] loaded in {s['load_s']:.1f}s ({env.get('device_name')}, {dtype})", flush=True)
             self.t0 = time.time()
             status, error = "completed", None
             try:
+                if self.stop:  # asked to stop while the model was loading
+                    raise Stopped()
                 if s["mode"] == "score":
                     self.score(model, tokenizer, examples)
                 else:
