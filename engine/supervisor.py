@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import store
+from . import alerts, store
 from .sysmon import Sampler
 
 STOP_FILE = "stop.json"  # written by `labtui stop` before it signals
@@ -95,16 +95,20 @@ def supervise(run: store.Run, command: list[str]) -> int:
     )
     sampler = Sampler(child.pid, disk_path=workspace)
     system = store.JsonlWriter(run.file(store.SYSTEM_FILE))
+    watch = alerts.SupervisorWatch(run)  # stalled, gpu_memory, host_memory (never raises in tick)
     rc = None
     while rc is None:
         try:
             rc = child.wait(timeout=interval)
         except subprocess.TimeoutExpired:
+            sample = None
             try:
-                system.write(sampler.sample())
+                sample = sampler.sample()
+                system.write(sample)
             except Exception as e:  # sampling must never take the run down
                 print(f"[labtui] sampling failed: {e}", file=sys.stderr)
             run.update_state(heartbeat=time.time())
+            watch.tick(sample)
     system.close()
     requested = stop["requested"] or run.file(STOP_FILE).exists()
     result = run.progress().get("result")
@@ -121,6 +125,10 @@ def after_run(run: store.Run, state: dict) -> None:
     """What follows a run without anybody watching: its evaluation, then the next queued run."""
     from . import launcher
 
+    try:
+        alerts.after_run(run, state)  # an evaluation that came back degenerate
+    except Exception as e:
+        print(f"[labtui] alert check failed: {e}", file=sys.stderr)
     try:
         launcher.after_run(run, state)
     except Exception as e:

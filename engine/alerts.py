@@ -1,0 +1,342 @@
+"""Alerts: the records the watchdogs append to a run's `alerts.jsonl`, and the checks that need no worker.
+
+One alert is one JSON line:
+  {"kind": "nan_loss", "severity": "critical", "step": 6, "t": 1795316358.4,
+   "message": "the loss is NaN at step 6", "hint": "lower training.learning_rate ...", "data": {...}}
+
+Each alert fires once: `AlertLog.fire` writes a kind again only after `AlertLog.clear` saw the
+condition go away (a resumed run does not repeat what it already raised). The training-side checks
+live in engine/watchdog.py (run in the worker); the supervisor calls `SupervisorWatch.tick` every
+heartbeat for the checks that only need the run directory and the machine: stalled, gpu_memory,
+host_memory; and `after_run` when an evaluation ends, for degenerate_eval. Thresholds come from the
+experiment's `engine.alerts` (ALERT_DEFAULTS). Light: no torch; the TUI and the CLI may import it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import store
+
+# kind: (severity, what it means) - the list the docs and `engine.alerts.disable` / `stop_on` use
+KINDS: dict[str, tuple[str, str]] = {
+    "nan_loss": ("critical", "the loss (or the gradient norm) is NaN or Inf"),
+    "loss_spike": ("warning", "the loss jumped far above its recent range"),
+    "weights_frozen": ("critical", "the trainable weights did not change over several optimizer steps"),
+    "grad_norm_zero": ("critical", "the gradient norm is exactly 0 in several logged steps in a row"),
+    "no_trainable_params": ("critical", "the model has no parameter with requires_grad"),
+    "nothing_to_learn": ("critical", "the loss is exactly 0, or no training example has a label left"),
+    "examples_dropped": ("warning", "training examples were dropped because max_length cut off their answer"),
+    "overfitting": ("warning", "eval loss rising for several evaluations while the train loss falls"),
+    "stalled": ("critical", "no new step for a long time while the worker process is alive"),
+    "gpu_memory": ("warning", "GPU memory above the threshold of the device"),
+    "host_memory": ("critical", "host RAM close to exhaustion (the OOM killer is near)"),
+    "degenerate_eval": ("warning", "an evaluation's predictions are degenerate (one answer, or unparseable)"),
+}
+SEVERITIES = ("critical", "warning", "info")
+# computed by engine/watchdog.py in the worker; only these can stop a run (`stop_on`)
+WORKER_KINDS = ("nan_loss", "loss_spike", "weights_frozen", "grad_norm_zero", "no_trainable_params",
+                "nothing_to_learn", "examples_dropped", "overfitting")
+
+# The experiment's `engine.alerts` keys and their defaults (docs/watchdogs.md explains each).
+ALERT_DEFAULTS: dict[str, Any] = {
+    "disable": [],  # kinds never raised
+    "stop_on": [],  # worker-side kinds that stop the run (checkpoint, then status failed with the reason)
+    "spike_window": 20,  # loss_spike: the last N logged losses are the recent range
+    "spike_mads": 10.0,  # ... a spike is above median + spike_mads * MAD of that range
+    "spike_ratio": 2.0,  # ... and above spike_ratio * median
+    "frozen_steps": 20,  # weights_frozen: optimizer steps between two fingerprints of the trainable weights
+    "grad_zero_logs": 3,  # grad_norm_zero: logged steps in a row with grad_norm == 0
+    "overfit_evals": 3,  # overfitting: evaluations in a row with a higher eval loss than the one before
+    "stall_minutes": 20.0,  # stalled: minutes without a new step (or 10 usual step times, if longer)
+    "gpu_memory_percent": 95.0,  # gpu_memory: NVML used / total of any GPU above this
+    "host_memory_percent": 95.0,  # host_memory: (total - available) / total above this
+}
+_POSITIVE_INTS = ("spike_window", "frozen_steps", "grad_zero_logs", "overfit_evals")
+_POSITIVE_NUMBERS = ("spike_mads", "spike_ratio", "stall_minutes", "gpu_memory_percent", "host_memory_percent")
+MEMORY_HYSTERESIS = 5.0  # a memory alert clears once usage is this many points under its threshold
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def check_alert_settings(values: dict) -> None:
+    """Raise ValueError with what to change for unknown keys, wrong types, or unknown kinds."""
+    if not isinstance(values, dict):
+        raise ValueError(f"engine.alerts must be a mapping, got {values!r}")
+    for key, value in values.items():
+        if key not in ALERT_DEFAULTS:
+            match = difflib.get_close_matches(key, list(ALERT_DEFAULTS), n=1, cutoff=0.5)
+            raise ValueError(f"engine.alerts: unknown key '{key}'" + (f" (did you mean '{match[0]}'?)" if match else ""))
+        if key in ("disable", "stop_on"):
+            if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"engine.alerts.{key} must be a list of alert kinds, got {value!r}")
+            allowed = WORKER_KINDS if key == "stop_on" else tuple(KINDS)
+            for kind in value:
+                if kind not in allowed:
+                    match = difflib.get_close_matches(kind, list(allowed), n=1, cutoff=0.5)
+                    extra = f" (did you mean '{match[0]}'?)" if match else f"; one of {', '.join(allowed)}"
+                    if key == "stop_on" and kind in KINDS:
+                        extra = f" (stop_on works for the checks the worker runs: {', '.join(WORKER_KINDS)})"
+                    raise ValueError(f"engine.alerts.{key}: unknown alert kind '{kind}'{extra}")
+        elif key in _POSITIVE_INTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"engine.alerts.{key} must be a whole number >= 1, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"engine.alerts.{key} must be a number > 0, got {value!r}")
+
+
+def alert_settings(cfg: dict | None) -> dict:
+    """ALERT_DEFAULTS with the experiment's `engine.alerts` over them (unknown keys are ignored here)."""
+    given = ((cfg or {}).get("engine") or {}).get("alerts") or {}
+    out = dict(ALERT_DEFAULTS)
+    if isinstance(given, dict):
+        out.update({k: v for k, v in given.items() if k in ALERT_DEFAULTS and v is not None})
+    return out
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def _clean(x: Any) -> Any:
+    """NaN/Inf become strings so alerts.jsonl and `show --json` stay valid JSON for every reader."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def make_alert(kind: str, message: str, hint: str = "", *, step: int | None = None,
+               severity: str | None = None, data: dict | None = None, t: float | None = None) -> dict:
+    severity = severity or KINDS.get(kind, ("warning", ""))[0]
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    return {"kind": kind, "severity": severity, "step": None if step is None else int(step),
+            "t": time.time() if t is None else float(t), "message": message, "hint": hint,
+            "data": _clean(dict(data or {}))}
+
+
+def read_alerts(run: store.Run) -> list[dict]:
+    return [a for a in store.read_jsonl(run.file(store.ALERTS_FILE)) if isinstance(a.get("kind"), str)]
+
+
+def write_alert(run: store.Run, kind: str, message: str, hint: str = "", **fields: Any) -> dict:
+    """Append one alert unconditionally (AlertLog.fire is the de-duplicating way)."""
+    alert = make_alert(kind, message, hint, **fields)
+    store.append_jsonl(run.file(store.ALERTS_FILE), alert)
+    return alert
+
+
+def alert_key(alert: dict) -> str:
+    """What de-duplication compares: the kind, or kind:eval for an evaluation's alert."""
+    data = alert.get("data") or {}
+    if alert.get("kind") == "degenerate_eval" and data.get("eval_id"):
+        return f"degenerate_eval:{data['eval_id']}"
+    return str(alert.get("kind"))
+
+
+class AlertLog:
+    """Writes each alert once per episode: `fire` again only after `clear` saw the condition go away.
+
+    Keys raised earlier in alerts.jsonl (by this process before a restart, or a resumed run) count
+    as still active, so a resumed run does not repeat them until their condition clears.
+    """
+
+    def __init__(self, run: store.Run, disabled=(), echo: bool = False):
+        self.run = run
+        self.disabled = set(disabled or ())
+        self.echo = echo
+        self.active: set[str] = {alert_key(a) for a in read_alerts(run)}
+
+    def fire(self, alert: dict) -> dict | None:
+        key = alert_key(alert)
+        if alert["kind"] in self.disabled or key in self.active:
+            return None
+        self.active.add(key)
+        store.append_jsonl(self.run.file(store.ALERTS_FILE), alert)
+        if self.echo:
+            print(f"[labtui] alert {alert['kind']} ({alert['severity']}) at step {alert['step']}: "
+                  f"{alert['message']}", flush=True)
+        return alert
+
+    def clear(self, key: str) -> None:
+        self.active.discard(key)
+
+
+# --- checks that need no worker ---------------------------------------------------------------
+
+
+def _minutes(s: float) -> str:
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.1f} h"
+
+
+def _process_status(pid: int | None) -> str | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() if pid else None
+    except Exception:
+        return None
+
+
+def stall_check(run: store.Run, now: float | None = None, settings: dict | None = None) -> dict | None:
+    """`stalled` when training started, has not ended, its process is alive, and no new step was
+    recorded for `stall_minutes` (or ten usual step times, when that is longer). Counted from the
+    start of training: loading the model and preparing the data are not covered."""
+    now = time.time() if now is None else now
+    settings = settings or alert_settings(run.config())
+    progress = run.progress()
+    if not progress.get("started") or progress.get("result"):
+        return None
+    state = run.state(now)
+    if state.get("status") not in store.LIVE:
+        return None
+    last = progress.get("updated") or progress.get("started")
+    limit = float(settings["stall_minutes"]) * 60.0
+    steps_per_s = progress.get("steps_per_s")
+    if isinstance(steps_per_s, (int, float)) and steps_per_s > 0:
+        limit = max(limit, 10.0 / steps_per_s)
+    idle = now - last
+    if idle < limit:
+        return None
+    step = progress.get("step")
+    pid = state.get("pid")
+    status = _process_status(pid)
+    since = time.strftime("%H:%M:%S", time.localtime(last))
+    message = f"no new step for {_minutes(idle)} (step {step}, last progress at {since}) while the worker is alive"
+    if status == "stopped":
+        message += f"; the worker process {pid} is suspended (SIGSTOP or Ctrl-Z)"
+        hint = f"resume it with `kill -CONT {pid}`"
+    else:
+        hint = (f"see where it waits with `py-spy dump --pid {pid}`: a deadlock, a stuck data loader (try "
+                "training.dataloader_num_workers: 0) or a hung NCCL collective (NCCL_DEBUG=INFO); if a long "
+                "evaluation or checkpoint save is expected, raise engine.alerts.stall_minutes")
+    return make_alert("stalled", message, hint, step=step, t=now,
+                      data={"idle_s": round(idle, 1), "last_progress": last, "pid": pid, "process_status": status,
+                            "threshold_s": round(limit, 1)})
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f}"
+
+
+def memory_check(system_record: dict, thresholds: dict | None = None) -> list[dict]:
+    """gpu_memory / host_memory alerts from one system.jsonl sample (sysmon.Sampler.sample)."""
+    th = {**ALERT_DEFAULTS, **(thresholds or {})}
+    out = []
+    t = system_record.get("t")
+    hot = []
+    for g in system_record.get("gpus") or []:
+        used, total = g.get("mem_used"), g.get("mem_total")
+        if not used or not total:
+            continue
+        pct = 100.0 * used / total
+        if pct > th["gpu_memory_percent"]:
+            hot.append({"index": g.get("index"), "name": g.get("name"), "mem_used": used, "mem_total": total,
+                        "percent": round(pct, 1)})
+    if hot:
+        desc = ", ".join(f"GPU {g['index']} ({g['name']}) {g['percent']:.0f}% ({_gib(g['mem_used'])}/"
+                         f"{_gib(g['mem_total'])} GiB)" for g in hot)
+        out.append(make_alert(
+            "gpu_memory", f"GPU memory above {th['gpu_memory_percent']:g}%: {desc}",
+            "an out-of-memory error is near: lower training.per_device_train_batch_size (raise "
+            "gradient_accumulation_steps to keep the effective batch), set training.gradient_checkpointing: true "
+            "or shorten task.max_length; NVML counts what PyTorch keeps cached, compare with the run's reserved memory",
+            t=t, data={"gpus": hot, "threshold": th["gpu_memory_percent"]}))
+    pct = system_record.get("ram_percent")
+    if isinstance(pct, (int, float)) and pct > th["host_memory_percent"]:
+        used, total = system_record.get("ram_used") or 0, system_record.get("ram_total") or 0
+        out.append(make_alert(
+            "host_memory", f"host RAM {pct:.0f}% used ({_gib(used)}/{_gib(total)} GiB): the OOM killer is near",
+            "lower training.dataloader_num_workers, the dataset held in memory or the batch size, or stop other "
+            "programs on this machine",
+            t=t, data={"ram_percent": pct, "ram_used": used, "ram_total": total,
+                       "proc_rss": system_record.get("proc_rss"), "threshold": th["host_memory_percent"]}))
+    return out
+
+
+class SupervisorWatch:
+    """The reader-side checks, called by the supervisor on every heartbeat (engine/supervisor.py).
+
+    Never raises: a failing check is printed to the run's log and the run goes on.
+    """
+
+    def __init__(self, run: store.Run):
+        self.run = run
+        self._warned = False
+        try:
+            self.settings = alert_settings(run.config())
+            self.log = AlertLog(run, disabled=self.settings.get("disable"), echo=True)
+            self.enabled = (run.info().get("kind") or "train") != "eval"
+        except Exception as e:
+            self.enabled = False
+            print(f"[labtui] alert checks are off: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+    def tick(self, sample: dict | None = None, now: float | None = None) -> None:
+        if not self.enabled:
+            return
+        try:
+            alert = stall_check(self.run, now, self.settings)
+            if alert is not None:
+                self.log.fire(alert)
+            else:
+                self.log.clear("stalled")
+            if sample:
+                fired = {a["kind"]: a for a in memory_check(sample, self.settings)}
+                lowered = {k: self.settings[k] - MEMORY_HYSTERESIS for k in ("gpu_memory_percent", "host_memory_percent")}
+                still = {a["kind"] for a in memory_check(sample, {**self.settings, **lowered})}
+                for kind in ("gpu_memory", "host_memory"):
+                    if kind in fired:
+                        self.log.fire(fired[kind])
+                    elif kind not in still:
+                        self.log.clear(kind)
+        except Exception as e:  # a watchdog must never take the run down
+            if not self._warned:
+                self._warned = True
+                print(f"[labtui] alert checks failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+
+# --- evaluations ------------------------------------------------------------------------------
+
+EVAL_SUMMARY_FILE = "summary.json"  # written by the evaluation worker (engine/evalstore.py)
+
+
+def degenerate_eval_check(eval_dir: Path) -> dict | None:
+    """`degenerate_eval` from an evaluation's summary.json (its `degenerate` flag and warnings)."""
+    eval_dir = Path(eval_dir)
+    summary = store.read_json(eval_dir / EVAL_SUMMARY_FILE, {}) or {}
+    if not summary.get("degenerate"):
+        return None
+    warnings = [w for w in summary.get("warnings") or [] if isinstance(w, str)]
+    first = next((w for w in warnings if w.startswith("degenerate")), warnings[0] if warnings else "degenerate output")
+    if summary.get("suggest_cpu_rerun"):
+        hint = "this eval ran on the GPU: re-run it on the CPU and compare" + (
+            f" ({summary['cpu_rerun_command']})" if summary.get("cpu_rerun_command") else "")
+    else:
+        hint = ("the model answers one class (or nothing usable): check the checkpoint against the base model, "
+                "the prompt template and task.choices")
+    return make_alert("degenerate_eval", f"evaluation {eval_dir.name}: {first}", hint,
+                      step=summary.get("checkpoint_step"),
+                      data={"eval_id": eval_dir.name, "warnings": warnings, "device": summary.get("device"),
+                            "accuracy": summary.get("accuracy"), "pred_counts": summary.get("pred_counts")})
+
+
+def after_run(run: store.Run, state: dict | None = None) -> None:
+    """Called by the supervisor when its run ends: an evaluation with a degenerate summary raises
+    `degenerate_eval` in the training run it evaluated (logs/<run>/evals/<eval-id>/)."""
+    if (run.info().get("kind") or "") != "eval":
+        return
+    parent = store.Run(run.path.parent.parent)
+    if not parent.file(store.RUN_FILE).exists():
+        return
+    alert = degenerate_eval_check(run.path)
+    if alert is not None:
+        AlertLog(parent, disabled=alert_settings(parent.config()).get("disable")).fire(alert)
