@@ -37,7 +37,9 @@ class LabtuiCallback(TrainerCallback):
         if run_dir is None:
             run_dir = self._create_run()
         self.run = store.Run(Path(run_dir))
-        self.metrics = store.JsonlWriter(self.run.file(store.METRICS_FILE))
+        # metrics.jsonl plus its binary index metrics.idx (readers load a long history from the index)
+        self.metrics = store.IndexedJsonlWriter(self.run.file(store.METRICS_FILE),
+                                                self.run.file(store.METRICS_INDEX_FILE))
         self.lock = threading.Lock()
         self.empty_cache_every = empty_cache_every
         self.sample_interval = sample_interval
@@ -170,7 +172,7 @@ class LabtuiCallback(TrainerCallback):
             if self.watchdog is not None:
                 self.watchdog.on_eval_record(rec)
             self.write_progress(force=True)
-        if "train_runtime" in logs:
+        if "train_loss" in logs:  # the end-of-training summary (transformers adds train_runtime to every log)
             self.write({"kind": "summary", "t": now, "step": step, **{k: _f(v) for k, v in logs.items() if isinstance(v, (int, float))}})
 
     def on_save(self, args, state, control, **kwargs):

@@ -330,6 +330,14 @@ def check_keys(cfg: dict, where: str) -> None:
             names = {int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true or false", dict: "a mapping"}
             want = "a number" if set(types) == {int, float} else " or ".join(names[t] for t in types)
             raise ConfigError(f"{where}: {dotted} must be {want}, got {value!r}")
+    alerts = (cfg.get("engine") or {}).get("alerts")
+    if isinstance(alerts, dict) and alerts:
+        from .alerts import check_alert_settings
+
+        try:
+            check_alert_settings(alerts)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
     trainer = cfg.get("trainer", DEFAULTS["trainer"])
     if trainer not in TRAINERS:
         raise ConfigError(f"{where}: trainer must be one of {', '.join(TRAINERS)}, got {trainer!r}{closest(str(trainer), TRAINERS)}")

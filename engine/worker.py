@@ -217,25 +217,30 @@ def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
             peft_config=peft_config, callbacks=[cb],
         )
 
-    # The plain transformers.Trainer baseline: labtui's own tokenisation (prompt + answer + EOS,
-    # loss on every token) and collator.
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    # The plain transformers.Trainer baseline: labtui's own tokenisation (prompt, then answer + EOS;
+    # the loss on the answer only, as SFTTrainer does for prompt/completion data; an over-long
+    # prompt loses its start, never the answer) and a padding collator.
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     if peft_config is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config)
     max_length = int(task.get("max_length") or 512)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     def tokenize(row):
-        text = row["prompt"] + row["completion"]
-        ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length - 1)["input_ids"]
-        return {"input_ids": ids + [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else ids}
+        prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+        answer = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + eos
+        prompt = prompt[-max(1, max_length - len(answer)):]
+        ids = (prompt + answer)[:max_length]
+        labels = ([-100] * len(prompt) + answer)[:max_length]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
     def dataset(rows):
         return datasets.Dataset.from_list(rows).map(tokenize, remove_columns=["prompt", "completion"])
 
-    collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    collator = DataCollatorForSeq2Seq(tokenizer=tokenizer, label_pad_token_id=-100, padding=True)
     return Trainer(
         model=model, args=TrainingArguments(**args), data_collator=collator, processing_class=tokenizer,
         train_dataset=dataset(train_rows), eval_dataset=dataset(eval_rows) if eval_rows else None, callbacks=[cb],

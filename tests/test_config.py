@@ -44,7 +44,7 @@ def test_extends_chain_and_diff_against_parent():
 def test_tuned_changes_only_hyperparameters():
     exp = load_experiment(ROOT / "experiments" / "demo-tuned.yaml")
     assert set(exp.changed) == {"lora.r", "lora.lora_alpha", "training.learning_rate", "engine.empty_cache_every"}
-    assert exp.changed["training.learning_rate"] == [5e-4, 2e-3]
+    assert exp.changed["training.learning_rate"] == [3e-4, 2e-3]
 
 
 def test_set_overrides_win_and_count_as_changes(tmp_path):
@@ -54,7 +54,7 @@ def test_set_overrides_win_and_count_as_changes(tmp_path):
     assert exp.config["lora"]["r"] == 64
     assert exp.config["lora"]["target_modules"] == ["q_proj", "v_proj"]
     assert exp.changed["lora.r"] == [4, 64]
-    assert exp.changed["training.learning_rate"] == [5e-4, 5e-5]
+    assert exp.changed["training.learning_rate"] == [3e-4, 5e-5]
 
 
 def test_set_on_a_child_diffs_against_the_parent_file():
@@ -105,6 +105,7 @@ BAD = [
     ("missing dataset file", "dataset: {path: demo/nope.json}\n", "nope.json does not exist"),
     ("missing model folder", "model: {model_name_or_path: ./models/none}\n", "does not exist"),
     ("template field", "task: {template: '{abstract}'}\n", "task.template uses {abstract}"),
+    ("unknown alert setting", "engine: {alerts: {stall_minutez: 5}}\n", "engine.alerts:"),
     ("managed key", "training: {output_dir: /tmp/x}\n", "training.output_dir is set by labtui"),
 ]
 
