@@ -16,7 +16,7 @@ from . import store
 from .config import ConfigError
 
 
-class UsageError(Exception):
+class UsageError(ConfigError):
     """Bad input: the message is printed as `labtui: error: ...` and the exit code is 2."""
 
 
@@ -280,4 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the canonical module, so `engine.cli.UsageError` raised elsewhere is this one
+    from engine.cli import main as _main
+
+    sys.exit(_main())
