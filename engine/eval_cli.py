@@ -23,10 +23,9 @@ UsageError = ConfigError
 
 
 def _workspace(args) -> store.Workspace:
-    root = args.workspace or os.environ.get("LABTUI_WORKSPACE") or os.getcwd()
-    if not Path(root).is_dir():
-        raise UsageError(f"workspace {root} is not a folder")
-    return store.Workspace(root)
+    from .cli import workspace_from
+
+    return workspace_from(args)
 
 
 def _run(ws: store.Workspace, ref: str) -> store.Run:
