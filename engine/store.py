@@ -7,6 +7,7 @@ One writer per file, so no locks are needed:
   state.json     lifecycle: status, pids, host, heartbeat, exit code/signal (supervisor, launcher)
   progress.json  the latest numbers: step, losses, checkpoint, final result (worker)
   metrics.jsonl  append-only records, one JSON object per line (worker)
+  metrics.idx    a fixed-width binary index of metrics.jsonl: one 40-byte entry per line (worker)
   system.jsonl   append-only machine samples (supervisor)
   alerts.jsonl   append-only watchdog alerts
   worker.log     stdout and stderr of the worker
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import socket
+import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
 METRICS_FILE = "metrics.jsonl"
+METRICS_INDEX_FILE = "metrics.idx"
 SYSTEM_FILE = "system.jsonl"
 ALERTS_FILE = "alerts.jsonl"
 LOG_FILE = "worker.log"
@@ -150,6 +153,10 @@ class JsonlReader:
         if end < 0:
             return []
         chunk = data[: end + 1]
+        records = _loads_lines(chunk)
+        if records is not None:  # every line a JSON object: parsed in one go
+            self.offset += len(chunk)
+            return records
         records = []
         pos = self.offset
         loads = json.loads
@@ -174,6 +181,211 @@ class JsonlReader:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
+
+
+# --- the metrics index ------------------------------------------------------------------------
+#
+# metrics.idx holds one fixed-width little-endian entry per line of metrics.jsonl, appended by the
+# same writer right after the line: (uint64 byte offset of the line, uint32 its length with the
+# newline, int32 kind code | HAS_VALUE, float64 step, float64 value, float64 t). The value is the
+# train loss, the eval loss, or 1.0/0.0 for a resumed/fresh `start`; a missing step or t is NaN.
+# A reader loads the whole index with one numpy read (40 bytes a record instead of ~300 bytes of
+# JSON to parse), uses the entries that cover metrics.jsonl contiguously from byte 0, and carries
+# on with the JSONL from the byte offset they end at. Anything the index does not cover (no index,
+# an older writer, a crash between the two writes) is simply read as JSONL.
+
+INDEX_ENTRY = struct.Struct("<QIiddd")  # offset, length, kind | flags, step, value, t
+KIND_CODES = {"train": 1, "eval": 2, "start": 3, "end": 4, "memory": 5, "checkpoint": 6, "summary": 7}
+KIND_OTHER = 0  # a record of another kind (or a blank line)
+KIND_CORRUPT = 255  # a line that is not a JSON object
+KIND_MASK = 0xFF
+HAS_VALUE = 0x100  # the value field holds a number (NaN included); otherwise the record has none
+_NAN = float("nan")
+
+
+def _num_or_nan(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) else _NAN
+
+
+def _kind_code(rec: Any) -> int:
+    if not isinstance(rec, dict):
+        return KIND_CORRUPT
+    kind = rec.get("kind")
+    return KIND_CODES.get(kind, KIND_OTHER) if isinstance(kind, str) else KIND_OTHER
+
+
+def index_entry(rec: Any, offset: int, length: int) -> bytes:
+    """The metrics.idx entry of one metrics.jsonl line (`rec` its parsed record, None if corrupt)."""
+    code = _kind_code(rec)
+    if code == KIND_CORRUPT:
+        return INDEX_ENTRY.pack(offset, length, KIND_CORRUPT, _NAN, _NAN, _NAN)
+    if code == 1:
+        y = rec.get("loss")
+    elif code == 2:
+        y = rec.get("eval_loss")
+    elif code == 3:
+        y = 1.0 if rec.get("resumed") else 0.0
+    else:
+        y = None
+    if y is not None:
+        try:
+            y = float(y)
+            code |= HAS_VALUE
+        except (TypeError, ValueError):
+            y = _NAN
+    else:
+        y = _NAN
+    return INDEX_ENTRY.pack(offset, length, code, _num_or_nan(rec.get("step")), y, _num_or_nan(rec.get("t")))
+
+
+def index_dtype():
+    """The numpy dtype of a metrics.idx entry (numpy is imported here, not when the store loads)."""
+    import numpy as np
+
+    return np.dtype([("offset", "<u8"), ("length", "<u4"), ("kind", "<i4"), ("step", "<f8"), ("value", "<f8"),
+                     ("t", "<f8")])
+
+
+def _parse_line(line: bytes) -> Any:
+    try:
+        return json.loads(line) if line.strip() else {}
+    except ValueError:
+        return None
+
+
+class IndexedJsonlWriter(JsonlWriter):
+    """A JsonlWriter that also appends each line's entry to a binary index (metrics.idx).
+
+    On opening it brings the index up to date with the JSONL (lines written by an older writer, or
+    before a crash between the two writes, are indexed by parsing them), and it ends a partial last
+    line left by a crash with a newline, so the next record is not glued to it. The index is an
+    accelerator: if anything about it fails, the JSONL is still written and readers fall back to it.
+    """
+
+    def __init__(self, path: Path, index_path: Path | None = None):
+        super().__init__(path)
+        self.index_path = Path(index_path) if index_path else self.path.with_suffix(".idx")
+        self._end = os.fstat(self._fd).st_size
+        self._ifd = -1
+        try:
+            self._ifd = os.open(self.index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._catch_up()
+        except Exception:  # noqa: BLE001 - never take the writer down for the index
+            self._drop_index()
+
+    def _drop_index(self) -> None:
+        if self._ifd >= 0:
+            try:
+                os.ftruncate(self._ifd, 0)  # a stale index must not claim lines it does not describe
+            except OSError:
+                pass
+            os.close(self._ifd)
+            self._ifd = -1
+
+    def _catch_up(self) -> None:
+        size = os.fstat(self._ifd).st_size
+        whole = size - size % INDEX_ENTRY.size
+        if whole != size:  # a crash mid-entry
+            os.ftruncate(self._ifd, whole)
+        covered = 0
+        with open(self.path, "rb") as f:
+            if whole:
+                off, length, code = INDEX_ENTRY.unpack(os.pread(self._ifd, INDEX_ENTRY.size, whole - INDEX_ENTRY.size))[:3]
+                f.seek(off)
+                line = f.read(length)
+                kind = _kind_code(_parse_line(line))
+                if off + length <= self._end and line.endswith(b"\n") and kind == code & KIND_MASK:
+                    covered = off + length
+                else:  # metrics.jsonl was replaced or cut: index it again from the start
+                    os.ftruncate(self._ifd, 0)
+            if covered == self._end:
+                return
+            if self._end:
+                f.seek(self._end - 1)
+                if f.read(1) != b"\n":  # a partial last line (the writer died mid-write): end it
+                    os.write(self._fd, b"\n")
+                    self._end += 1
+            f.seek(covered)
+            pos = covered
+            out = []
+            for line in f:
+                if pos >= self._end:
+                    break
+                out.append(index_entry(_parse_line(line), pos, len(line)))
+                pos += len(line)
+                if len(out) >= 4096:
+                    os.write(self._ifd, b"".join(out))
+                    out = []
+            if out:
+                os.write(self._ifd, b"".join(out))
+
+    def write(self, record: dict) -> None:
+        line = (dumps(record) + "\n").encode()
+        os.write(self._fd, line)
+        offset = self._end
+        self._end += len(line)
+        if self._ifd >= 0:
+            try:
+                os.write(self._ifd, index_entry(record, offset, len(line)))
+            except OSError:
+                self._drop_index()
+
+    def close(self) -> None:
+        if self._ifd >= 0:
+            os.close(self._ifd)
+            self._ifd = -1
+        super().close()
+
+
+def read_metrics_index(path: Path, index_path: Path | None = None):
+    """`(entries, end)`: the entries of metrics.idx that cover `path` (metrics.jsonl) contiguously from
+    byte 0, as a numpy structured array (`index_dtype()`), and the byte offset they cover up to.
+    None when there is no usable index; the caller then reads the JSONL. The last entry is checked
+    against its line, so an index that does not describe this file is not used."""
+    import numpy as np
+
+    path = Path(path)
+    index_path = Path(index_path) if index_path else path.with_suffix(".idx")
+    dtype = index_dtype()
+    try:
+        n = os.stat(index_path).st_size // dtype.itemsize
+        size = os.stat(path).st_size
+        entries = np.fromfile(index_path, dtype=dtype, count=n) if n else None
+    except (OSError, ValueError):
+        return None
+    if entries is None or not len(entries) or entries["offset"][0] != 0:
+        return None
+    ends = entries["offset"] + entries["length"]
+    gaps = np.flatnonzero(entries["offset"][1:] != ends[:-1])
+    k = int(gaps[0]) + 1 if gaps.size else len(entries)
+    k = min(k, int(np.searchsorted(ends[:k], size, side="right")))  # entries past the file's end
+    if k == 0:
+        return None
+    last = entries[k - 1]
+    try:
+        with open(path, "rb") as f:
+            f.seek(int(last["offset"]))
+            line = f.read(int(last["length"]))
+    except OSError:
+        return None
+    if not line.endswith(b"\n") or _kind_code(_parse_line(line)) != int(last["kind"]) & KIND_MASK:
+        return None
+    return entries[:k], int(ends[k - 1])
+
+
+def _loads_lines(chunk: bytes) -> list[dict] | None:
+    """The records of complete JSONL lines parsed as one JSON array (a single pass of the C parser);
+    None if any line is not exactly one JSON object, and the caller then goes line by line."""
+    try:
+        lines = [ln for ln in chunk.decode("utf-8").split("\n") if ln.strip()]
+        if not lines:
+            return []
+        records = json.loads("[" + ",".join(lines) + "]")
+    except (ValueError, RecursionError):
+        return None
+    if len(records) != len(lines) or not all(type(r) is dict for r in records):
+        return None
+    return records
 
 
 def read_jsonl(path: Path) -> list[dict]:
