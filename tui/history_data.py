@@ -2,14 +2,26 @@
 
 One row per run (its latest finished eval), then one indented row per older finished eval.
 Against the baseline's latest eval each row gets the difference (B - A, B = the row), the exact
-McNemar p and Cohen's h from engine.stats via engine.evalstore. Comparisons are cached by the
-files' modification times, so reopening History costs nothing. Runs in a worker thread (scipy);
+McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker thread (scipy);
 no Textual here.
+
+What it reads is cached, so History opens fast with a thousand evaluated runs: a finished eval's
+row by the modification times and sizes of its JSON files; each eval's per-example correctness
+(sorted ids, gold answers, correct or not, read once with engine.evalstore.load_predictions) and
+each comparison by its predictions.jsonl's; so the baseline is read once, not once per row, and a
+comparison of two evals of the same examples with the same gold answers is engine.stats.compare
+on the cached correctness (what compare_sources computes, without reading the files again). The
+cache is shared by every History screen of the process and kept in `logs/.labtui-history-cache.json`
+(written by the TUI, atomically; stale entries are recomputed, a damaged file is ignored), so the
+next session starts warm too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,28 +74,188 @@ def _mtime(path: Path) -> int:
         return 0
 
 
+CACHE_FILE = ".labtui-history-cache.json"
+CACHE_VERSION = 1
+EVAL_FILES = (store.RUN_FILE, "eval.json", "summary.json", store.PROGRESS_FILE, store.STATE_FILE)
+PREDICTIONS = "predictions.jsonl"
+RESULT_KEYS = ("n", "acc_a", "acc_b", "b", "c", "diff", "mcnemar_p", "cohens_h", "verdict")
+
+
+def _stamp(path: Path) -> list[int]:
+    try:
+        st = os.stat(path)
+        return [st.st_mtime_ns, st.st_size]
+    except OSError:
+        return [0, -1]
+
+
+def _digest(items) -> str:
+    h = hashlib.sha1()
+    for x in items:
+        h.update(str(x).encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+class _Cache:
+    """Eval rows, per-example correctness and comparisons of one workspace (see the module's doc)."""
+
+    def __init__(self, logs: Path):
+        self.path = logs / CACHE_FILE
+        self.logs = logs
+        self.lock = threading.RLock()
+        self.loaded = False
+        self.dirty = False
+        self.rows: dict[str, list] = {}  # eval dir (relative to logs/) -> [key, row]
+        self.correct: dict[str, list] = {}  # eval dir -> [predictions stamp, {n, ids, gold, bits}]
+        self.pairs: dict[str, list] = {}  # "A\nB" -> [stamps, result dict or error text]
+        self.seen: set[str] = set()
+
+    def load(self) -> None:
+        if self.loaded:
+            return
+        self.loaded = True
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("version") == CACHE_VERSION:
+                self.rows, self.correct, self.pairs = data["rows"], data["correct"], data["pairs"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+
+    def save(self) -> None:
+        """Keep what this build used (evals and pairs of runs that are gone drop out), atomically."""
+        if not self.dirty:
+            return
+        self.dirty = False
+        keep = self.seen
+        data = {"version": CACHE_VERSION,
+                "rows": {k: v for k, v in self.rows.items() if k in keep},
+                "correct": {k: v for k, v in self.correct.items() if k in keep},
+                "pairs": {k: v for k, v in self.pairs.items() if all(x in keep for x in k.split("\n"))}}
+        try:
+            store.atomic_write_text(self.path, json.dumps(data, separators=(",", ":")))
+        except OSError:  # a read-only workspace: the cache lives for this process only
+            pass
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.logs))
+        except ValueError:
+            return str(path)
+
+
+_CACHES: dict[str, _Cache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_for(ws: store.Workspace) -> _Cache:
+    with _CACHES_LOCK:
+        key = str(ws.logs)
+        if key not in _CACHES:
+            _CACHES[key] = _Cache(ws.logs)
+        return _CACHES[key]
+
+
 class HistoryData:
-    """Keeps the comparison cache between refreshes."""
+    """Builds the History rows; the caches behind it are shared per workspace (see the module)."""
 
     def __init__(self, ws: store.Workspace):
         self.ws = ws
-        self._cmp: dict[tuple, dict | str] = {}
+        self._cache = _cache_for(ws)
+
+    # --- evaluations --------------------------------------------------------------------------
+
+    def eval_rows(self, run_id: str) -> list[dict]:
+        """`evals.list_evals` of the run, with finished evals' rows taken from the cache."""
+        c = self._cache
+        out = []
+        for path in store.Run(self.ws.logs / run_id).evals():
+            rel = c.rel(path)
+            key = [_stamp(path / name) for name in EVAL_FILES]
+            hit = c.rows.get(rel)
+            if hit is not None and hit[0] == key:
+                row = dict(hit[1], path=str(path))
+            else:
+                if not evals._evalstore().is_eval_dir(path):
+                    continue
+                row = evals.eval_row(path)
+                if row.get("status") in store.FINAL:
+                    c.rows[rel] = [key, row]
+                    c.dirty = True
+            c.seen.add(rel)
+            out.append(row)
+        return out
+
+    def _correctness(self, path: Path) -> dict | None:
+        """{n, ids, gold, bits} of an eval's first-temperature predictions (as compare_sources pairs
+        them); None when they cannot be read (the full comparison then says why)."""
+        c = self._cache
+        rel = c.rel(path)
+        stamp = _stamp(Path(path) / PREDICTIONS)
+        hit = c.correct.get(rel)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        try:
+            recs = evals._evalstore().load_predictions(Path(path))
+        except Exception:  # noqa: BLE001
+            return None
+        ids = sorted(recs)
+        info = {"n": len(ids), "ids": _digest(ids), "gold": _digest(recs[i].get("gold") for i in ids),
+                "bits": "".join("1" if recs[i]["correct"] else "0" for i in ids)}
+        c.correct[rel] = [stamp, info]
+        c.dirty = True
+        return info
 
     def compare_cached(self, a: Path, b: Path) -> dict | str:
-        """The comparison dict, or the error message."""
-        key = (str(a), _mtime(a / "predictions.jsonl"), str(b), _mtime(b / "predictions.jsonl"))
-        if key not in self._cmp:
+        """The comparison (B minus A: n, acc_a, acc_b, b, c, diff, mcnemar_p, cohens_h, verdict), or the
+        error message. Cached by both predictions files' modification times and sizes."""
+        c = self._cache
+        with c.lock:
+            c.load()
+            ka, kb = c.rel(a), c.rel(b)
+            c.seen.update((ka, kb))
+            stamps = [_stamp(Path(a) / PREDICTIONS), _stamp(Path(b) / PREDICTIONS)]
+            hit = c.pairs.get(f"{ka}\n{kb}")
+            if hit is not None and hit[0] == stamps:
+                return hit[1]
+            result = self._compare(Path(a), Path(b))
+            c.pairs[f"{ka}\n{kb}"] = [stamps, result]
+            c.dirty = True
+            return result
+
+    def _compare(self, a: Path, b: Path) -> dict | str:
+        ca, cb = self._correctness(a), self._correctness(b)
+        if ca and cb and ca["ids"] == cb["ids"] and ca["gold"] == cb["gold"] and ca["n"] == cb["n"]:
+            # the same examples and answers: what compare_sources computes, from the cached bits
+            from engine import stats
+
+            width = len(str(ca["n"]))
+            res = stats.compare({f"{i:0{width}d}": x == "1" for i, x in enumerate(ca["bits"])},
+                                {f"{i:0{width}d}": x == "1" for i, x in enumerate(cb["bits"])})
+        else:
             try:
-                self._cmp[key] = evals.compare(a, b)
+                res = evals.compare(a, b)
             except Exception as e:  # noqa: BLE001 - the message is shown in the row
-                self._cmp[key] = str(e)
-        return self._cmp[key]
+                return str(e)
+        return {k: res.get(k) for k in RESULT_KEYS}
+
+    # --- the rows -----------------------------------------------------------------------------
 
     def build(self, runs: list[RunRow] | tuple[RunRow, ...], baseline_id: str | None, now: float) -> list[HistRow]:
+        c = self._cache
+        with c.lock:
+            c.load()
+            c.seen = set()
+            try:
+                return self._build(runs, baseline_id, now)
+            finally:
+                c.save()
+
+    def _build(self, runs, baseline_id: str | None, now: float) -> list[HistRow]:
         per_run: dict[str, list[dict]] = {}
         for r in runs:
             try:
-                rows = evals.list_evals(store.Run(self.ws.logs / r.id))
+                rows = self.eval_rows(r.id)
             except Exception:  # noqa: BLE001 - no evalstore: runs without eval columns
                 rows = []
             per_run[r.id] = [e for e in rows if e.get("purpose") != "parity" and e.get("status") == "completed"

@@ -9,6 +9,8 @@ O(capacity) however long the run. Non-finite values (NaN/Inf losses) are not fol
 numbers: they are counted per bucket, so the chart can mark those steps.
 
 Pure Python (math only): the TUI imports it, the tests check it against hand-worked values.
+`Series.extend_arrays` folds a long batch in with numpy (imported when first used): the same
+buckets, sums and debiased EMA as one `add` per point, for loading a million-point history at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Iterable, Sequence
 # Smoothing presets the `m` key cycles through: off, light, strong.
 SMOOTHING = (0.0, 0.6, 0.95)
 SMOOTHING_NAMES = ("off", "light", "strong")
+BULK_MIN = 256  # `extend_arrays` batches shorter than this go point by point
 
 
 def ema(values: Iterable[float], weight: float) -> list[float]:
@@ -122,6 +125,7 @@ class Series:
         self.y_hi = -math.inf
         self._emas = [Ema(w) for w in self.weights]
         self._buckets: dict[int, _Bucket] = {}
+        self._x_max = -math.inf  # no x added so far is larger (an upper bound after `truncate`)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -136,6 +140,8 @@ class Series:
         b = self._buckets.get(index)
         if b is None:
             b = self._buckets[index] = _Bucket(len(self.weights))
+        if x > self._x_max:
+            self._x_max = x
         self.count += 1
         b.sx += x
         b.n_all += 1
@@ -162,10 +168,103 @@ class Series:
         for x, y in points:
             self.add(x, y)
 
+    def extend_arrays(self, xs, ys) -> None:
+        """`add` every (x, y) in order, with numpy: the same result as the loop (sums may differ in
+        the last bits) when x never decreases and starts at or after every x added before; any
+        other batch, and a short one, goes through `add`."""
+        import numpy as np
+
+        x = np.maximum(np.asarray(xs, dtype=np.float64), 0.0)
+        y = np.asarray(ys, dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 1:
+            raise ValueError("xs and ys must be 1-d and of the same length")
+        if x.size < BULK_MIN or not np.isfinite(x[-1]) or x[0] < self._x_max or bool(np.any(x[1:] < x[:-1])):
+            for a, b in zip(x.tolist(), y.tolist()):
+                self.add(a, b)
+            return
+        while int(x[-1] // self.width) >= self.capacity:
+            self._halve()
+        n = x.size
+        idx = (x // self.width).astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        fin = np.isfinite(y)
+        pos = np.arange(n)
+        sx = np.add.reduceat(x, starts)
+        n_all = np.diff(np.r_[starts, n])
+        nf = np.add.reduceat(fin.astype(np.int64), starts)
+        sums = np.add.reduceat(np.where(fin, y, 0.0), starts)
+        lo = np.minimum.reduceat(np.where(fin, y, np.inf), starts)
+        hi = np.maximum.reduceat(np.where(fin, y, -np.inf), starts)
+        last_pos = np.maximum.reduceat(np.where(fin, pos, -1), starts)
+        bad_pos = np.maximum.reduceat(np.where(fin, -1, pos), starts)
+        finite_at = np.flatnonzero(fin)
+        values = y[finite_at]
+        with_last = last_pos >= 0
+        ranks = np.searchsorted(finite_at, last_pos[with_last])  # rank of each bucket's last point
+        smooth = [self._ema_bulk(e, values, ranks) for e in self._emas]
+        k = 0
+        for j, index in enumerate(idx[starts].tolist()):
+            b = _Bucket(len(self.weights))
+            b.sx = float(sx[j])
+            b.n_all = int(n_all[j])
+            b.n = int(nf[j])
+            if b.n:
+                b.sum = float(sums[j])
+                b.lo = float(lo[j])
+                b.hi = float(hi[j])
+                b.last = float(y[last_pos[j]])
+                b.last_x = float(x[last_pos[j]])
+                b.smooth = [float(s[k]) for s in smooth]
+                k += 1
+            b.bad = b.n_all - b.n
+            if b.bad:
+                b.bad_x = float(x[bad_pos[j]])
+            old = self._buckets.get(index)
+            if old is None:
+                self._buckets[index] = b
+            else:
+                old.merge(b)
+        self.count += n
+        self.bad += n - values.size
+        if values.size:
+            self.y_lo = min(self.y_lo, float(values.min()))
+            self.y_hi = max(self.y_hi, float(values.max()))
+        self._x_max = float(x[-1])
+
+    @staticmethod
+    def _ema_bulk(e: Ema, values, ranks):
+        """Debiased EMA of the finite `values` after each position in `ranks`, continuing `e`'s
+        state, and `e` moved on past all of them: last_j = w^(j+1) last + (1-w) sum_k w^(j-k) v_k,
+        summed over the terms above 1e-30 of the largest."""
+        import numpy as np
+
+        m = values.size
+        w = e.weight
+        if m == 0:
+            return np.empty(0)
+        if w == 0.0:
+            e.last = float(values[-1])
+            e.count += m
+            return values[ranks]
+        width = min(m, int(math.ceil(-69.1 / math.log(w))))  # w ** width < 1e-30
+        powers = w ** np.arange(width, dtype=np.float64)
+
+        def at(r):
+            cols = r[:, None] - np.arange(width)[None, :]
+            window = np.where(cols >= 0, values[np.clip(cols, 0, None)], 0.0)
+            return (1.0 - w) * (window @ powers) + w ** (r + 1.0) * e.last
+
+        lasts = at(np.r_[ranks, m - 1].astype(np.int64))
+        out = lasts[:-1] / (1.0 - w ** (e.count + ranks + 1.0))
+        e.last = float(lasts[-1])
+        e.count += m
+        return out
+
     def truncate(self, x: float) -> None:
         """Forget what lies past `x` (a resumed run redoes those steps): every bucket that starts
         after it. The bucket holding `x` itself is kept whole, so the error is one bucket at most."""
         cut = int(max(0.0, float(x)) // self.width)
+        self._x_max = min(self._x_max, (cut + 1) * self.width)
         for index in [i for i in self._buckets if i > cut]:
             b = self._buckets.pop(index)
             self.count -= b.n_all

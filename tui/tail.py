@@ -6,6 +6,14 @@ keeps the offset and leaves a half-written last line for next time), applies res
 abandoned steps), folds the records into bounded series, and `snapshot()` returns an immutable
 `TailSnapshot` for the UI thread. The
 background monitor owns RunTail objects; widgets only ever see snapshots. No Textual here.
+
+A long history is not parsed as JSON: when much of metrics.jsonl is unread (a big file on the first
+poll, or a burst of records later), the entries of its binary index (metrics.idx, written by the
+same writer) from the current byte offset on are read with numpy, their (step, loss, t) points
+folded in with `Series.extend_arrays`, only the few lines the panels need are parsed (the last
+record of each kind, the last tokens/s values), and reading goes on from the byte offset the index
+covers. Lines the index does not cover (yet) are read as JSONL, as before. Machine samples are only
+kept for the sparklines, so a long system.jsonl is read from its tail.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from engine import store
 from .series import Point, Series
 
 CHUNK_BYTES = 8 << 20  # per file per poll: a huge history loads in steps, the UI stays live
+INDEX_MIN_BYTES = 4 << 20  # a metrics.jsonl above this is loaded from its index (metrics.idx) when it has one
+INDEX_BATCH_BYTES = 256 << 10  # and later, this much unread JSONL is folded in from the index too
+SYSTEM_TAIL_BYTES = 1 << 20  # a longer system.jsonl is read from its last MiB (the sparklines' worth)
 SPARK_LEN = 240  # recent samples kept for sparklines
 ALERTS_KEPT = 200
 LOG_LINES = 8
@@ -80,12 +91,18 @@ class RunTail:
         self._log_size = -1
         self.version = 0
         self.caught_up = False
+        self.indexed_records = 0  # records loaded from metrics.idx rather than parsed
+        self._opened = False
 
     # --- reading ------------------------------------------------------------------------------
 
     def poll(self) -> bool:
         """Read what was appended since the last call (at most `chunk_bytes` a file); True if anything changed."""
         changed = False
+        if not self._opened:
+            self._opened = True
+            self._open()
+        changed |= self._poll_index()
         records, rewind = self.rewinder.feed(self.metrics.read_new(self.chunk_bytes))
         if rewind is not None:  # resumed from an earlier checkpoint: those steps are done again
             for name in ("train", "eval"):
@@ -108,6 +125,128 @@ class RunTail:
         if changed:
             self.version += 1
         return changed
+
+    def _open(self) -> None:
+        """First poll: a long system.jsonl is read from its tail (only the sparklines' worth is kept)."""
+        try:
+            size = os.stat(self.system.path).st_size
+        except OSError:
+            size = 0
+        if size > SYSTEM_TAIL_BYTES and self.system.offset == 0:
+            self.system.offset = _line_start(self.system.path, size - SYSTEM_TAIL_BYTES)
+
+    def _poll_index(self) -> bool:
+        """Fold what metrics.idx says about the unread part of metrics.jsonl, when that part is big."""
+        pending = self.metrics.size() - self.metrics.offset
+        if pending < (INDEX_MIN_BYTES if self.metrics.offset == 0 else INDEX_BATCH_BYTES):
+            return False
+        try:
+            batch = self._index_batch()
+        except Exception:  # noqa: BLE001 - the JSONL is always there to fall back on
+            return False
+        if batch is None:
+            return False
+        self._fold(batch)
+        return True
+
+    def _index_batch(self) -> dict | None:
+        """Everything `_fold` needs for the index entries from the current JSONL offset on, read and
+        checked before any state changes; None when the index does not cover that offset."""
+        import numpy as np
+
+        idx_path = self.metrics.path.with_suffix(".idx")
+        dtype = store.index_dtype()
+        try:
+            n = os.stat(idx_path).st_size // dtype.itemsize
+        except OSError:
+            return None
+        if n == 0:
+            return None
+        table = np.memmap(idx_path, dtype=dtype, mode="r", shape=(n,))
+        start = int(np.searchsorted(table["offset"], self.metrics.offset))
+        if start >= n or int(table["offset"][start]) != self.metrics.offset:
+            return None
+        entries = np.array(table[start:])
+        del table
+        ends = entries["offset"] + entries["length"]
+        gaps = np.flatnonzero(entries["offset"][1:] != ends[:-1])
+        k = int(gaps[0]) + 1 if gaps.size else len(entries)
+        k = min(k, int(np.searchsorted(ends[:k], self.metrics.size(), side="right")))
+        if k == 0:
+            return None
+        entries, end = entries[:k], int(ends[k - 1])
+        code = entries["kind"] & store.KIND_MASK
+        has_value = (entries["kind"] & store.HAS_VALUE) != 0
+        step = np.nan_to_num(entries["step"], nan=0.0)
+        # resumes, as engine.store.Rewinder.feed applies them to one batch
+        keep = np.ones(k, dtype=bool)
+        steps_seen = (code == 1) | (code == 2)
+        last_step, prev, rewind = self.rewinder.last_step, 0, None
+        for i in np.flatnonzero((code == 3) & (entries["value"] == 1.0)).tolist():
+            if np.any(steps_seen[prev:i]):
+                last_step = max(last_step, int(step[prev:i][steps_seen[prev:i]].max()))
+            s = int(step[i])
+            if s < last_step:
+                rewind = s if rewind is None else min(rewind, s)
+                keep[:i] &= ~(steps_seen[:i] & (step[:i] > s))
+            last_step, prev = s, i + 1
+        if np.any(steps_seen[prev:]):
+            last_step = max(last_step, int(step[prev:][steps_seen[prev:]].max()))
+        kept = np.flatnonzero(keep)
+        code, has_value, entries = code[kept], has_value[kept], entries[kept]
+        lines: dict[str, dict | None] = {}
+        recent: list[float] = []
+        with open(self.metrics.path, "rb") as f:
+            def record(i: int) -> dict | None:
+                f.seek(int(entries["offset"][i]))
+                rec = store._parse_line(f.read(int(entries["length"][i])))
+                return rec if isinstance(rec, dict) else None
+
+            if store._kind_code(record(len(entries) - 1)) != code[-1]:
+                return None  # the index does not describe this file
+            for kind, c in (("train", 1), ("eval", 2), ("start", 3), ("end", 4), ("memory", 5)):
+                where = np.flatnonzero(code == c)
+                if where.size:
+                    lines[kind] = record(int(where[-1]))
+            for i in reversed(np.flatnonzero(code == 1)[-8 * SPARK_LEN:].tolist()):
+                tps = (record(i) or {}).get("tokens_per_s")
+                if isinstance(tps, (int, float)):
+                    recent.append(float(tps))
+                    if len(recent) == SPARK_LEN:
+                        break
+        return {"entries": entries, "code": code, "has_value": has_value, "end": end, "count": k,
+                "last_step": last_step, "rewind": rewind, "lines": lines, "recent": recent[::-1]}
+
+    def _fold(self, b: dict) -> None:
+        import numpy as np
+
+        entries, code, has_value = b["entries"], b["code"], b["has_value"]
+        if b["rewind"] is not None:
+            for name in ("train", "eval"):
+                self.series[(name, "step")].truncate(b["rewind"])
+        self.rewinder.last_step = b["last_step"]
+        t = entries["t"]
+        if self.t0 is None:
+            timed = np.flatnonzero(np.isfinite(t))
+            if timed.size:
+                self.t0 = float(t[timed[0]])
+        for name, c in (("train", 1), ("eval", 2)):
+            sel = (code == c) & has_value
+            y, x_step, x_t = entries["value"][sel], entries["step"][sel], t[sel]
+            ok = np.isfinite(x_step)
+            self.series[(name, "step")].extend_arrays(x_step[ok], y[ok])
+            if self.t0 is not None:
+                ok = np.isfinite(x_t)
+                self.series[(name, "time")].extend_arrays(x_t[ok] - self.t0, y[ok])
+        bad = np.flatnonzero(code == store.KIND_CORRUPT)
+        self.metrics.corrupt += int(bad.size)
+        room = max(0, 100 - len(self.metrics.corrupt_lines))
+        self.metrics.corrupt_lines.extend(int(o) for o in entries["offset"][bad[:room]])
+        for kind, rec in b["lines"].items():
+            self.last[kind] = rec
+        self.tokens_per_s.extend(b["recent"])
+        self.metrics.offset = b["end"]
+        self.indexed_records += b["count"]
 
     def _poll_log(self) -> bool:
         log = self.path / store.LOG_FILE
@@ -194,6 +333,18 @@ class RunTail:
             corrupt=self.metrics.corrupt,
             version=self.version,
         )
+
+
+def _line_start(path: Path, offset: int) -> int:
+    """The offset of the first line that starts at or after `offset`."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, offset - 1))
+            head = f.read(1 << 16)
+    except OSError:
+        return 0
+    nl = head.find(b"\n")
+    return offset if nl < 0 else max(0, offset - 1) + nl + 1
 
 
 def eta_seconds(last_train: dict | None, start: dict | None) -> float | None:
