@@ -549,8 +549,10 @@ class Run:
         so a reused pid does not count) is `crashed`, with the signal when the supervisor saw it,
         otherwise "no heartbeat since HH:MM, process gone".
         """
-        state = self.raw_state()
-        progress = self.progress()
+        return self.derive_state(self.raw_state(), self.progress(), now)
+
+    def derive_state(self, state: dict, progress: dict, now: float | None = None) -> dict:
+        """`state()` from state.json and progress.json contents the caller has read already."""
         result = progress.get("result")
         status = state.get("status", "queued")
         if status in LIVE and result and result.get("status") in FINAL:
@@ -599,7 +601,8 @@ class Run:
 
     def summary(self) -> dict:
         """The row of `labtui runs --json`: cheap (three small files, no metrics parsing)."""
-        info, state, progress = self.info(), self.state(), self.progress()
+        info, progress = self.info(), self.progress()
+        state = self.derive_state(self.raw_state(), progress)  # = self.state(), progress.json read once
         cfg_name = info.get("experiment") or self.id
         cp = progress.get("checkpoint")
         return {

@@ -86,7 +86,8 @@ def _run_dirs(ws: store.Workspace):
 
 def row_for(run: store.Run, now: float | None = None) -> RunRow:
     """The fields of `Run.summary()` (the `labtui runs --json` row), with liveness judged at `now`."""
-    info, state, progress = run.info(), run.state(now), run.progress()
+    info, progress = run.info(), run.progress()
+    state = run.derive_state(run.raw_state(), progress, now)  # = run.state(now), progress.json read once
     notes = run.notes().strip()
     return RunRow(
         id=run.id, experiment=info.get("experiment") or run.id, status=state.get("status", "queued"),
