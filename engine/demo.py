@@ -150,7 +150,6 @@ def _corpus(data: dict[str, dict]) -> list[str]:
     for rec in data.values():
         texts.append("Context: " + " ".join(rec["CONTEXTS"]) + "\nQuestion: " + rec["QUESTION"] + "\nAnswer:")
         texts.append(rec["LONG_ANSWER"])
-    texts.append("Answer: yes. Answer: no. Answer: maybe.")
     return texts
 
 
@@ -168,7 +167,8 @@ def build_tiny_model(out_dir: Path, data: dict[str, dict], test_ids: set[str], s
     tok.decoder = decoders.ByteLevel()
     special = ["<|pad|>", "<|bos|>", "<|eos|>"]
     trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
+    # the answer words are common words of the language: whole tokens, as in a real vocabulary
+    tok.train_from_iterator(texts + [" yes no maybe"] * 200, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>")
     tokenizer.model_max_length = 512
 
@@ -186,7 +186,9 @@ def build_tiny_model(out_dir: Path, data: dict[str, dict], test_ids: set[str], s
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = random.Random(seed)
     for step in range(pretrain_steps):
-        batch = tokenizer(rng.sample(texts, 16), return_tensors="pt", padding=True, truncation=True, max_length=160)
+        # each document ends with EOS, as in a real base model's pre-training
+        docs = [t + tokenizer.eos_token for t in rng.sample(texts, 16)]
+        batch = tokenizer(docs, return_tensors="pt", padding=True, truncation=True, max_length=160)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
         loss.backward()

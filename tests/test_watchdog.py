@@ -304,11 +304,14 @@ PLANTS = {
     # completion-only loss: a 16-token window never reaches the answer
     "masked": ("demo-sft.yaml", {**fast(20), "task": {"max_length": 16}}),
     "partly_masked": ("demo-sft.yaml", {**fast(10), "task": {"max_length": 64}}),
-    # 8 training examples, a big adapter, a high constant lr and an evaluation every 4 steps
+    # 8 training examples whose answers are noise (see NOISY), a big adapter, a high constant lr and
+    # an evaluation every 4 steps: it can only memorise, so the eval loss must rise
     "overfit": ("demo-baseline.yaml", {
         "training": {"max_steps": 40, "logging_steps": 2, "eval_steps": 4, "save_steps": 4, "warmup_steps": 0,
-                     "lr_scheduler_type": "constant", "learning_rate": 1e-2},
-        "dataset": {"max_train_samples": 8}, "lora": {"r": 64, "lora_alpha": 128}}),
+                     "lr_scheduler_type": "constant", "learning_rate": 3e-3},
+        "dataset": {"format": "jsonl_qa", "path": "noisy.jsonl", "test_split": None, "eval_size": 48,
+                    "max_train_samples": 8},
+        "lora": {"r": 64, "lora_alpha": 128}}),
 }
 # runs until the test stops it; SIGSTOP makes it stall; a fake NVML and a 1% RAM limit plant memory
 STALL = ("demo-baseline.yaml", {
@@ -324,6 +327,19 @@ def _plant(root: Path, name: str, parent: str, changes: dict) -> str:
     return str(path.relative_to(root))
 
 
+def _write_noisy(path: Path, source: Path, n: int = 80) -> None:
+    """Demo questions with answers drawn at random: nothing to generalise, only to memorise."""
+    import random
+
+    data = json.loads(source.read_text())
+    rng = random.Random(1)
+    with open(path, "w") as f:
+        for pmid in list(data)[:n]:
+            rec = data[pmid]
+            f.write(json.dumps({"id": pmid, "question": rec["QUESTION"], "context": " ".join(rec["CONTEXTS"]),
+                                "answer": rng.choice(["yes", "no", "maybe"])}) + "\n")
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory, demo_assets):
     """Every planted run, started at once: one `labtui run` with all the experiment files (the
@@ -335,6 +351,7 @@ def planted(tmp_path_factory, demo_assets):
     (root / "labtui.yaml").write_text(f"concurrency: {len(PLANTS) + 1}\n")
     fake = tmp_path_factory.mktemp("fake-nvml")
     (fake / "pynvml.py").write_text(textwrap.dedent(FAKE_NVML))
+    _write_noisy(root / "noisy.jsonl", demo_assets / "ori_pqal.json")
     ws = store.Workspace(root)
     files = [_plant(root, name, *plant) for name, plant in PLANTS.items()]
     env = dict(os.environ, LABTUI_WORKSPACE=str(root))
