@@ -81,7 +81,7 @@ def supervise(run: store.Run, command: list[str]) -> int:
         log.write(f"[labtui] {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
         try:
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=str(workspace), process_group=0)
+                                     env=env, cwd=info.get("cwd") or str(workspace), process_group=0)
         except OSError as e:
             run.update_state(status="failed", ended=time.time(), error=f"cannot start {command[0]}: {e.strerror}")
             return 1
