@@ -258,7 +258,8 @@ def main() -> None:
         state["writer"].kill()
     from common import peak_rss_mib, rss_mib
 
-    info.update(rss_mib=rss_mib(), peak_rss_mib=peak_rss_mib(), torch_loaded_at_end="torch" in sys.modules)
+    info.update(rss_mib=rss_mib(), peak_rss_mib=peak_rss_mib(), torch_loaded_at_end="torch" in sys.modules,
+                posted={str(v): t for v, t in state["posted"].items()})
     print("PROBE " + json.dumps({"marks": MARKS, **info}), flush=True)
 
 

@@ -31,6 +31,7 @@ from .series import Point, Series
 CHUNK_BYTES = 8 << 20  # per file per poll: a huge history loads in steps, the UI stays live
 INDEX_MIN_BYTES = 4 << 20  # a metrics.jsonl above this is loaded from its index (metrics.idx) when it has one
 INDEX_BATCH_BYTES = 256 << 10  # and later, this much unread JSONL is folded in from the index too
+INDEX_CHUNK = 1 << 18  # index entries (10 MiB) folded per poll: a million records load in four steps
 SYSTEM_TAIL_BYTES = 1 << 20  # a longer system.jsonl is read from its last MiB (the sparklines' worth)
 SPARK_LEN = 240  # recent samples kept for sparklines
 ALERTS_KEPT = 200
@@ -92,6 +93,7 @@ class RunTail:
         self.version = 0
         self.caught_up = False
         self.indexed_records = 0  # records loaded from metrics.idx rather than parsed
+        self._more_indexed = False
         self._opened = False
 
     # --- reading ------------------------------------------------------------------------------
@@ -102,8 +104,11 @@ class RunTail:
         if not self._opened:
             self._opened = True
             self._open()
+        self._more_indexed = False
         changed |= self._poll_index()
-        records, rewind = self.rewinder.feed(self.metrics.read_new(self.chunk_bytes))
+        # the index covers more than this poll folded: take it next poll rather than parse it here
+        batch = [] if self._more_indexed else self.metrics.read_new(self.chunk_bytes)
+        records, rewind = self.rewinder.feed(batch)
         if rewind is not None:  # resumed from an earlier checkpoint: those steps are done again
             for name in ("train", "eval"):
                 self.series[(name, "step")].truncate(rewind)
@@ -163,17 +168,21 @@ class RunTail:
         if n == 0:
             return None
         table = np.memmap(idx_path, dtype=dtype, mode="r", shape=(n,))
-        start = int(np.searchsorted(table["offset"], self.metrics.offset))
-        if start >= n or int(table["offset"][start]) != self.metrics.offset:
-            return None
-        entries = np.array(table[start:])
+        start = int(np.searchsorted(table["offset"], self.metrics.offset))  # touches a few pages only
+        found = start < n and int(table["offset"][start]) == self.metrics.offset
         del table
+        if not found:
+            return None
+        entries = np.fromfile(idx_path, dtype=dtype, count=min(n - start, INDEX_CHUNK),
+                              offset=start * dtype.itemsize)
+        more = n - start > len(entries)
         ends = entries["offset"] + entries["length"]
         gaps = np.flatnonzero(entries["offset"][1:] != ends[:-1])
         k = int(gaps[0]) + 1 if gaps.size else len(entries)
         k = min(k, int(np.searchsorted(ends[:k], self.metrics.size(), side="right")))
         if k == 0:
             return None
+        more = more and k == len(entries)
         entries, end = entries[:k], int(ends[k - 1])
         code = entries["kind"] & store.KIND_MASK
         has_value = (entries["kind"] & store.HAS_VALUE) != 0
@@ -192,8 +201,9 @@ class RunTail:
             last_step, prev = s, i + 1
         if np.any(steps_seen[prev:]):
             last_step = max(last_step, int(step[prev:][steps_seen[prev:]].max()))
-        kept = np.flatnonzero(keep)
-        code, has_value, entries = code[kept], has_value[kept], entries[kept]
+        if not keep.all():
+            kept = np.flatnonzero(keep)
+            code, has_value, entries = code[kept], has_value[kept], entries[kept]
         lines: dict[str, dict | None] = {}
         recent: list[float] = []
         with open(self.metrics.path, "rb") as f:
@@ -214,7 +224,7 @@ class RunTail:
                     recent.append(float(tps))
                     if len(recent) == SPARK_LEN:
                         break
-        return {"entries": entries, "code": code, "has_value": has_value, "end": end, "count": k,
+        return {"entries": entries, "code": code, "has_value": has_value, "end": end, "count": k, "more": more,
                 "last_step": last_step, "rewind": rewind, "lines": lines, "recent": recent[::-1]}
 
     def _fold(self, b: dict) -> None:
@@ -247,6 +257,7 @@ class RunTail:
         self.tokens_per_s.extend(b["recent"])
         self.metrics.offset = b["end"]
         self.indexed_records += b["count"]
+        self._more_indexed = b["more"]
 
     def _poll_log(self) -> bool:
         log = self.path / store.LOG_FILE
