@@ -40,7 +40,7 @@ t = time.perf_counter()
 from tui import tail as tail_mod
 from tui.tail import RunTail
 if sys.argv[2] == "jsonl":
-    tail_mod.INDEX_MIN_BYTES = 1 << 62
+    tail_mod.INDEX_MIN_BYTES = tail_mod.INDEX_BATCH_BYTES = 1 << 62
 t1 = time.perf_counter()
 tail = RunTail(sys.argv[1])
 while True:

@@ -106,7 +106,8 @@ def train_block(ws_root: Path, cfg: dict, arm: str, steps: int) -> dict:
         sampler_thread = threading.Thread(target=machine, daemon=True)
         sampler_thread.start()
     try:
-        trainer.train()
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # the Trainer prints each log
+            trainer.train()
     finally:
         stop.set()
         if sampler_thread:
@@ -177,8 +178,8 @@ def per_call(ws_root: Path, cfg: dict, n: int) -> dict[str, float]:
 
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=160, help="optimizer steps per block")
-    ap.add_argument("--blocks", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=120, help="optimizer steps per block")
+    ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = ap.parse_args()
     steps = 30 if args.quick else args.steps

@@ -60,7 +60,7 @@ def main() -> None:
     from tui.widgets.loss_chart import LossChart
 
     if args.no_index:
-        tail_mod.INDEX_MIN_BYTES = 1 << 62
+        tail_mod.INDEX_MIN_BYTES = tail_mod.INDEX_BATCH_BYTES = 1 << 62
 
     class NullTerminal(HeadlessDriver):
         """Renders frames like a terminal driver (escape sequences and all), writes them nowhere."""

@@ -90,11 +90,19 @@ def _stamp(path: Path) -> list[int]:
 
 
 def _digest(items) -> str:
-    h = hashlib.sha1()
-    for x in items:
-        h.update(str(x).encode())
-        h.update(b"\x1f")
-    return h.hexdigest()
+    return hashlib.sha1("\x1f".join(map(str, items)).encode()).hexdigest()
+
+
+_KEYS: dict[int, list[str]] = {}
+
+
+def _paired_map(bits: str) -> dict[str, bool]:
+    """{id: correct} with stand-in ids that sort like the real ones (the bits are in sorted-id order)."""
+    keys = _KEYS.get(len(bits))
+    if keys is None:
+        width = len(str(len(bits)))
+        keys = _KEYS[len(bits)] = [f"{i:0{width}d}" for i in range(len(bits))]
+    return dict(zip(keys, map("1".__eq__, bits)))
 
 
 class _Cache:
@@ -137,11 +145,9 @@ class _Cache:
         except OSError:  # a read-only workspace: the cache lives for this process only
             pass
 
-    def rel(self, path: Path) -> str:
-        try:
-            return str(Path(path).relative_to(self.logs))
-        except ValueError:
-            return str(path)
+    def rel(self, path: Path | str) -> str:
+        text, logs = str(path), str(self.logs)
+        return text[len(logs) + 1:] if text.startswith(logs + os.sep) else text
 
 
 _CACHES: dict[str, _Cache] = {}
@@ -169,13 +175,21 @@ class HistoryData:
         """`evals.list_evals` of the run, with finished evals' rows taken from the cache."""
         c = self._cache
         out = []
-        for path in store.Run(self.ws.logs / run_id).evals():
-            rel = c.rel(path)
-            key = [_stamp(path / name) for name in EVAL_FILES]
+        folder = os.path.join(str(self.ws.logs), run_id, store.EVALS_DIR)
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(e.name for e in it if e.is_dir())  # = Run.evals(), without pathlib
+        except OSError:
+            names = []
+        for name in names:
+            where = os.path.join(folder, name)
+            rel = f"{run_id}/{store.EVALS_DIR}/{name}"
+            key = [_stamp(os.path.join(where, f)) for f in EVAL_FILES]
             hit = c.rows.get(rel)
             if hit is not None and hit[0] == key:
-                row = dict(hit[1], path=str(path))
+                row = dict(hit[1], path=where)
             else:
+                path = Path(where)
                 if not evals._evalstore().is_eval_dir(path):
                     continue
                 row = evals.eval_row(path)
@@ -191,7 +205,7 @@ class HistoryData:
         them); None when they cannot be read (the full comparison then says why)."""
         c = self._cache
         rel = c.rel(path)
-        stamp = _stamp(Path(path) / PREDICTIONS)
+        stamp = _stamp(os.path.join(path, PREDICTIONS))
         hit = c.correct.get(rel)
         if hit is not None and hit[0] == stamp:
             return hit[1]
@@ -214,7 +228,7 @@ class HistoryData:
             c.load()
             ka, kb = c.rel(a), c.rel(b)
             c.seen.update((ka, kb))
-            stamps = [_stamp(Path(a) / PREDICTIONS), _stamp(Path(b) / PREDICTIONS)]
+            stamps = [_stamp(os.path.join(a, PREDICTIONS)), _stamp(os.path.join(b, PREDICTIONS))]
             hit = c.pairs.get(f"{ka}\n{kb}")
             if hit is not None and hit[0] == stamps:
                 return hit[1]
@@ -229,9 +243,7 @@ class HistoryData:
             # the same examples and answers: what compare_sources computes, from the cached bits
             from engine import stats
 
-            width = len(str(ca["n"]))
-            res = stats.compare({f"{i:0{width}d}": x == "1" for i, x in enumerate(ca["bits"])},
-                                {f"{i:0{width}d}": x == "1" for i, x in enumerate(cb["bits"])})
+            res = stats.compare(_paired_map(ca["bits"]), _paired_map(cb["bits"]))
         else:
             try:
                 res = evals.compare(a, b)
