@@ -4,7 +4,9 @@ Every `poll_interval` seconds (or at once when woken) it
   - scans the run list (cheap rows, cached for finished runs) and posts `RunsScanned` on change;
   - notices runs that ended and alerts that fired, in any run (`RunEnded`, `AlertFired`),
     including runs started before the TUI was opened;
-  - reads the new bytes of the selected run's files (`RunTail`, by offset) and posts `RunData`;
+  - reads the new bytes of the selected run's files (`RunTail`, by offset) and posts `RunData`
+    (a long history in chunks, one after another; after that one read a tick, however fast the
+    run writes, so this thread never starves the UI of the GIL);
   - follows one log file by offset for the log screen (`LogLines`).
 It never touches a widget. Recently selected runs keep their tails, so switching back is instant.
 """
@@ -147,12 +149,13 @@ class Monitor:
         self.tails.move_to_end(run_id)
         posted = time.monotonic()
         changed = False
+        loading = not tail.was_caught_up  # a long history loads in chunks, one after another
         while not self._stopped.is_set() and self._selected == run_id:
             if not tail.poll():
                 break
             changed = True
-            if tail.caught_up:
-                break
+            if tail.caught_up or not loading:
+                break  # once loaded, one read a tick: a fast writer must not keep this thread busy
             if time.monotonic() - posted > SNAPSHOT_EVERY_S:
                 self.post(messages.RunData(tail.snapshot()))
                 posted = time.monotonic()

@@ -92,6 +92,7 @@ class RunTail:
         self._log_size = -1
         self.version = 0
         self.caught_up = False
+        self.was_caught_up = False  # the history up to some moment has been read once
         self.indexed_records = 0  # records loaded from metrics.idx rather than parsed
         self._more_indexed = False
         self._opened = False
@@ -127,6 +128,7 @@ class RunTail:
         if caught_up != self.caught_up:
             self.caught_up = caught_up
             changed = True
+        self.was_caught_up |= caught_up
         if changed:
             self.version += 1
         return changed
