@@ -33,30 +33,29 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def _started(args, run: store.Run, message: str) -> int:
+    """Print the run id (stdout) and what happened (stderr); with --foreground, wait for the run."""
+    print(run.id)
+    print(message, file=sys.stderr)
+    if not args.foreground:
+        return 0
+    from .runs import follow
+
+    return follow(run)
+
+
 @_guard
 def cmd_resume(args) -> int:
-    ws, run = _ws_run(args)
+    _, run = _ws_run(args)
     lifecycle.resume(run)
-    print(run.id)
-    print(f"resuming from {run.latest_checkpoint().name}; watch with `labtui logs {run.id} -f`", file=sys.stderr)
-    if args.foreground:
-        from .runs import follow
-
-        return follow(run)
-    return 0
+    return _started(args, run, f"resuming from {run.latest_checkpoint().name}; watch with `labtui logs {run.id} -f`")
 
 
 @_guard
 def cmd_retry(args) -> int:
-    ws, run = _ws_run(args)
+    _, run = _ws_run(args)
     new = lifecycle.retry(run)
-    print(new.id)
-    print(f"started {new.id} with the config of {run.id}", file=sys.stderr)
-    if args.foreground:
-        from .runs import follow
-
-        return follow(new)
-    return 0
+    return _started(args, new, f"started {new.id} with the config of {run.id}")
 
 
 @_guard
