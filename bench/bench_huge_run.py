@@ -32,7 +32,7 @@ from pathlib import Path
 from common import ROOT, Report, child_env, parser, wait_quiet
 
 import synth
-from bench_start import probe
+from bench_start import median_phases, probe
 
 LOADER = """
 import json, sys, time
@@ -127,11 +127,12 @@ def main() -> None:
     rep.extra["metrics_jsonl_mb"] = round(size_mb, 1)
     rep.extra["metrics_idx_mb"] = round((run_dir / "metrics.idx").stat().st_size / 1e6, 1)
 
-    opened, rss, loads, load_rss = [], [], [], []
+    opened, rss, loads, load_rss, phases = [], [], [], [], []
     count = None
     for _ in range(repeats):
         d = probe(ws, "chart", "--select", run_dir.name)
         opened.append(d["since_popen"]["chart"])
+        phases.append(d["since_popen"])
         rss.append(d["peak_rss_mib"])
         count = d.get("train_count")
         r = run_json(LOADER, str(run_dir), "index")
@@ -141,6 +142,7 @@ def main() -> None:
     rep.add("open_rss_mib", rss, "MiB", target=300, label="  TUI peak RSS")
     rep.add("load_s", loads, "s", label="  loader alone (RunTail, index)")
     rep.extra["train_points"] = count
+    rep.extra["open_phases_s"] = median_phases(phases)
     if not args.no_before:
         r = run_json(LOADER, str(run_dir), "jsonl")
         rep.add("load_jsonl_s", [r["load_s"]], "s", label="  loader reading JSONL only (before)")

@@ -41,6 +41,14 @@ def probe(ws: Path, until: str, *extra: str, timeout: float = 180) -> dict:
     return data
 
 
+def median_phases(runs: list[dict]) -> dict:
+    """Median seconds from Popen to each probe mark (imported, mounted, scan_start, scan_end, ...)."""
+    import statistics
+
+    keys = sorted({k for r in runs for k in r}, key=lambda k: statistics.median(r[k] for r in runs if k in r))
+    return {k: round(statistics.median(r[k] for r in runs if k in r), 4) for k in keys}
+
+
 def import_time() -> tuple[float, list[str]]:
     code = ("import time, sys; t = time.perf_counter(); import tui.app; d = time.perf_counter() - t; "
             "print(d, ' '.join(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules))")
@@ -66,7 +74,7 @@ def main() -> None:
     probe(ws, "dashboard")  # warm the page cache: every figure is a warm start
     wait_quiet(timeout=args.wait_quiet)
     rep = Report("start", args, f"TUI start with {n_runs:,} runs")
-    imports, heavy, py, dash, chart, app_dash, rss = [], set(), [], [], [], [], []
+    imports, heavy, py, dash, chart, app_dash, rss, phases = [], set(), [], [], [], [], [], []
     for _ in range(repeats):  # interleaved, so a burst of load hits every figure alike
         s, h = import_time()
         imports.append(s)
@@ -76,6 +84,7 @@ def main() -> None:
         dash.append(d["since_popen"]["dashboard"])
         chart.append(d["since_popen"]["chart"])
         rss.append(d["peak_rss_mib"])
+        phases.append(d["since_popen"])
         if d.get("runs") != n_runs:
             rep.note(f"the dashboard listed {d.get('runs')} runs, not {n_runs}")
         heavy.update(d.get("heavy_modules") or [])
@@ -87,6 +96,7 @@ def main() -> None:
     rep.add("app_dashboard_s", app_dash, "s", label="LabApp.run() -> dashboard drawn")
     rep.add("peak_rss_mib", rss, "MiB", label="TUI peak RSS")
     rep.extra["heavy_modules"] = sorted(heavy)
+    rep.extra["phases_s"] = median_phases(phases)
     if heavy:
         rep.note(f"training libraries imported by the TUI: {', '.join(sorted(heavy))}")
     rep.finish(args.out)
