@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import optimize, stats
+
+# scipy is imported where it is used: importing scipy.stats takes most of a second, and every
+# `labtui` command imports this module through the CLI's parser.
 
 ALPHA = 0.05                  # significance level used by compare()
 POWER = 0.8                   # power used for detectable differences in compare()
@@ -37,7 +40,12 @@ class McNemarResult:
 
 
 def _z(confidence: float) -> float:
-    return float(stats.norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+    return _norm_ppf(1.0 - (1.0 - confidence) / 2.0)
+
+
+def _norm_ppf(q: float) -> float:
+    """Standard normal quantile (Wichura's AS241, as scipy.stats.norm.ppf, to ~1e-16)."""
+    return NormalDist().inv_cdf(q)
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -73,6 +81,8 @@ def _mcnemar_p(b: int, c: int, method: str) -> float:
     m = b + c
     if m == 0:
         return 1.0
+    from scipy import stats
+
     if method == "exact":
         return float(min(1.0, 2.0 * stats.binom.cdf(min(b, c), m, 0.5)))
     stat = max(abs(b - c) - 1, 0) ** 2 / m
@@ -170,7 +180,7 @@ def required_n(delta: float, discordant_rate: float | None = None,
     d = abs(float(delta))
     if not 0.0 < d <= psi:
         raise ValueError(f"need 0 < |delta| <= discordant rate ({psi}), got {delta}")
-    return math.ceil(_connor_n(d, psi, _z(1 - alpha), float(stats.norm.ppf(power))) - 1e-9)
+    return math.ceil(_connor_n(d, psi, _z(1 - alpha), _norm_ppf(power)) - 1e-9)
 
 
 def detectable_difference(n: int, discordant_rate: float | None = None,
@@ -186,10 +196,12 @@ def detectable_difference(n: int, discordant_rate: float | None = None,
     psi = _psi(discordant_rate)
     if n <= 0:
         return math.inf
-    z_a, z_b = _z(1 - alpha), float(stats.norm.ppf(power))
+    z_a, z_b = _z(1 - alpha), _norm_ppf(power)
     if _connor_n(psi, psi, z_a, z_b) > n:
         return math.inf
     f = lambda d: _connor_n(d, psi, z_a, z_b) - n  # noqa: E731  (decreasing in d)
+    from scipy import optimize
+
     return float(optimize.brentq(f, psi * 1e-12, psi, xtol=1e-12, rtol=1e-12))
 
 
