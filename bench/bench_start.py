@@ -5,8 +5,11 @@ Figures (each a fresh process, timed from the parent's Popen, so interpreter sta
   import_s        `import tui.app` in a fresh interpreter, timed inside it (perf_counter around the
                   import); `heavy` lists any of torch/transformers/peft/trl/datasets it loaded
   python_s        `python -c pass`: the interpreter's own start, the floor under every figure below
-  dashboard_s     `labtui` (engine.cli.main with no command, via bench/tui_probe.py) until the run
-                  list with all 1,000 runs is painted (a 120x40 frame rendered to escape sequences)
+  dashboard_s     `labtui` (engine.cli.main with no command, via bench/tui_probe.py) until the
+                  dashboard's first frame is painted (a 120x40 frame rendered to escape sequences):
+                  the run list's first rows, the title counting all 1,000 runs
+  all_rows_s      ... until all 1,000 rows are in the list and painted (the run list adds the rows
+                  past the first 120 right after the first frame)
   chart_s         ... until the selected run's loss chart is painted with its history too
   app_dashboard_s the same from `LabApp(workspace).run()` (what the CLI calls once it has parsed its
                   arguments), which leaves out the CLI's own imports
@@ -74,7 +77,7 @@ def main() -> None:
     probe(ws, "dashboard")  # warm the page cache: every figure is a warm start
     wait_quiet(timeout=args.wait_quiet)
     rep = Report("start", args, f"TUI start with {n_runs:,} runs")
-    imports, heavy, py, dash, chart, app_dash, rss, phases = [], set(), [], [], [], [], [], []
+    imports, heavy, py, dash, all_rows, chart, app_dash, rss, phases = [], set(), [], [], [], [], [], [], []
     for _ in range(repeats):  # interleaved, so a burst of load hits every figure alike
         s, h = import_time()
         imports.append(s)
@@ -83,6 +86,8 @@ def main() -> None:
         d = probe(ws, "chart")
         dash.append(d["since_popen"]["dashboard"])
         chart.append(d["since_popen"]["chart"])
+        if "all_rows" in d["since_popen"]:
+            all_rows.append(d["since_popen"]["all_rows"])
         rss.append(d["peak_rss_mib"])
         phases.append(d["since_popen"])
         if d.get("runs") != n_runs:
@@ -92,6 +97,8 @@ def main() -> None:
     rep.add("import_s", imports, "s", target=0.3, label="import tui.app (in-process)", heavy=sorted(heavy))
     rep.add("python_s", py, "s", label="python -c pass (interpreter floor)")
     rep.add("dashboard_s", dash, "s", target=0.5, label=f"labtui -> dashboard drawn, {n_runs:,} runs")
+    if all_rows:
+        rep.add("all_rows_s", all_rows, "s", label=f"labtui -> all {n_runs:,} rows in the list, painted")
     rep.add("chart_s", chart, "s", label="labtui -> selected run's chart drawn")
     rep.add("app_dashboard_s", app_dash, "s", label="LabApp.run() -> dashboard drawn")
     rep.add("peak_rss_mib", rss, "MiB", label="TUI peak RSS")

@@ -6,7 +6,9 @@ absolute `time.time()` marks, which the parent turns into durations from its own
 (a real frame is rendered to escape sequences at the given size, then dropped).
 
 Marks: exec (first line of this file runs), imported (engine.cli and tui.app imported), mounted,
-dashboard (the run list with every run painted), chart (the selected run's loss chart painted with
+dashboard (the first frame with the run list painted: its first rows, the title counting every run),
+all_rows (every run added to the list and painted; a long list gets its first rows before the first
+frame and the rest right after it), chart (the selected run's loss chart painted with
 its whole history), history_pushed / history (the History table painted), ingest_* (see --ingest).
 """
 
@@ -143,6 +145,18 @@ def main() -> None:
         return orig_mount(self)
 
     App.on_mount = on_mount
+
+    from tui.widgets.run_list import RunList
+
+    orig_add_pending = RunList._add_pending
+
+    def add_pending(self, keys):
+        orig_add_pending(self, keys)
+        n = len(self.app.runs)
+        if n and self.row_count == n:
+            self.call_after_refresh(lambda: MARKS.setdefault("all_rows", time.time()))
+
+    RunList._add_pending = add_pending
 
     orig_scanned = App.on_runs_scanned
 

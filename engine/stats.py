@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Mapping, Sequence
 
-import numpy as np
-
-# scipy is imported where it is used: importing scipy.stats takes most of a second, and every
-# `labtui` command imports this module through the CLI's parser.
+# numpy and scipy are imported where they are used: importing scipy.stats takes most of a second,
+# numpy a tenth, and every `labtui` command (the TUI too) imports this module through the CLI's
+# parser.
 
 ALPHA = 0.05                  # significance level used by compare()
 POWER = 0.8                   # power used for detectable differences in compare()
@@ -68,11 +67,19 @@ def _discordant(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[i
     if len(correct_a) != len(correct_b):
         raise ValueError(
             f"paired results must have equal lengths, got {len(correct_a)} and {len(correct_b)}")
+    import numpy as np
+
     a = np.asarray(correct_a, dtype=bool)
     bb = np.asarray(correct_b, dtype=bool)
     b = int(np.count_nonzero(a & ~bb))
     c = int(np.count_nonzero(~a & bb))
     return b, c, int(a.size)
+
+
+def _count_true(values: Sequence[bool]) -> int:
+    import numpy as np
+
+    return int(np.count_nonzero(np.asarray(values, dtype=bool)))
 
 
 def _mcnemar_p(b: int, c: int, method: str) -> float:
@@ -292,7 +299,7 @@ def compare(correct_a: Mapping[str, bool], correct_b: Mapping[str, bool],
     """
     _, a, bb = paired(correct_a, correct_b)
     b, c, n = _discordant(a, bb)
-    ka = int(np.count_nonzero(np.asarray(a, dtype=bool))) if n else 0
+    ka = _count_true(a) if n else 0
     kb = ka - b + c
     acc_a, acc_b = (ka / n, kb / n) if n else (0.0, 0.0)
     p = _mcnemar_p(b, c, method)

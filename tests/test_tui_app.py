@@ -24,6 +24,7 @@ from tui import baseline
 from tui import format as fmt
 from tui.app import LabApp
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.run_list import RunList, order
 from tui.widgets.run_panels import StatusPanel, gpu_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,33 @@ async def test_live_metrics_are_read_incrementally(ws):
         await until(pilot, lambda: app.snapshot.train_count == 16, what="the completed line")
         assert tail.metrics.offset == metrics.stat().st_size
         assert max(p.x for p in chart.snapshot.train["step"]) == 80
+
+
+async def test_a_long_run_list_lists_every_run_and_updates_a_changed_row_in_place(ws):
+    runs = [make_run(ws, f"20261122-{i:06d}-r{i:03d}", f"exp{i:03d}", created=T0 + i * 60, steps=10, max_steps=10)
+            for i in range(90)]
+    app = app_for(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one(RunList)
+        await until(pilot, lambda: table.row_count == 90, what="all 90 rows")
+        assert [k.value for k in table.rows] == [r.id for r in order(app.runs)]
+        assert [k.value for k in table.rows][0] == runs[-1].id  # newest first
+        await pilot.press("down", "down", "down")
+        chosen = app.selected_id
+        assert chosen == runs[-4].id and table.cursor_row == 3
+
+        # the oldest run (the list's last row) gets a new loss: its cell changes, the cursor stays
+        oldest = runs[0]
+        progress = store.read_json(oldest.file(store.PROGRESS_FILE))
+        store.atomic_write_json(oldest.file(store.PROGRESS_FILE), {**progress, "train_loss": 0.123})
+        await until(pilot, lambda: table.get_cell(oldest.id, "loss").plain == fmt.num(0.123), what="the new loss")
+        assert table.cursor_row == 3 and app.selected_id == chosen and table.row_count == 90
+
+        # a new run goes to the top; the cursor follows the selected run down one row
+        make_run(ws, "20261122-999999-new", "new", created=T0 + 10_000, steps=10, max_steps=10)
+        await until(pilot, lambda: table.row_count == 91, what="the new run")
+        assert [k.value for k in table.rows][0] == "20261122-999999-new"
+        assert table.cursor_row == 4 and app.selected_id == chosen
 
 
 async def test_chart_keys_switch_axis_smoothing_and_scale(ws):

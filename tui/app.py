@@ -66,6 +66,12 @@ class LabApp(App[None]):
         elif self.console.color_system in ("standard", "windows"):
             self.theme = "ansi-dark"  # the terminal's own 16 colours
         self.baseline_id = baseline.get(self.workspace)
+        try:  # the first scan here, not in the thread: the first frame lists the runs
+            rows = self.monitor.prime()
+        except Exception:  # a damaged workspace must not stop the TUI: the thread retries
+            rows = ()
+        if rows:
+            self.on_runs_scanned(messages.RunsScanned(rows))
         self.start_monitor()
 
     # --- the background monitor ---------------------------------------------------------------

@@ -81,6 +81,15 @@ class Monitor:
         self._stopped.set()
         self._wake.set()
 
+    def prime(self) -> tuple[RunRow, ...]:
+        """Scan once, before the thread starts, so the first frame already lists the runs.
+
+        The thread's first tick then finds nothing new to post. Alerts written from here on are
+        toasted; those from before are in the panels.
+        """
+        self._scan(post_rows=False)
+        return self.rows
+
     def tail(self, run_id: str) -> RunTail | None:
         return self.tails.get(run_id)
 
@@ -102,11 +111,12 @@ class Monitor:
                 self.last_error = "".join(traceback.format_exception_only(type(e), e)).strip()
         self.ticks += 1
 
-    def _scan(self) -> None:
+    def _scan(self, post_rows: bool = True) -> None:
         rows = tuple(self.scanner.scan())
         if rows != self.rows:
             self.rows = rows
-            self.post(messages.RunsScanned(rows))
+            if post_rows:
+                self.post(messages.RunsScanned(rows))
         first = self._statuses is None
         previous = self._statuses or {}
         for row in rows:
