@@ -211,6 +211,7 @@ def write_eval(run: store.Run, rng: random.Random, n: int, *, created: float, sk
                                                     "workspace": str(run.path.parent.parent)})
     store.atomic_write_json(path / store.STATE_FILE, {"status": "completed", "created": created,
                                                       "started": created + 1, "ended": created + 60})
+    evalstore.columns(path)  # as the eval worker leaves it when it completes
     store.atomic_write_json(path / store.PROGRESS_FILE, {
         "done": n, "total": n, "step": n, "max_steps": n, "status": "completed",
         "result": {"status": "completed", "error": None, "error_where": None, "ended": created + 60}})
@@ -235,7 +236,7 @@ def workspace(n_runs: int = 1000, eval_n: int = 500, records: int = 120, cache=N
         if first:
             (ws.logs / ".labtui-baseline").write_text(first + "\n")
 
-    return cached(f"ws-{n_runs}runs-{eval_n}ex-{records}rec", build, cache, log)
+    return cached(f"ws-{n_runs}runs-{eval_n}ex-{records}rec-cols", build, cache, log)
 
 
 def huge_run(n_records: int = 1_000_000, cache=None, log=print) -> Path:
@@ -320,7 +321,7 @@ def prediction_sets(n: int = 100_000, cache=None, log=print) -> tuple[Path, Path
             write_eval(run, random.Random(100 + i), n, created=T_START + 86400 * (i + 1), skill=skill,
                        eval_id=f"eval-{'ab'[i]}")
 
-    root = cached(f"preds-{n}", build, cache, log)
+    root = cached(f"preds-{n}-cols", build, cache, log)
     runs = store.Workspace(root).runs()
     return runs[0].file(store.EVALS_DIR) / "eval-a", runs[1].file(store.EVALS_DIR) / "eval-b"
 

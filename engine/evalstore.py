@@ -9,6 +9,10 @@ An eval directory is a run directory of its own (`store.Run(eval_dir).state()` w
   predictions.jsonl one record per example and temperature: id, gold, pred, raw, correct, temperature
                     (and loglik {choice: float} in score mode)
   summary.json      accuracy, Wilson interval, macro-F1, confusion, error kinds, speed, warnings
+  predictions.columns.json
+                    derived, for speed: the ids, gold and predicted answers of predictions.jsonl as
+                    columns (answers as codes into a label table), keyed by that file's size and
+                    modification time; written when the eval ends and remade whenever it is stale
 
 Light: used by the TUI and the CLI, so nothing here imports torch. `summarize` is the one place
 where a summary is computed, for the worker and for planted prediction sets alike.
@@ -28,6 +32,8 @@ from .config import ConfigError
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+COLUMNS_FILE = "predictions.columns.json"
+COLUMNS_VERSION = 1
 SUMMARY_FILE = "summary.json"
 
 EMPTY = ""  # pred of an output with no text
@@ -401,14 +407,17 @@ def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None 
     """stats.compare of two prediction sources (anything load_predictions takes, or {id: record})
     plus, for display: name_a, name_b, labels (the answer classes), errors_a, errors_b,
     macro_f1_a, macro_f1_b. Raises stats.UnpairedError when the example ids differ."""
+    if gold is None and temperature is None and not isinstance(a, Mapping) and not isinstance(b, Mapping):
+        ca, cb = columns(a), columns(b)
+        if ca is not None and cb is not None:
+            return _compare_columns(ca, cb, source_name(a), source_name(b), method)
     gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
     ra = a if isinstance(a, Mapping) else load_predictions(a, gold_map, temperature)
     rb = b if isinstance(b, Mapping) else load_predictions(b, gold_map, temperature)
     try:
         result = stats.compare({i: r["correct"] for i, r in ra.items()}, {i: r["correct"] for i, r in rb.items()}, method=method)
     except stats.UnpairedError as e:
-        raise stats.UnpairedError(f"{e} (A has {len(ra)} examples, B has {len(rb)}: evaluate both with the same "
-                                  f"--n and --split)") from None
+        raise _unpaired(e, len(ra), len(rb)) from None
     gold_diff = [i for i in ra if ra[i].get("gold") != rb[i].get("gold")]
     labels = _labels_of(ra, rb)
     ids = sorted(ra)
@@ -422,10 +431,170 @@ def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None 
         macro_f1_b=stats.macro_f1([rb[i]["gold"] for i in ids], [rb[i]["pred"] for i in ids], labels),
         gold_mismatch=len(gold_diff),
     )
-    if gold_diff:
-        result["verdict"] += (f" Warning: the gold answers differ for {len(gold_diff)} example(s) "
-                              f"(e.g. {gold_diff[0]}); were both evaluated on the same data?")
+    _warn_gold(result, len(gold_diff), gold_diff[0] if gold_diff else None)
     return result
+
+
+def _unpaired(e: Exception, n_a: int, n_b: int) -> stats.UnpairedError:
+    return stats.UnpairedError(f"{e} (A has {n_a} examples, B has {n_b}: evaluate both with the same "
+                               f"--n and --split)")
+
+
+def _warn_gold(result: dict, count: int, first: str | None) -> None:
+    if count:
+        result["verdict"] += (f" Warning: the gold answers differ for {count} example(s) "
+                              f"(e.g. {first}); were both evaluated on the same data?")
+
+
+# --- predictions as columns: compare without parsing every record ----------------------------------
+
+
+class Columns:
+    """An eval's predictions as `load_predictions(eval_dir)` gives them (the first temperature,
+    `correct` = pred == gold), kept as columns: ids in file order, and gold and pred as codes into
+    `labels`."""
+
+    def __init__(self, ids: list[str], labels: list[str], gold, pred):
+        import numpy as np
+
+        self.ids = ids
+        self.labels = labels
+        self.gold = np.asarray(gold, dtype=np.int32)
+        self.pred = np.asarray(pred, dtype=np.int32)
+
+    @classmethod
+    def from_records(cls, records: Mapping[str, Mapping]) -> "Columns":
+        table: dict[str, int] = {}
+        ids, gold, pred = [], [], []
+        for i, r in records.items():
+            ids.append(i)
+            gold.append(table.setdefault(r["gold"], len(table)))
+            pred.append(table.setdefault(r["pred"], len(table)))
+        return cls(ids, list(table), gold, pred)
+
+    def recode(self, labels: list[str]):
+        """(gold, pred) as codes into `labels`, which must hold every label of this set."""
+        import numpy as np
+
+        to = np.array([labels.index(x) for x in self.labels] or [0], dtype=np.int32)
+        return to[self.gold], to[self.pred]
+
+    def to_json(self, key: list[int]) -> str:
+        import base64
+
+        def b64(a) -> str:
+            return base64.b64encode(a.astype("<i4").tobytes()).decode("ascii")
+
+        return json.dumps({"version": COLUMNS_VERSION, "key": key, "labels": self.labels, "ids": self.ids,
+                           "gold": b64(self.gold), "pred": b64(self.pred)}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, key: list[int]) -> "Columns | None":
+        import base64
+
+        import numpy as np
+
+        try:
+            d = json.loads(text)
+            if d.get("version") != COLUMNS_VERSION or d.get("key") != key:
+                return None
+            gold = np.frombuffer(base64.b64decode(d["gold"]), dtype="<i4")
+            pred = np.frombuffer(base64.b64decode(d["pred"]), dtype="<i4")
+            ids, labels = d["ids"], d["labels"]
+            n = len(ids)
+            if not (len(gold) == len(pred) == n and all(isinstance(x, str) for x in labels)
+                    and (n == 0 or (0 <= min(gold.min(), pred.min()) and max(gold.max(), pred.max()) < len(labels)))):
+                return None
+            return cls(ids, labels, gold, pred)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+def _eval_dir_of(source: Any) -> Path | None:
+    """The eval directory a source names (an eval dir, or a run: its latest completed eval), else None."""
+    path = source.path if isinstance(source, store.Run) else Path(source)
+    if not path.is_dir():
+        return None
+    if is_eval_dir(path):
+        return path
+    if (path / store.RUN_FILE).exists():
+        row = latest_eval(store.Run(path))
+        return Path(row["path"]) if row else None
+    return None
+
+
+def columns(source: Any) -> Columns | None:
+    """The columns of an eval directory (or of a run's latest completed eval), from
+    COLUMNS_FILE when it matches predictions.jsonl, else read once and the file (re)written.
+    None for anything else (a JSONL or PubMedQA file: read those with load_predictions)."""
+    path = _eval_dir_of(source)
+    if path is None:
+        return None
+    pred_file = path / PREDICTIONS_FILE
+    try:
+        st = pred_file.stat()
+    except OSError:
+        return None
+    key = [st.st_size, st.st_mtime_ns]
+    try:
+        cached = Columns.from_json((path / COLUMNS_FILE).read_text(), key)
+    except OSError:
+        cached = None
+    if cached is not None:
+        return cached
+    cols = Columns.from_records(load_predictions(path))
+    try:
+        store.atomic_write_text(path / COLUMNS_FILE, cols.to_json(key))
+    except OSError:  # a read-only workspace: columns for this process only
+        pass
+    return cols
+
+
+def _compare_columns(ca: Columns, cb: Columns, name_a: str, name_b: str, method: str) -> dict:
+    """compare_sources on columns: the same result, from counts instead of records."""
+    import numpy as np
+
+    if ca.ids != cb.ids:  # not the same examples in the same order
+        if len(ca.ids) != len(cb.ids) or set(ca.ids) != set(cb.ids):
+            try:
+                stats.paired(dict.fromkeys(ca.ids, True), dict.fromkeys(cb.ids, True))
+            except stats.UnpairedError as e:
+                raise _unpaired(e, len(ca.ids), len(cb.ids)) from None
+        pos = {i: k for k, i in enumerate(cb.ids)}
+        order = np.fromiter((pos[i] for i in ca.ids), dtype=np.int64, count=len(ca.ids))
+        cb = Columns(ca.ids, cb.labels, cb.gold[order], cb.pred[order])
+    table = list(dict.fromkeys([*ca.labels, *cb.labels]))
+    ga, pa = ca.recode(table)
+    gb, pb = cb.recode(table)
+    result = stats.compare_paired(ga == pa, gb == pb, method=method)
+    gold_labels = {table[k] for k in np.unique(np.concatenate([ga, gb]))}
+    labels = [*("yes", "no", "maybe"), *sorted(x for x in gold_labels - {"yes", "no", "maybe"} if x)]
+    mismatch = np.flatnonzero(ga != gb)
+    result.update(
+        name_a=name_a, name_b=name_b, labels=labels,
+        errors_a=_error_counts_coded(ga, pa, table, labels),
+        errors_b=_error_counts_coded(gb, pb, table, labels),
+        macro_f1_a=stats.macro_f1_counts(_pair_counts(ga, pa, table), labels),
+        macro_f1_b=stats.macro_f1_counts(_pair_counts(gb, pb, table), labels),
+        gold_mismatch=int(mismatch.size),
+    )
+    _warn_gold(result, int(mismatch.size), ca.ids[mismatch[0]] if mismatch.size else None)
+    return result
+
+
+def _pair_counts(gold, pred, table: list[str]) -> dict[tuple[str, str], int]:
+    import numpy as np
+
+    n = len(table)
+    counts = np.bincount(gold.astype(np.int64) * n + pred, minlength=n * n)
+    return {(table[k // n], table[k % n]): int(c) for k, c in enumerate(counts) if c}
+
+
+def _error_counts_coded(gold, pred, table: list[str], labels: list[str]) -> dict[str, int]:
+    counts: Counter = Counter()
+    for (g, p), k in _pair_counts(gold, pred, table).items():
+        counts[error_kind(g, p, labels)] += k
+    return {k: counts.get(k, 0) for k in ERROR_KINDS}
 
 
 # --- finding evals by reference ------------------------------------------------------------------

@@ -417,6 +417,8 @@ class Evaluation:
                 status, error = "stopped", "stopped on request"
             wall = time.time() - self.t0
             self.write_summary(env, wall, partial=status != "completed")
+            if status == "completed" and self.records:
+                evalstore.columns(self.ev.path)  # compare and History read these, not every record
             self.finish(status, error)
             print(f"[labtui] {status}: accuracy {self.summary_line()}", flush=True)
             return 0

@@ -225,7 +225,11 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) ->
     """
     if len(gold) != len(pred):
         raise ValueError(f"gold and pred lengths differ: {len(gold)} vs {len(pred)}")
-    pairs = Counter(zip(gold, pred))
+    return macro_f1_counts(Counter(zip(gold, pred)), labels)
+
+
+def macro_f1_counts(pairs: Mapping[tuple[str, str], int], labels: Sequence[str]) -> float:
+    """`macro_f1` from counts of (gold, pred) pairs."""
     gold_n: Counter = Counter()
     pred_n: Counter = Counter()
     for (g, p), k in pairs.items():
@@ -298,6 +302,11 @@ def compare(correct_a: Mapping[str, bool], correct_b: Mapping[str, bool],
     Raises UnpairedError when the id sets differ.
     """
     _, a, bb = paired(correct_a, correct_b)
+    return compare_paired(a, bb, method)
+
+
+def compare_paired(a: Sequence[bool], bb: Sequence[bool], method: str = "exact") -> dict:
+    """`compare` of two aligned sequences of correctness (the same example at each position)."""
     b, c, n = _discordant(a, bb)
     ka = _count_true(a) if n else 0
     kb = ka - b + c

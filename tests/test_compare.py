@@ -287,3 +287,63 @@ def test_parity_report_counts_agreement_and_the_largest_loglik_difference(tmp_pa
     assert r["acc_cpu"] == 1.0 and r["acc_gpu"] == 0.95 and r["ok"] is True
     bad = parity_report(cpu, planted("gpu2", [row(k, "yes", {"yes": -5.0, "no": -2.0, "maybe": -0.1}) for k in range(20)]))
     assert bad["ok"] is False and bad["agreement"] == 0.0 and "--device cpu" in bad["verdict"]
+
+
+# --- compare from the columns file: the same answers without parsing every record -----------------
+
+
+def _eval_dir(ws: store.Workspace, run_id: str, rows: list[dict]) -> Path:
+    run = ws.create_run(run_id, {"experiment": run_id, "kind": "train", "workspace": str(ws.root)}, "model: {}\n")
+    path = run.file("evals") / f"20260101-000000-score-cpu-{run_id}"
+    path.mkdir(parents=True)
+    store.atomic_write_json(path / "run.json", {"id": path.name, "kind": "eval", "run": run.id, "created": 1.0})
+    store.atomic_write_json(path / "eval.json", {"mode": "score", "device": "cpu", "n": len(rows)})
+    store.atomic_write_json(path / "state.json", {"status": "completed"})
+    (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.atomic_write_json(path / "summary.json", evalstore.summarize(rows))
+    return path
+
+
+def _without_names(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k not in ("name_a", "name_b")}
+
+
+def test_compare_from_columns_equals_compare_from_records_and_follows_changes(tmp_path):
+    ws = store.Workspace(tmp_path)
+    rng = __import__("random").Random(7)
+    labels = ["yes", "no", "maybe"]
+    golds = [rng.choice(labels) for _ in range(300)]
+    a_rows = [{"id": f"e{k}", "gold": g, "pred": g if rng.random() < 0.7 else rng.choice(labels + ["", "unparseable"]),
+               "temperature": None} for k, g in enumerate(golds)]
+    b_rows = [{"id": f"e{k}", "gold": g, "pred": g if rng.random() < 0.85 else rng.choice(labels), "temperature": None}
+              for k, g in enumerate(golds)]
+    b_rows[5]["gold"] = "maybe" if golds[5] != "maybe" else "no"  # one gold answer differs
+    b_rows[7]["gold"] = "n/a"  # an answer class outside yes/no/maybe
+    rng.shuffle(b_rows)  # B lists the same examples in another order
+    a = _eval_dir(ws, "a", a_rows)
+    b = _eval_dir(ws, "b", b_rows)
+
+    expected = evalstore.compare_sources(evalstore.load_predictions(a), evalstore.load_predictions(b))
+    got = evalstore.compare_sources(a, b)
+    assert (a / evalstore.COLUMNS_FILE).exists() and (b / evalstore.COLUMNS_FILE).exists()
+    again = evalstore.compare_sources(a.parent.parent, b)  # a run stands for its latest eval; columns read back
+    for r in (got, again):
+        assert _without_names(r) == _without_names(expected)
+    assert got["gold_mismatch"] == 2 and "n/a" in got["labels"] and "gold answers differ" in got["verdict"]
+    assert got["name_a"] == evalstore.source_name(a)
+
+    # predictions.jsonl changes (an eval re-run in place): the columns are remade, not trusted
+    a_rows[0]["pred"] = "maybe" if a_rows[0]["pred"] != "maybe" else "yes"
+    (a / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a_rows) + "\n")
+    fresh = evalstore.compare_sources(evalstore.load_predictions(a), evalstore.load_predictions(b))
+    assert _without_names(evalstore.compare_sources(a, b)) == _without_names(fresh) != _without_names(expected)
+
+    # a damaged columns file is ignored and rewritten
+    (a / evalstore.COLUMNS_FILE).write_text('{"version": 1, "key": [0, 0], "ids": [')
+    assert _without_names(evalstore.compare_sources(a, b)) == _without_names(fresh)
+    assert json.loads((a / evalstore.COLUMNS_FILE).read_text())["ids"][0] == "e0"
+
+    # different examples: the same refusal as from records
+    c = _eval_dir(ws, "c", a_rows[:-1])
+    with pytest.raises(evalstore.stats.UnpairedError, match="A has 300 examples, B has 299"):
+        evalstore.compare_sources(a, c)
