@@ -146,17 +146,19 @@ def main() -> None:
 
     App.on_mount = on_mount
 
-    from tui.widgets.run_list import RunList
+    from tui.widgets import run_list as run_list_mod
 
-    orig_add_pending = RunList._add_pending
+    orig_fill = run_list_mod.fill
 
-    def add_pending(self, keys):
-        orig_add_pending(self, keys)
-        n = len(self.app.runs)
-        if n and self.row_count == n:
-            self.call_after_refresh(lambda: MARKS.setdefault("all_rows", time.time()))
+    def fill(table, count, row, around=0):
+        def timed_row(i):
+            if i == count - 1:  # the list's last row is being added: painted at the next refresh
+                table.call_after_refresh(lambda: MARKS.setdefault("all_rows", time.time()))
+            return row(i)
 
-    RunList._add_pending = add_pending
+        return orig_fill(table, count, timed_row, around)
+
+    run_list_mod.fill = fill
 
     orig_scanned = App.on_runs_scanned
 

@@ -1,6 +1,6 @@
 """Statistics for comparing two evaluated models on the same examples.
 
-Pure functions (scipy + numpy + stdlib only). Accuracies and differences are
+Pure functions (stdlib, and numpy for counting). Accuracies and differences are
 fractions in [0, 1]; "points" in verdict text are percentage points. Every
 difference is **B minus A**: positive means B is better.
 """
@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Mapping, Sequence
 
-# numpy and scipy are imported where they are used: importing scipy.stats takes most of a second,
-# numpy a tenth, and every `labtui` command (the TUI too) imports this module through the CLI's
-# parser.
+# Standard library only, but for numpy, imported where it is used: every `labtui` command (the TUI
+# too) imports this module through the CLI's parser, and History compares a thousand evals at once.
+# The normal quantile, the binomial tail and the chi-square survival function are closed forms or
+# short sums here (checked against scipy in tests/test_stats.py); importing scipy.stats for them
+# took most of a second.
 
 ALPHA = 0.05                  # significance level used by compare()
 POWER = 0.8                   # power used for detectable differences in compare()
@@ -88,12 +90,28 @@ def _mcnemar_p(b: int, c: int, method: str) -> float:
     m = b + c
     if m == 0:
         return 1.0
-    from scipy import stats
-
     if method == "exact":
-        return float(min(1.0, 2.0 * stats.binom.cdf(min(b, c), m, 0.5)))
+        return min(1.0, 2.0 * _binom_half_cdf(min(b, c), m))
     stat = max(abs(b - c) - 1, 0) ** 2 / m
-    return float(min(1.0, stats.chi2.sf(stat, 1)))
+    return min(1.0, math.erfc(math.sqrt(stat / 2.0)))  # chi-square survival function, 1 degree of freedom
+
+
+def _binom_half_cdf(k: int, m: int) -> float:
+    """P(X <= k) for X ~ Binomial(m, 1/2): the exact McNemar tail (scipy.stats.binom.cdf(k, m, 0.5)
+    to about 1e-12 relative at m = 500, 1e-9 at m = 100,000). Sums C(m, i) / 2^m from i = k down,
+    each term from the one before, until the rest cannot change the sum."""
+    if k < 0:
+        return 0.0
+    if k >= m:
+        return 1.0
+    log_first = math.lgamma(m + 1) - math.lgamma(k + 1) - math.lgamma(m - k + 1) - m * math.log(2.0)
+    total, term = 0.0, 1.0
+    for i in range(k, -1, -1):
+        total += term
+        term *= i / (m - i + 1)  # C(m, i-1) / C(m, i)
+        if term < 1e-17 * total:
+            break
+    return min(1.0, math.exp(log_first + math.log(total)))
 
 
 def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool],
@@ -206,10 +224,15 @@ def detectable_difference(n: int, discordant_rate: float | None = None,
     z_a, z_b = _z(1 - alpha), _norm_ppf(power)
     if _connor_n(psi, psi, z_a, z_b) > n:
         return math.inf
-    f = lambda d: _connor_n(d, psi, z_a, z_b) - n  # noqa: E731  (decreasing in d)
-    from scipy import optimize
-
-    return float(optimize.brentq(f, psi * 1e-12, psi, xtol=1e-12, rtol=1e-12))
+    # _connor_n decreases in d: bisect for the d where it falls to n, to 1e-12 (as brentq did)
+    lo, hi = psi * 1e-12, psi
+    while hi - lo > 1e-12 + 1e-12 * lo:
+        mid = (lo + hi) / 2.0
+        if _connor_n(mid, psi, z_a, z_b) > n:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
 
 
 def _is_empty(p: object) -> bool:

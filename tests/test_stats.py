@@ -361,3 +361,36 @@ def test_module_does_not_import_torch():
     with open(stats.__file__, encoding="utf-8") as fh:
         src = fh.read()
     assert "import torch" not in src and "transformers" not in src
+
+
+# ---------- the closed forms against scipy (the reference, not imported by engine.stats) ----------
+
+@pytest.mark.parametrize("b,c", [(13, 125), (0, 138), (250, 250), (40, 61), (4_900, 5_100), (49_700, 50_300),
+                                 (20_000, 21_000), (3, 100_000)])
+def test_exact_and_chi2_mcnemar_equal_scipy_at_any_size(b, c):
+    sps = pytest.importorskip("scipy.stats")
+    exact = stats._mcnemar_p(b, c, "exact")
+    assert exact == pytest.approx(min(1.0, 2 * sps.binom.cdf(min(b, c), b + c, 0.5)), rel=1e-8, abs=1e-300)
+    assert exact == pytest.approx(sps.binomtest(b, b + c, 0.5).pvalue, rel=1e-8, abs=1e-300)
+    stat = max(abs(b - c) - 1, 0) ** 2 / (b + c)
+    assert stats._mcnemar_p(b, c, "chi2") == pytest.approx(sps.chi2.sf(stat, 1), rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n,psi", [(100, None), (500, 0.276), (500, 0.05), (100_000, 0.3), (30, 0.9)])
+def test_detectable_difference_equals_scipy_brentq(n, psi):
+    optimize = pytest.importorskip("scipy.optimize")
+    p = stats._psi(psi)
+    z_a, z_b = NormalDist().inv_cdf(0.975), NormalDist().inv_cdf(0.8)
+    if stats._connor_n(p, p, z_a, z_b) > n:
+        assert detectable_difference(n, psi) == math.inf
+        return
+    ref = optimize.brentq(lambda d: stats._connor_n(d, p, z_a, z_b) - n, p * 1e-12, p, xtol=1e-12, rtol=1e-12)
+    assert detectable_difference(n, psi) == pytest.approx(ref, abs=1e-11)
+
+
+def test_engine_stats_does_not_import_scipy():
+    import subprocess
+    code = "import sys, engine.stats as s; s.compare({'a': True}, {'a': False}); print('scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "False"

@@ -1,6 +1,6 @@
 """Evaluations as the TUI shows them, read through `engine.evalstore`.
 
-evalstore imports engine.stats (scipy) when it loads, so this module imports it lazily: call
+evalstore imports engine.stats and numpy where they are used, so this module imports it lazily: call
 these from worker threads, never while the dashboard opens. Where evalstore is missing, the
 functions raise `engine_api.Unavailable` and screens say so. No Textual here.
 """

@@ -2,12 +2,12 @@
 
 One row per run (its latest finished eval), then one indented row per older finished eval.
 Against the baseline's latest eval each row gets the difference (B - A, B = the row), the exact
-McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker thread (scipy);
+McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker thread;
 no Textual here.
 
 What it reads is cached, so History opens fast with a thousand evaluated runs: a finished eval's
 row by the modification times and sizes of its JSON files; each eval's per-example correctness
-(sorted ids, gold answers, correct or not, read once with engine.evalstore.load_predictions) and
+(sorted ids, gold answers, correct or not, read once from engine.evalstore.columns) and
 each comparison by its predictions.jsonl's; so the baseline is read once, not once per row, and a
 comparison of two evals of the same examples with the same gold answers is engine.stats.compare
 on the cached correctness (what compare_sources computes, without reading the files again). The
@@ -209,13 +209,17 @@ class HistoryData:
         hit = c.correct.get(rel)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        try:
-            recs = evals._evalstore().load_predictions(Path(path))
+        try:  # the eval's columns file: ids and answers without parsing every prediction
+            cols = evals._evalstore().columns(Path(path))
         except Exception:  # noqa: BLE001
             return None
-        ids = sorted(recs)
-        info = {"n": len(ids), "ids": _digest(ids), "gold": _digest(recs[i].get("gold") for i in ids),
-                "bits": "".join("1" if recs[i]["correct"] else "0" for i in ids)}
+        if cols is None:
+            return None
+        order = sorted(range(len(cols.ids)), key=cols.ids.__getitem__)
+        gold = [cols.labels[g] for g in cols.gold.tolist()]
+        correct = (cols.gold == cols.pred).tolist()
+        info = {"n": len(order), "ids": _digest(cols.ids[k] for k in order), "gold": _digest(gold[k] for k in order),
+                "bits": "".join("1" if correct[k] else "0" for k in order)}
         c.correct[rel] = [stamp, info]
         c.dirty = True
         return info

@@ -169,10 +169,8 @@ class RunTail:
             return None
         if n == 0:
             return None
-        table = np.memmap(idx_path, dtype=dtype, mode="r", shape=(n,))
-        start = int(np.searchsorted(table["offset"], self.metrics.offset))  # touches a few pages only
-        found = start < n and int(table["offset"][start]) == self.metrics.offset
-        del table
+        start = _find_entry(idx_path, dtype, n, self.metrics.offset)
+        found = start is not None
         if not found:
             return None
         entries = np.fromfile(idx_path, dtype=dtype, count=min(n - start, INDEX_CHUNK),
@@ -376,3 +374,23 @@ def eta_seconds(last_train: dict | None, start: dict | None) -> float | None:
     if not isinstance(pace, (int, float)) or not math.isfinite(pace) or pace <= 0:
         return None
     return (total - step) / pace
+
+
+def _find_entry(idx_path, dtype, n: int, offset: int) -> int | None:
+    """The index of the entry of metrics.idx whose line starts at byte `offset` of metrics.jsonl
+    (entries are in file order), by bisection reading one 40-byte entry a step; None if none does."""
+    size = dtype.itemsize
+    pos = dtype.fields["offset"][1]
+    with open(idx_path, "rb") as f:
+        def at(i: int) -> int:
+            f.seek(i * size + pos)
+            return int.from_bytes(f.read(8), "little")
+
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if at(mid) < offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < n and at(lo) == offset else None

@@ -2,7 +2,7 @@
 
 space selects rows (two at most), `c` compares the two selected (or the cursor row with the
 baseline), `b` marks the cursor row's run as the baseline, `o`/`O` sort, `/` filters.
-Loading and comparing (scipy) happen in a worker thread.
+Loading and comparing happen in a worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .. import format as fmt
 from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
 from ..widgets.footer import LabFooter
 from ..widgets.run_list import STATUS_RICH
+from ..widgets.tables import fill
 
 RELOAD_S = 10.0
 COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "changed vs parent", "dur", "loss",
@@ -108,34 +109,35 @@ class HistoryScreen(Screen):
     def show(self) -> None:
         table = self.query_one("#history", DataTable)
         current = self.cursor_row.key if self.cursor_row else None
-        table.clear()
         shown = self.visible()
-        for r in shown:
-            mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in self.selected else "")
-            style = STATUS_RICH.get(r.status, "")
-            p_style = "bold" if r.p is not None and r.p < 0.05 else ""
-            table.add_row(
-                Text(mark, style="bold"),
-                Text(r.label, style="dim" if r.sub else ""),
-                Text("" if r.sub else r.status, style=style),
-                Text(fmt.accuracy_ci(r.accuracy, r.ci) + (" !" if r.degenerate else ""),
-                     style="red" if r.degenerate else ""),
-                Text("base" if r.is_baseline and not r.sub and r.accuracy is not None else fmt.signed_points(r.diff),
-                     justify="right"),
-                Text(fmt.p_value(r.p), style=p_style),
-                Text("-" if r.h is None else f"{r.h:+.2f}", justify="right"),
-                Text(r.changed or "-"),
-                Text("" if r.sub else fmt.duration(r.duration), justify="right"),
-                Text("" if r.sub else fmt.num(r.train_loss), justify="right"),
-                Text("" if r.sub else fmt.num(r.eval_loss), justify="right"),
-                Text(fmt.clip(r.notes, 40)),
-                key=r.key,
-            )
         keys = [r.key for r in shown]
+        fill(table, len(shown), lambda i: (shown[i].key, self._cells(shown[i])),
+             around=keys.index(current) if current in keys else 0)
         if current in keys:
             table.move_cursor(row=keys.index(current), animate=False)
         self._title(len(shown))
         self._detail()
+
+    def _cells(self, r: HistRow) -> tuple[Text, ...]:
+        mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in self.selected else "")
+        style = STATUS_RICH.get(r.status, "")
+        p_style = "bold" if r.p is not None and r.p < 0.05 else ""
+        return (
+            Text(mark, style="bold"),
+            Text(r.label, style="dim" if r.sub else ""),
+            Text("" if r.sub else r.status, style=style),
+            Text(fmt.accuracy_ci(r.accuracy, r.ci) + (" !" if r.degenerate else ""),
+                 style="red" if r.degenerate else ""),
+            Text("base" if r.is_baseline and not r.sub and r.accuracy is not None else fmt.signed_points(r.diff),
+                 justify="right"),
+            Text(fmt.p_value(r.p), style=p_style),
+            Text("-" if r.h is None else f"{r.h:+.2f}", justify="right"),
+            Text(r.changed or "-"),
+            Text("" if r.sub else fmt.duration(r.duration), justify="right"),
+            Text("" if r.sub else fmt.num(r.train_loss), justify="right"),
+            Text("" if r.sub else fmt.num(r.eval_loss), justify="right"),
+            Text(fmt.clip(r.notes, 40)),
+        )
 
     def _title(self, shown: int) -> None:
         base = self.app.row(self.app.baseline_id)

@@ -7,6 +7,7 @@ from textual.widgets import DataTable
 
 from .. import format as fmt
 from ..scan import RunRow
+from .tables import fill
 
 COLUMNS = (("", "icon"), ("run", "run"), ("status", "status"), ("step", "step"), ("loss", "loss"),
            ("eval", "eval"), ("age", "age"))
@@ -81,7 +82,6 @@ class RunList(DataTable):
         self.zebra_stripes = False
         self._keys: list[str] = []
         self._sigs: list[tuple] = []
-        self._added = 0  # rows of self._keys in the table; the rest come after the next frame
         for label, key in COLUMNS:
             self.add_column(label, key=key)
 
@@ -89,40 +89,24 @@ class RunList(DataTable):
         """Show `rows`, keeping the cursor on `selected` when it is still listed."""
         keys = [r.id for r in rows]
         sigs = [signature(r, now, baseline) for r in rows]
+        at = keys.index(selected) if selected in keys else None
         with self.prevent(DataTable.RowHighlighted):  # a rebuild is not the user moving
             if keys == self._keys:
                 self._update(sigs)
             else:
-                self._rebuild(keys, sigs, keys.index(selected) if selected in keys else 0)
-            if selected in keys and self.cursor_row != keys.index(selected):
-                self.move_cursor(row=keys.index(selected), animate=False, scroll=True)
+                self._keys, self._sigs = keys, sigs
+                fill(self, len(keys), lambda i: (self._keys[i], cells(self._sigs[i])), around=at or 0)
+            if at is not None and self.cursor_row != at:
+                self.move_cursor(row=at, animate=False, scroll=True)
 
     def _update(self, sigs: list[tuple]) -> None:
-        for i in range(min(self._added, len(sigs))):
+        for i in range(min(self.row_count, len(sigs))):  # rows still to come are made from self._sigs
             old, new = self._sigs[i], sigs[i]
             if old != new:
                 for (_, column), before, after in zip(COLUMNS, cells(old), cells(new)):
                     if (before.plain, before.style) != (after.plain, after.style):
                         self.update_cell(self._keys[i], column, after, update_width=True)
-        self._sigs = sigs  # rows not added yet are added with these
-
-    def _rebuild(self, keys: list[str], sigs: list[tuple], selected_index: int) -> None:
-        self.clear()
-        self._keys, self._sigs = keys, sigs
-        # the rows a screen can show go in before the next frame, the rest right after it
-        screenful = max(self.app.size.height, 24) + 8
-        self._added = min(len(keys), max(screenful, selected_index + screenful))
-        for key, sig in zip(keys[:self._added], sigs[:self._added]):
-            self.add_row(*cells(sig), key=key)
-        if self._added < len(keys):
-            self.call_after_refresh(self._add_pending, keys)
-
-    def _add_pending(self, keys: list[str]) -> None:
-        if keys is not self._keys:  # rebuilt since: that rebuild adds its own rows
-            return
-        for key, sig in zip(keys[self._added:], self._sigs[self._added:]):
-            self.add_row(*cells(sig), key=key)
-        self._added = len(keys)
+        self._sigs = sigs
 
     @property
     def current_id(self) -> str | None:
