@@ -93,18 +93,6 @@ def _digest(items) -> str:
     return hashlib.sha1("\x1f".join(map(str, items)).encode()).hexdigest()
 
 
-_KEYS: dict[int, list[str]] = {}
-
-
-def _paired_map(bits: str) -> dict[str, bool]:
-    """{id: correct} with stand-in ids that sort like the real ones (the bits are in sorted-id order)."""
-    keys = _KEYS.get(len(bits))
-    if keys is None:
-        width = len(str(len(bits)))
-        keys = _KEYS[len(bits)] = [f"{i:0{width}d}" for i in range(len(bits))]
-    return dict(zip(keys, map("1".__eq__, bits)))
-
-
 class _Cache:
     """Eval rows, per-example correctness and comparisons of one workspace (see the module's doc)."""
 
@@ -247,7 +235,7 @@ class HistoryData:
             # the same examples and answers: what compare_sources computes, from the cached bits
             from engine import stats
 
-            res = stats.compare(_paired_map(ca["bits"]), _paired_map(cb["bits"]))
+            res = stats.compare_paired([x == "1" for x in ca["bits"]], [x == "1" for x in cb["bits"]])
         else:
             try:
                 res = evals.compare(a, b)
