@@ -30,7 +30,8 @@ from .tail import RunTail
 
 LOG_TAIL_BYTES = 64_000
 LOG_CHUNK_BYTES = 1 << 20
-SNAPSHOT_EVERY_S = 0.25  # while a long history loads, show progress this often
+SNAPSHOT_EVERY_S = 1.0  # a history that takes longer to load shows its progress this often (each
+# snapshot is drawn on the UI thread, which a shorter load would only slow down)
 
 
 class Monitor:

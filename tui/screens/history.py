@@ -117,6 +117,7 @@ class HistoryScreen(Screen):
             table.move_cursor(row=keys.index(current), animate=False)
         self._title(len(shown))
         self._detail()
+        self.refresh_bindings()  # select, compare and baseline need a row under the cursor
 
     def _cells(self, r: HistRow) -> tuple[Text, ...]:
         mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in self.selected else "")

@@ -36,7 +36,19 @@ class LabFooter(Footer):
         # window); a screen opened then would keep an empty footer.
         self._bindings_ready = True
         if self.is_attached and screen is self.screen:
-            self.call_after_refresh(self.recompose)
+            self.call_after_refresh(self._recompose_if_changed)
+
+    async def _recompose_if_changed(self) -> None:
+        """Recompose only when what the footer shows changed: the screen asks after every move
+        in the run list and every run update, and a recompose makes and styles a widget a key."""
+        if not self.is_attached:  # its screen closed in between
+            return
+        shown = (self.show_command_palette, self.compact, tuple(
+            (b.key, b.action, b.description, b.show, b.group, enabled, tooltip)
+            for _, b, enabled, tooltip in self.screen.active_bindings.values()))
+        if shown != getattr(self, "_shown", None):
+            self._shown = shown
+            await self.recompose()
 
 
 def set_shown(screen: Screen, ids: set[str], show: bool) -> None:

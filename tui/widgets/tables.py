@@ -26,8 +26,8 @@ def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]
         table.add_row(*cells, key=key)
 
     def rest(start: int) -> None:
-        if getattr(table, "_labtui_fill", None) is not token:
-            return
+        if getattr(table, "_labtui_fill", None) is not token or not table.is_attached:
+            return  # filled again since, or its screen has closed
         end = min(count, start + CHUNK)
         for i in range(start, end):
             key, cells = row(i)
