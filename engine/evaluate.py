@@ -83,19 +83,31 @@ def encode_pair(tokenizer, prompt: str, continuation: str) -> tuple[list[int], l
     """Token ids of the prompt and of the continuation as they are tokenized together (the harness's
     way: encode the whole, cut at the prompt's length), falling back to separate encoding when the
     tokenizer merges across the boundary."""
+    ctx, (cont,) = encode_choices(tokenizer, prompt, [continuation])
+    return ctx, cont
+
+
+def encode_choices(tokenizer, prompt: str, continuations: list[str]) -> tuple[list[int], list[list[int]]]:
+    """`encode_pair` for several continuations of one prompt: the prompt tokenized once, the
+    prompt + continuation texts in one batched call."""
     eos = tokenizer.eos_token_id
 
-    def enc(text: str) -> list[int]:
-        ids = list(tokenizer(text)["input_ids"])
+    def strip(ids: list[int]) -> list[int]:
+        ids = list(ids)
         if ids and eos is not None and ids[-1] == eos and eos != tokenizer.bos_token_id:
             ids = ids[:-1]  # tokenizers that append EOS
         return ids
 
-    ctx = enc(prompt)
-    whole = enc(prompt + continuation)
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return ctx, whole[len(ctx):]
-    return ctx, list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    ctx = strip(tokenizer(prompt)["input_ids"])
+    wholes = tokenizer([prompt + c for c in continuations])["input_ids"]
+    conts = []
+    for c, whole in zip(continuations, wholes):
+        whole = strip(whole)
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            conts.append(whole[len(ctx):])
+        else:
+            conts.append(list(tokenizer(c, add_special_tokens=False)["input_ids"]))
+    return ctx, conts
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device):
@@ -115,8 +127,8 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
     """Summed log-likelihood of every continuation after its prompt: [example][choice].
 
     One forward pass over the left-padded prompts (logits of the last position only, KV cache kept),
-    then, where a choice has more than one token, one pass over all choices of all examples on the
-    cache repeated per choice. Position ids count real tokens only, so padding changes nothing.
+    then, where a choice has more than one token, one pass over those choices' further tokens on the
+    cache rows of their prompts. Position ids count real tokens only, so padding changes nothing.
     """
     import torch
 
@@ -137,26 +149,30 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
         if T > 1 and not hasattr(cache, "batch_repeat_interleave"):
             return score_full(model, prompts, conts, pad_id)  # no reusable cache: one pass per choice
         if T > 1:
-            cache.batch_repeat_interleave(C)
-            cin = torch.full((B * C, T - 1), pad_id, dtype=torch.long)
-            cmask = torch.zeros((B * C, T - 1), dtype=torch.long)
-            for i in range(B):
-                for j in range(C):
-                    c = conts[i][j]
-                    if len(c) > 1:
-                        cin[i * C + j, : len(c) - 1] = torch.tensor(c[:-1])
-                        cmask[i * C + j, : len(c) - 1] = 1
+            # only the choices with more tokens go on: their rows of the cache, in (example, choice) order
+            rows = [(i, j) for i in range(B) for j in range(C) if len(conts[i][j]) > 1]
+            if hasattr(cache, "reorder_cache"):
+                cache.reorder_cache(torch.tensor([i for i, _ in rows], device=device))
+            else:
+                cache.batch_repeat_interleave(C)
+                rows = [(i, j) for i in range(B) for j in range(C)]
+            cin = torch.full((len(rows), T - 1), pad_id, dtype=torch.long)
+            cmask = torch.zeros((len(rows), T - 1), dtype=torch.long)
+            for r, (i, j) in enumerate(rows):
+                c = conts[i][j]
+                if len(c) > 1:
+                    cin[r, : len(c) - 1] = torch.tensor(c[:-1])
+                    cmask[r, : len(c) - 1] = 1
             cin, cmask = cin.to(device), cmask.to(device)
-            full_mask = torch.cat([mask.repeat_interleave(C, dim=0), cmask], dim=1)
-            start = mask.sum(-1).repeat_interleave(C).unsqueeze(1)
-            cpos = start + torch.arange(T - 1, device=device).unsqueeze(0)
+            which = torch.tensor([i for i, _ in rows], device=device)
+            full_mask = torch.cat([mask[which], cmask], dim=1)
+            cpos = mask.sum(-1)[which].unsqueeze(1) + torch.arange(T - 1, device=device).unsqueeze(0)
             out2 = model(input_ids=cin, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=False)
             logp = torch.log_softmax(out2.logits.float(), dim=-1)
-            for i in range(B):
-                for j in range(C):
-                    c = conts[i][j]
-                    for t in range(1, len(c)):
-                        scores[i][j] += float(logp[i * C + j, t - 1, c[t]])
+            for r, (i, j) in enumerate(rows):
+                c = conts[i][j]
+                for t in range(1, len(c)):
+                    scores[i][j] += float(logp[r, t - 1, c[t]])
     return scores
 
 
@@ -218,8 +234,7 @@ def score_examples(model, tokenizer, examples: list[dict], task: dict, choices: 
     items = []
     for e in examples:
         prompt = format_prompt(e, task)
-        pairs = [encode_pair(tokenizer, prompt, format_answer({"answer": c}, task)) for c in choices]
-        ctx, conts = pairs[0][0], [p[1] for p in pairs]
+        ctx, conts = encode_choices(tokenizer, prompt, [format_answer({"answer": c}, task) for c in choices])
         longest = max(len(c) for c in conts)
         if len(ctx) + longest > limit:
             ctx = ctx[-(limit - longest):]  # keep the end of the prompt, where the question is
