@@ -29,6 +29,74 @@ from . import store
 PROGRESS_EVERY_S = 2.0
 
 
+class LatestWriter:
+    """Runs write jobs in order of submission, where only the newest matters (progress.json is
+    replaced whole): `submit` hands a job to a background thread, so a slow fsync never stalls a
+    training step; `run_now` runs one in the caller's thread and drops the job waiting, which it
+    supersedes. A job submitted earlier never runs after a later one."""
+
+    def __init__(self, name: str = "labtui-progress"):
+        self.name = name
+        self._cond = threading.Condition()
+        self._io = threading.Lock()
+        self._pending: tuple[int, object] | None = None
+        self._seq = 0
+        self._done = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def submit(self, job) -> None:
+        with self._cond:
+            self._seq += 1
+            self._pending = (self._seq, job)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def run_now(self, job) -> None:
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+            self._pending = None
+        self._run(seq, job, raise_errors=True)
+
+    def close(self) -> None:
+        """Run what is waiting, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            pending, self._pending = self._pending, None
+            self._cond.notify()
+        if pending is not None:
+            self._run(*pending)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self, seq: int, job, raise_errors: bool = False) -> None:
+        with self._io:
+            if seq <= self._done:
+                return
+            self._done = seq
+            try:
+                job()
+            except OSError:
+                self.errors += 1
+                if raise_errors:
+                    raise
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                seq, job = self._pending
+                self._pending = None
+            self._run(seq, job)
+
+
 class LabtuiCallback(TrainerCallback):
     def __init__(self, run_dir: str | os.PathLike | None = None, *, empty_cache_every: int = 0,
                  sample_interval: float = 5.0, handle_sigterm: bool = True, watchdog=None):
@@ -48,6 +116,7 @@ class LabtuiCallback(TrainerCallback):
         self.progress = self.run.progress()
         self.progress.pop("result", None)
         self._last_progress_write = 0.0
+        self._progress_writer = LatestWriter()
         self._last_log_t: float | None = None
         self._last_log_tokens = 0
         self._last_log_step = 0
@@ -85,14 +154,26 @@ class LabtuiCallback(TrainerCallback):
             self.metrics.write(record)
 
     def write_progress(self, force: bool = False) -> None:
+        """progress.json, replaced atomically: at most every PROGRESS_EVERY_S seconds from a
+        background thread (its fsync can take a quarter of a second on a busy disk), at once
+        and in this thread when `force`d (start, eval, checkpoint, end)."""
         now = time.time()
         if not force and now - self._last_progress_write < PROGRESS_EVERY_S:
             return
         self._last_progress_write = now
         self.progress["updated"] = now
-        store.atomic_write_text(self.run.file(store.PROGRESS_FILE), store.dumps(self.progress))
-        if self.own_run:
-            self.run.update_state(heartbeat=now)
+        text = store.dumps(self.progress)
+        path = self.run.file(store.PROGRESS_FILE)
+
+        def job() -> None:
+            store.atomic_write_text(path, text)
+            if self.own_run:
+                self.run.update_state(heartbeat=now)
+
+        if force:
+            self._progress_writer.run_now(job)
+        else:
+            self._progress_writer.submit(job)
 
     def _latest_checkpoint(self, args) -> str | None:
         cp = self.run.latest_checkpoint() if Path(args.output_dir) == self.run.file(store.CHECKPOINTS_DIR) else None
@@ -198,6 +279,7 @@ class LabtuiCallback(TrainerCallback):
         self.write_progress(force=True)
         if self.own_run:
             self.run.update_state(status=status, ended=now, error=error, error_where=where, heartbeat=now)
+        self._progress_writer.close()
         self.metrics.close()
 
     # --- memory sampler -----------------------------------------------------------------------

@@ -220,3 +220,31 @@ def test_failing_command_is_failed_with_its_last_line(workspace):
     state = wait_for(workspace.run(run_id))
     assert state["status"] == "failed" and state["exit_code"] == 3
     assert state["error"] == "exited with status 3: boom: no data"
+
+
+def test_periodic_progress_writes_leave_the_training_thread_and_never_go_back_in_time():
+    import threading
+
+    from engine.callback import LatestWriter
+
+    w = LatestWriter()
+    entered, gate, out = threading.Event(), threading.Event(), []
+
+    def slow():  # a periodic write stuck in a slow fsync
+        entered.set()
+        gate.wait(10)
+        out.append("periodic-1")
+
+    w.submit(slow)
+    assert entered.wait(10)
+    w.submit(lambda: out.append("periodic-2"))  # returns while the first is still writing
+    forced = threading.Thread(target=w.run_now, args=(lambda: out.append("forced"),))
+    forced.start()  # a checkpoint's write: waits for the one in progress, supersedes the one waiting
+    deadline = time.monotonic() + 10
+    while w._pending is not None and time.monotonic() < deadline:  # the forced write has dropped it
+        time.sleep(0.01)
+    gate.set()
+    forced.join(10)
+    w.submit(lambda: out.append("periodic-3"))
+    w.close()  # the end of training: what is waiting is written, then the thread stops
+    assert out == ["periodic-1", "forced", "periodic-3"]
