@@ -76,7 +76,7 @@ def cmd_runs(args) -> int:
     from . import queue
 
     queue.advance(ws)  # a queue whose managers were all killed moves on as soon as anybody looks
-    rows = [r.summary() for r in ws.iter_runs()]
+    rows = sorted((r.summary() for r in ws.iter_runs()), key=lambda r: (r.get("created") or 0, r["id"]))
     if args.status:
         rows = [r for r in rows if r["status"] in args.status]
     if args.json:

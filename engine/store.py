@@ -669,7 +669,8 @@ class Workspace:
         if ref in ("last", "latest", "@"):
             if not runs:
                 raise RunNotFound(f"no runs in {self.logs}")
-            return runs[-1]
+            # the newest by creation time: ids made in the same second sort by name, not by age
+            return max(runs, key=lambda r: ((r.info() or {}).get("created") or 0, r.id))
         for r in runs:
             if r.id == ref:
                 return r

@@ -123,3 +123,18 @@ def test_rewinder_drops_the_abandoned_segment():
     first, _ = rw.feed(recs[:6])
     later, rewind = rw.feed(recs[6:])
     assert rewind == 40 and [r["step"] for r in later if r["kind"] == "train"] == [50, 60]
+
+
+def test_runs_made_in_the_same_second_list_and_resolve_by_creation_time(tmp_path):
+    from conftest import labtui
+
+    ws = store.Workspace(tmp_path)
+    first = ws.create_run("zeta", {"experiment": "zeta"})
+    second = ws.create_run("alpha", {"experiment": "alpha"})  # the same second: its id sorts first
+    if first.id[:15] != second.id[:15]:
+        pytest.skip("the two runs straddled a second")
+    assert second.id < first.id
+    assert ws.run("last").id == second.id
+    proc = labtui(ws, "runs", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in json.loads(proc.stdout)] == [first.id, second.id]
