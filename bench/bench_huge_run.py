@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from common import ROOT, Report, child_env, parser, wait_quiet

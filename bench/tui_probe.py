@@ -272,7 +272,7 @@ def main() -> None:
         tui.app.LabApp(workspace=store.Workspace(args.workspace)).run()
     if state["writer"] is not None and state["writer"].poll() is None:
         state["writer"].kill()
-    from common import peak_rss_mib, rss_mib
+    from common import peak_rss_mib
 
     info.update(rss_mib=rss_mib(), peak_rss_mib=peak_rss_mib(), torch_loaded_at_end="torch" in sys.modules,
                 posted={str(v): t for v, t in state["posted"].items()})

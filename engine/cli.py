@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import store
+from . import fmt, store
 from .config import ConfigError
 
 
@@ -35,33 +35,6 @@ def get_run(ws: store.Workspace, ref: str) -> store.Run:
 
 
 # --- formatting -------------------------------------------------------------------------------
-
-
-def fmt_age(t: float | None, now: float | None = None) -> str:
-    if not t:
-        return "-"
-    s = max(0, (now or time.time()) - t)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{int(s // size)}{unit}"
-    return f"{int(s)}s"
-
-
-def fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def fmt_num(x, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return x
-    return f"{x:.{digits}g}"
 
 
 def print_json(obj) -> None:
@@ -89,7 +62,7 @@ def cmd_runs(args) -> int:
     print(header)
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
-        print(f"{r['id']:<44} {r['status']:<10} {step:>11} {fmt_num(r['train_loss']):>8} {fmt_num(r['eval_loss']):>8}  {fmt_age(r['created'])}")
+        print(f"{r['id']:<44} {r['status']:<10} {step:>11} {fmt.num(r['train_loss']):>8} {fmt.num(r['eval_loss']):>8}  {fmt.age(r['created'])}")
     return 0
 
 
@@ -127,13 +100,13 @@ def cmd_show(args) -> int:
         print(f"  hypothesis  {d['description']}")
     if d.get("error"):
         print(f"  error       {d['error']}" + (f"  at {d['error_where']}" if d.get("error_where") else ""))
-    print(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt_num(d.get('epoch'), 3)}")
-    print(f"  train loss  {fmt_num(d['train_loss'])}   best eval loss {fmt_num(d['eval_loss'])}"
+    print(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt.num(d.get('epoch'), 3)}")
+    print(f"  train loss  {fmt.num(d['train_loss'])}   best eval loss {fmt.num(d['eval_loss'])}"
           + (f" (step {d['best_step']})" if d.get("best_step") is not None else ""))
     if d.get("tokens_per_s"):
         print(f"  tokens/s    {d['tokens_per_s']:.0f}")
     dur = (d["ended"] or time.time()) - d["started"] if d.get("started") else None
-    print(f"  created     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['created'] or 0))}   duration {fmt_duration(dur)}")
+    print(f"  created     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['created'] or 0))}   duration {fmt.duration(dur)}")
     if d.get("parent") or d.get("parent_experiment"):
         print(f"  parent      {d.get('parent') or d.get('parent_experiment')}")
     for key, (old, new) in (d.get("changed") or {}).items():

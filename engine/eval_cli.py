@@ -18,6 +18,7 @@ from pathlib import Path
 from . import evalstore, store
 from .config import ConfigError
 from .evalstore import ERROR_KINDS
+from .follow import follow_progress
 
 UsageError = ConfigError
 
@@ -140,41 +141,11 @@ def stop_eval(ev: store.Run) -> bool:
 
 def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
     """Wait for an eval with a progress line; Ctrl-C stops it (Ctrl-C again leaves it running)."""
-    interrupted = {"n": 0}
-
-    def on_int(signum, frame):
-        interrupted["n"] += 1
-        if interrupted["n"] > 1:
-            raise KeyboardInterrupt
-        out.write(f"\nstopping {ev.id} after this batch (Ctrl-C again to leave it running)\n")
-        stop_eval(ev)
-
-    old = signal.signal(signal.SIGINT, on_int)
-    tty = out.isatty()
-    last = ""
-    last_prog: dict = {}
-    try:
-        while True:
-            state = ev.state()
-            line = progress_line(ev.id, state, ev.progress())
-            if tty:
-                out.write("\r" + line.ljust(len(last))[:200])
-                out.flush()
-            elif line != last and (state.get("status") in store.FINAL or _decile(ev.progress()) != _decile(last_prog)):
-                out.write(line + "\n")  # not a terminal: a line per 10% and at the end
-                out.flush()
-            last_prog = ev.progress()
-            last = line
-            if state.get("status") in store.FINAL:
-                break
-            time.sleep(0.3)
-    except KeyboardInterrupt:
-        out.write(f"\nleft {ev.id} running in the background\n")
+    state = follow_progress(ev, lambda st, prog: progress_line(ev.id, st, prog), stop_eval,
+                            worth_a_line=lambda before, prog: _decile(prog) != _decile(before),  # a line per 10%
+                            stopping=" after this batch", poll_s=0.3, out=out)
+    if state is None:
         return ev.state()
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if tty:
-        out.write("\n")
     if state.get("status") != "completed":
         out.write(f"{ev.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "") + "\n")
         for line in store.tail_lines(ev.file(store.LOG_FILE), 8):

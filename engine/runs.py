@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
 import sys
-import time
 from pathlib import Path
 
 from . import demo, launcher, store
+from .follow import follow_progress
 from .config import ConfigError, Experiment, check_files, load_experiment, validate_with_libraries
 
 DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")
@@ -77,45 +75,20 @@ def follow_many(runs: list[store.Run]) -> int:
 
 def follow(run: store.Run, out=sys.stderr) -> int:
     """Wait for a run, drawing a progress bar; Ctrl-C asks it to stop (checkpoint, then `stopped`)."""
-    interrupted = False
 
-    def on_int(signum, frame):
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
-        out.write(f"\nstopping {run.id} (saving a checkpoint; Ctrl-C again to leave it running)\n")
+    def stop(r: store.Run) -> None:
         try:
-            from .lifecycle import stop
-
-            stop(run)
+            from .lifecycle import stop as stop_run
         except ImportError:
-            pass
+            return
+        stop_run(r)
 
-    old = signal.signal(signal.SIGINT, on_int)
-    tty = out.isatty()
-    last_line = ""
-    try:
-        while True:
-            state = run.state()
-            prog = run.progress()
-            line = progress_line(run.id, state, prog)
-            if tty:
-                out.write("\r" + line[: shutil.get_terminal_size().columns - 1].ljust(min(len(last_line), 200)))
-            elif line != last_line and (prog.get("step", 0) % 10 == 0 or state.get("status") in store.FINAL):
-                out.write(line + "\n")
-            out.flush()
-            last_line = line
-            if state.get("status") in store.FINAL:
-                break
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        out.write(f"\nleft {run.id} running in the background\n")
+    state = follow_progress(run, lambda st, prog: progress_line(run.id, st, prog), stop,
+                            worth_a_line=lambda _, prog: prog.get("step", 0) % 10 == 0,
+                            stopping=", saving a checkpoint", poll_s=0.5, out=out)
+    if state is None:
         return 130
-    finally:
-        signal.signal(signal.SIGINT, old)
-    state = run.state()
-    out.write(("\n" if tty else "") + f"{run.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "") + "\n")
+    out.write(f"{run.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "") + "\n")
     return 0 if state.get("status") == "completed" else 1
 
 

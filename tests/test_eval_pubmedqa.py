@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import SHARED_PUBMEDQA, labtui
-from engine import evalstore, store
+from engine import evalstore
 
 needs_pubmedqa = pytest.mark.skipif(not (SHARED_PUBMEDQA / "ori_pqal.json").exists(),
                                     reason=f"PubMedQA is not at {SHARED_PUBMEDQA} (../shared/data/pubmedqa from the repo root)")

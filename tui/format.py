@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from engine.fmt import age, duration, num  # noqa: F401  (the CLI prints the same)
+
 STATUS_ICONS = {
     "queued": "…",
     "starting": "◐",
@@ -25,43 +27,6 @@ STATUS_STYLES = {
     "crashed": "$error",
 }
 SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def age(t: float | None, now: float) -> str:
-    """`42s`, `5m`, `3h`, `2d`: the time since `t`."""
-    if not t:
-        return "-"
-    s = max(0.0, now - t)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{int(s // size)}{unit}"
-    return f"{int(s)}s"
-
-
-def duration(s: float | None) -> str:
-    """`0:42`, `12:05`, `3:02:11`; `-` when unknown."""
-    if s is None or not math.isfinite(s) or s < 0:
-        return "-"
-    s = int(s)
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h >= 100:
-        return f"{h // 24}d{h % 24:02d}h"
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def num(x, digits: int = 4) -> str:
-    """A loss-like number in `digits` significant figures; NaN/Inf spelled out; `-` for None."""
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return x
-    x = float(x)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "Inf" if x > 0 else "-Inf"
-    return f"{x:.{digits}g}"
 
 
 def rate(x: float | None) -> str:
