@@ -18,7 +18,9 @@ from pathlib import Path
 
 from common import RESULTS, ROOT, child_env, fmt, load_avg, machine, wait_quiet
 
-BENCHES = ["start", "huge_run", "history", "overhead", "eval", "stats"]
+BENCHES = ["start", "huge_run", "history", "overhead", "eval", "eval_wide", "stats"]
+# benchmarks that are another run of a script: name -> (script, its extra arguments)
+VARIANTS = {"eval_wide": ("eval", ["--model", "wide", "--n", "200"])}
 HERE = Path(__file__).resolve().parent
 
 
@@ -40,7 +42,8 @@ def main() -> int:
     results, failed = {}, []
     t0 = time.time()
     for name in names:
-        cmd = [sys.executable, str(HERE / f"bench_{name}.py")]
+        script, extra = VARIANTS.get(name, (name, []))
+        cmd = [sys.executable, str(HERE / f"bench_{script}.py"), *extra]
         for flag, value in (("--repeats", args.repeats), ("--out", args.out), ("--cache", args.cache)):
             if value is not None:
                 cmd += [flag, str(value)]

@@ -645,7 +645,9 @@ def resolve_source(ws: store.Workspace, ref: str) -> Path:
     except store.RunNotFound as run_err:
         try:
             return find_eval(ws, ref)
-        except EvalNotFound:
+        except EvalNotFound as eval_err:
+            if "ambiguous" in str(eval_err):  # several evals start so: say which
+                raise
             raise EvalNotFound(f"'{ref}' is not a file, a run or an eval: {run_err}") from None
     row = latest_eval(run)
     if row is None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from . import lifecycle, queue, store
+from . import store
+
+# lifecycle (and through it the supervisor and psutil) is imported by the commands that use it:
+# the parser of every `labtui` command, the dashboard's included, registers these.
 
 
 def _ws_run(args):
@@ -18,6 +21,8 @@ def _guard(fn):
     def wrapped(args):
         from .cli import UsageError
 
+        from . import lifecycle
+
         try:
             return fn(args)
         except (lifecycle.LifecycleError, ValueError) as e:
@@ -28,6 +33,8 @@ def _guard(fn):
 
 @_guard
 def cmd_stop(args) -> int:
+    from . import lifecycle
+
     _, run = _ws_run(args)
     print(lifecycle.stop(run, now=args.now))
     return 0
@@ -46,6 +53,8 @@ def _started(args, run: store.Run, message: str) -> int:
 
 @_guard
 def cmd_resume(args) -> int:
+    from . import lifecycle
+
     _, run = _ws_run(args)
     lifecycle.resume(run)
     return _started(args, run, f"resuming from {run.latest_checkpoint().name}; watch with `labtui logs {run.id} -f`")
@@ -53,6 +62,8 @@ def cmd_resume(args) -> int:
 
 @_guard
 def cmd_retry(args) -> int:
+    from . import lifecycle
+
     _, run = _ws_run(args)
     new = lifecycle.retry(run)
     return _started(args, new, f"started {new.id} with the config of {run.id}")
@@ -60,6 +71,8 @@ def cmd_retry(args) -> int:
 
 @_guard
 def cmd_queue(args) -> int:
+    from . import queue
+
     from .cli import get_run, print_json, workspace_from
 
     ws = workspace_from(args)

@@ -347,3 +347,13 @@ def test_compare_from_columns_equals_compare_from_records_and_follows_changes(tm
     c = _eval_dir(ws, "c", a_rows[:-1])
     with pytest.raises(evalstore.stats.UnpairedError, match="A has 300 examples, B has 299"):
         evalstore.compare_sources(a, c)
+
+
+def test_an_ambiguous_eval_prefix_names_the_evals_it_matches(tmp_path):
+    ws = store.Workspace(tmp_path)
+    rows = [{"id": "e1", "gold": "yes", "pred": "yes"}]
+    a, b = _eval_dir(ws, "a", rows), _eval_dir(ws, "b", rows)
+    with pytest.raises(evalstore.EvalNotFound, match="ambiguous") as err:
+        evalstore.resolve_source(ws, "20260101-000000-score-cpu-")
+    assert a.name in str(err.value) and b.name in str(err.value)
+    assert evalstore.resolve_source(ws, a.name) == a

@@ -156,7 +156,7 @@ def test_detached_checkpoint_eval_then_compare(trained, more_evals):
     assert data["b"] == sum(a[i]["correct"] and not b[i]["correct"] for i in a)
     assert data["c"] == sum(b[i]["correct"] and not a[i]["correct"] for i in a)
     assert data["errors_a"]["correct"] == sum(r["correct"] for r in a.values())
-    text = labtui(ws, "compare", f"{run.id}/{first}", eval_id[:22])
+    text = labtui(ws, "compare", f"{run.id}/{first}", eval_id[:-1])  # a unique prefix of the eval id
     assert text.returncode == 0, text.stderr
     assert "McNemar (exact)" in text.stdout and "verdict:" in text.stdout and "hedged maybe" in text.stdout
 
