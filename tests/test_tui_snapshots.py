@@ -40,7 +40,8 @@ async def until(pilot, cond, timeout: float = 20.0) -> None:
 async def dashboard_ready(pilot) -> None:
     app = pilot.app
     await until(pilot, lambda: len(app.runs) == 6 and app.snapshot is not None and app.snapshot.caught_up
-                and app.snapshot.run_id == app.selected_id)
+                and app.snapshot.run_id == app.selected_id
+                and not getattr(app.screen.query_one("#runs"), "_require_update_dimensions", False))
     await pilot.pause(0.2)
 
 
@@ -49,6 +50,16 @@ async def history_ready(pilot) -> None:
     await pilot.press("h")
     screen = pilot.app.screen
     await until(pilot, lambda: getattr(screen, "loaded", False) and any(r.p is not None for r in screen.rows))
+
+    def settled() -> bool:
+        # the table has measured its rows (a busy machine shows a frame with header-wide columns
+        # first), and the footer has caught up with them: select and baseline are usable
+        table = screen.query_one("#history")
+        keys = {k.action: k for k in screen.query("FooterKey")}
+        return (not getattr(table, "_require_update_dimensions", False)
+                and all(a in keys and not keys[a].disabled for a in ("toggle_select", "baseline")))
+
+    await until(pilot, settled)
     await pilot.pause(0.1)
 
 
