@@ -433,7 +433,10 @@ class Evaluation:
             wall = time.time() - self.t0
             self.write_summary(env, wall, partial=status != "completed")
             if status == "completed" and self.records:
-                evalstore.columns(self.ev.path)  # compare and History read these, not every record
+                try:  # compare and History read these, not every record; they remake them if missing
+                    evalstore.columns(self.ev.path)
+                except Exception as e:  # noqa: BLE001 - the eval itself is done and recorded
+                    print(f"[labtui] could not write {evalstore.COLUMNS_FILE}: {e}", flush=True)
             self.finish(status, error)
             print(f"[labtui] {status}: accuracy {self.summary_line()}", flush=True)
             return 0
