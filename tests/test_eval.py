@@ -142,6 +142,11 @@ def test_detached_checkpoint_eval_then_compare(trained, more_evals):
     assert "-score-auto-" in eval_id
     settings = evalstore.read_settings(path)
     assert settings["checkpoint"].endswith("checkpoints/checkpoint-5") and settings["checkpoint_step"] == 5
+    # the worker leaves the columns compare reads, in step with its predictions
+    cols = evalstore.Columns.from_json((path / evalstore.COLUMNS_FILE).read_text(),
+                                       [(path / "predictions.jsonl").stat().st_size,
+                                        (path / "predictions.jsonl").stat().st_mtime_ns])
+    assert cols is not None and sorted(cols.ids) == sorted(evalstore.load_predictions(path))
 
     first = evalstore.list_evals(run)[0]["id"]
     res = labtui(ws, "compare", f"{run.id}/{first}", f"{run.id}/{eval_id}", "--json")
