@@ -150,14 +150,21 @@ def per_call(ws_root: Path, cfg: dict, n: int) -> dict[str, float]:
         cb.on_log(args, state, control, logs={"loss": 1.2345, "grad_norm": 0.5, "learning_rate": 3e-4, "epoch": 0.5})
 
     cb.on_train_begin(args, state, control)
-    writes = []
+    writes, handed = [], []
     for _ in range(10 if n < 1000 else 40):  # spaced like the real ones (every 2 s), not back to back
         time.sleep(0.05)
         t = time.perf_counter()
-        cb.write_progress(force=True)
+        cb.write_progress(force=True)  # start, eval, checkpoint, end: written in the training thread
         writes.append((time.perf_counter() - t) * 1e6)
+        time.sleep(0.05)
+        cb._last_progress_write = 0.0  # due: the periodic write, every PROGRESS_EVERY_S
+        t = time.perf_counter()
+        cb.write_progress()  # handed to the writer thread
+        handed.append((time.perf_counter() - t) * 1e6)
     out["progress_write_us"] = statistics.median(writes)
     out["progress_write_max_us"] = max(writes)
+    out["progress_periodic_us"] = statistics.median(handed)
+    out["progress_periodic_max_us"] = max(handed)
     timed("on_step_end_us", step_end, n)
     timed("on_log_us", log, n)
     try:
@@ -222,17 +229,18 @@ def main() -> None:
         ratios = [m["steps_per_s"] / b["steps_per_s"] for m, b in zip(per_arm[arm], per_arm["bare"])]
         rep.add(f"{arm}_steps_per_s", [r["steps_per_s"] for r in per_arm[arm]], "steps/s", better="higher",
                 label=f"{arm}, steps/s")
-        rep.add(f"{arm}_ratio", ratios, "x", target=0.99, better="higher",
+        rep.add(f"{arm}_ratio", ratios, "x", target=0.99 if arm == "monitored" else None, better="higher",
                 label=f"  {arm} / bare (same block), median")
     calls = per_call(ws_root, cfg, 300 if args.quick else 5000)
     for key, us in calls.items():
         rep.add(key, [us], "us", label=f"per call: {key[:-3]}")
-    rep.note("progress_write is progress.json replaced atomically with an fsync, in the training thread, "
-             "at most every 2 s; its median and max over spaced writes are shown")
+    rep.note("progress_write: progress.json replaced atomically with an fsync in the training thread, as at "
+             "the start, an eval, a checkpoint and the end; progress_periodic: the write due every 2 s, which "
+             "the training thread hands to the callback's writer thread; medians and maxima over spaced writes")
     from engine.callback import PROGRESS_EVERY_S
 
     per_step_us = calls["on_step_end_us"] + calls["on_log_us"]
-    per_step_us += calls["progress_write_us"] * min(1.0, step_ms / 1000 / PROGRESS_EVERY_S)
+    per_step_us += calls["progress_periodic_us"] * min(1.0, step_ms / 1000 / PROGRESS_EVERY_S)
     rep.add("callback_share_pct", [per_step_us / (step_ms * 1000) * 100], "%", target=1.0,
             label="callback per step / step time (progress.json every 2 s included)")
     interval = float(cfg["engine"].get("heartbeat_interval") or 5)

@@ -136,14 +136,16 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
     B, C = len(prompts), len(conts[0])
     ids, mask = _left_pad(prompts, pad_id, device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    T = max(len(c) for row in conts for c in row)
+    keep = T > 1  # the cache is only needed for a second pass
     with torch.inference_mode():
         try:
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=keep, logits_to_keep=1)
         except TypeError:  # remote code without logits_to_keep
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=keep)
         last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        scores = [[float(last[i, conts[i][j][0]]) for j in range(C)] for i in range(B)]
-        T = max(len(c) for row in conts for c in row)
+        scores = last[torch.arange(B, device=last.device).unsqueeze(1),
+                      torch.tensor([[c[0] for c in row] for row in conts], device=last.device)].tolist()
         cache = getattr(out, "past_key_values", None)
         del out
         if T > 1 and not hasattr(cache, "batch_repeat_interleave"):
