@@ -13,7 +13,7 @@ batch size for all three, in one process, interleaved:
 Figures: examples/s of each, score/generate (how many times faster score mode is), and
 floor/score examples/s (1.0 means score mode costs no more than one forward pass per example).
 
---model wide runs the same on a randomly initialised Llama of about 20 M parameters (hidden 512,
+--model wide runs the same on a randomly initialised Llama of 26 M parameters (hidden 512,
 8 layers, the demo's tokenizer): on the 1 M-parameter demo model a forward pass costs little more
 than its fixed per-call overhead, so any second pass doubles the time; on a model where the work
 grows with the tokens, as on every model a user evaluates, score mode's short second pass is
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--model", choices=("demo", "wide"), default="demo",
-                    help="demo: the demo's tiny Llama; wide: a random ~20M-parameter Llama (see above)")
+                    help="demo: the demo's tiny Llama; wide: a random 26M-parameter Llama (see above)")
     args = ap.parse_args()
     n = 48 if args.quick else args.n
     repeats = 1 if args.quick else args.repeats
@@ -110,7 +110,7 @@ def main() -> None:
 
     floor()  # warm-up (allocator, kernels)
     wait_quiet(timeout=args.wait_quiet)
-    what = "demo tiny Llama" if args.model == "demo" else "random 20M-parameter Llama"
+    what = "demo tiny Llama" if args.model == "demo" else "random 26M-parameter Llama"
     rep = Report("eval" if args.model == "demo" else "eval_wide", args, f"Evaluation: score vs generate on {n} examples ({what}, CPU)")
     times: dict[str, list[float]] = {"score": [], "generate": [], "floor": []}
     for r in range(repeats):
