@@ -9,7 +9,8 @@ Marks: exec (first line of this file runs), imported (engine.cli and tui.app imp
 dashboard (the first frame with the run list painted: its first rows, the title counting every run),
 all_rows (every run added to the list and painted; a long list gets its first rows before the first
 frame and the rest right after it), chart (the selected run's loss chart painted with
-its whole history), history_pushed / history (the History table painted), ingest_* (see --ingest).
+its whole history), history_pushed / history (the History table painted: with every
+comparison, or, when many are still to compute, its rows first) / history_full (with every comparison), ingest_* (see --ingest).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main() -> None:
     def check_done() -> None:
         app = state["app"]
         need = {"dashboard": ["dashboard"], "chart": ["dashboard", "chart"],
-                "history": ["dashboard", "history"], "ingest": ["dashboard", "chart", "ingest_done"]}[args.until]
+                "history": ["dashboard", "history", "history_full"], "ingest": ["dashboard", "chart", "ingest_done"]}[args.until]
         if not state["done"] and all(k in MARKS for k in need):
             state["done"] = True
             app.call_later(app.exit)
@@ -227,10 +228,12 @@ def main() -> None:
 
     orig_loaded = HistoryScreen._loaded
 
-    def loaded(self, version, rows):
-        orig_loaded(self, version, rows)
+    def loaded(self, version, rows, comparing=False):
+        orig_loaded(self, version, rows, comparing)
         if self.loaded and "history" not in MARKS:
             self.call_after_refresh(lambda: mark("history", history_rows=len(rows)))
+        if self.loaded and not comparing and "history_full" not in MARKS:
+            self.call_after_refresh(lambda: mark("history_full"))
 
     HistoryScreen._loaded = loaded
 

@@ -186,6 +186,7 @@ def test_history_comparisons_from_the_cache_equal_compare_sources(tmp_path, monk
         raise AssertionError("read again")
 
     monkeypatch.setattr(evalstore, "load_predictions", boom)
+    monkeypatch.setattr(evalstore, "columns", boom)
     monkeypatch.setattr(evalstore, "eval_row", boom)
     assert HistoryData(ws).build(rows, runs[0].id, T0) == built
     monkeypatch.undo()
@@ -195,3 +196,27 @@ def test_history_comparisons_from_the_cache_equal_compare_sources(tmp_path, monk
     os.utime(pred, ns=(1, 1))
     again = HistoryData(ws).build(rows, runs[0].id, T0)
     assert [r.compare_error for r in again if r.run_id == runs[2].id][0].startswith("the two runs were not evaluated")
+
+
+def test_history_shows_its_rows_before_many_new_comparisons_then_fills_them_in(tmp_path):
+    ws = store.Workspace(tmp_path)
+    a, b = paired_sets()
+    runs = []
+    for i in range(history_data.PARTIAL_AFTER + 3):
+        run = make_run(ws, f"20260101-{i:06d}-demo-{i:04x}", "demo", created=T0 + i)
+        make_eval(run, f"20260101-01{i:04d}-cpu-score-{i:04x}", a if i % 2 else b)
+        runs.append(run)
+    rows = scan.Scanner(ws).scan()
+    shown = []
+    built = HistoryData(ws).build(rows, runs[0].id, T0, partial=shown.append)
+    assert len(shown) == 1
+    first = {r.run_id: r for r in shown[0]}
+    assert len(first) == len(runs) and all(r.accuracy is not None for r in first.values())
+    assert all(r.pending and r.p is None for rid, r in first.items() if rid != runs[0].id)
+    final = {r.run_id: r for r in built}
+    assert not any(r.pending for r in final.values())
+    base = runs[0].evals()[0]
+    ref = evalstore.compare_sources(base, runs[1].evals()[0])
+    assert (final[runs[1].id].p, final[runs[1].id].diff) == (ref["mcnemar_p"], ref["diff"])
+    later = []  # the comparisons are cached: the next History is whole at once
+    assert HistoryData(ws).build(rows, runs[0].id, T0, partial=later.append) == built and later == []

@@ -423,6 +423,36 @@ async def test_baseline_and_compare_show_the_mcnemar_p_of_the_stats_module(ws):
         assert [r.run_id for r in screen.visible()] == [base.id]
 
 
+async def test_history_fills_in_many_new_comparisons_in_the_rows_it_shows(ws):
+    from tui import history_data
+
+    a, b = paired_sets(n=300, b=12, c=36)
+    runs = []
+    for i in range(history_data.PARTIAL_AFTER + 5):
+        run = make_run(ws, f"20261122-01{i:04d}-demo-{i:04x}", "demo", created=T0 + i * 60)
+        make_eval(run, f"20261122-03{i:04d}-eval-{i:04x}", a if i == 0 or i % 2 else b)
+        runs.append(run)
+    baseline.set(ws, runs[0].id)
+    expected = stats.mcnemar(a, b).p
+    app = app_for(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs) == len(runs))
+        await pilot.press("h")
+        screen = app.screen
+        table = screen.query_one("#history")
+        await until(pilot, lambda: screen.loaded and not screen.comparing
+                    and not any(r.pending for r in screen.rows), what="every comparison")
+        newest = runs[-1]  # an even index: evaluated as B
+        row = next(r for r in screen.rows if r.run_id == newest.id)
+        assert row.p == pytest.approx(expected)
+        await until(pilot, lambda: table.get_cell(row.key, "McNemar p").plain == fmt.p_value(row.p),
+                    what="the p cell")
+        assert table.get_cell(row.key, "Δ base").plain == fmt.signed_points(row.diff)
+        assert table.row_count == len(screen.rows)
+        await pilot.press("space")  # the cursor row (the newest run) is selected: its mark cell shows it
+        await until(pilot, lambda: "●" in table.get_cell(row.key, "mark").plain, what="the mark")
+
+
 async def test_detail_screen_saves_notes_into_the_run_directory(ws):
     run = make_run(ws, "20261122-010000-notes-a001", "notes", changed={"lora.r": [4, 16]},
                    parent_experiment="demo-baseline")

@@ -60,6 +60,7 @@ class HistRow:
     notes: str = ""
     sub: bool = False  # an older eval of the run above
     is_baseline: bool = False
+    pending: bool = False  # its comparison with the baseline is still being computed
 
     @property
     def source(self):
@@ -75,9 +76,10 @@ def _mtime(path: Path) -> int:
 
 
 CACHE_FILE = ".labtui-history-cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: correctness digests and bits in the predictions' file order
 EVAL_FILES = (store.RUN_FILE, "eval.json", "summary.json", store.PROGRESS_FILE, store.STATE_FILE)
 PREDICTIONS = "predictions.jsonl"
+PARTIAL_AFTER = 20  # more comparisons than this to compute: the rows are shown first, without them
 RESULT_KEYS = ("n", "acc_a", "acc_b", "b", "c", "diff", "mcnemar_p", "cohens_h", "verdict")
 
 
@@ -89,8 +91,8 @@ def _stamp(path: Path) -> list[int]:
         return [0, -1]
 
 
-def _digest(items) -> str:
-    return hashlib.sha1("\x1f".join(map(str, items)).encode()).hexdigest()
+def _digest(items: list[str]) -> str:
+    return hashlib.sha1("\x1f".join(items).encode()).hexdigest()
 
 
 class _Cache:
@@ -203,14 +205,23 @@ class HistoryData:
             return None
         if cols is None:
             return None
-        order = sorted(range(len(cols.ids)), key=cols.ids.__getitem__)
-        gold = [cols.labels[g] for g in cols.gold.tolist()]
-        correct = (cols.gold == cols.pred).tolist()
-        info = {"n": len(order), "ids": _digest(cols.ids[k] for k in order), "gold": _digest(gold[k] for k in order),
-                "bits": "".join("1" if correct[k] else "0" for k in order)}
+        import numpy as np
+
+        # in the file's order: evals of the same examples by the same model list them in the same order
+        # (longest prompts first); any other pair goes through compare_sources, which pairs by id
+        info = {"n": len(cols.ids), "ids": _digest(cols.ids),
+                "gold": _digest([cols.labels[g] for g in cols.gold.tolist()]),
+                "bits": ((cols.gold == cols.pred).astype(np.uint8) + ord("0")).tobytes().decode("ascii")}
         c.correct[rel] = [stamp, info]
         c.dirty = True
         return info
+
+    def cached_pair(self, a: Path, b: Path) -> dict | str | None:
+        """The cached comparison of a and b if it is still valid, else None (nothing computed)."""
+        c = self._cache
+        hit = c.pairs.get(f"{c.rel(a)}\n{c.rel(b)}")
+        stamps = [_stamp(os.path.join(a, PREDICTIONS)), _stamp(os.path.join(b, PREDICTIONS))]
+        return hit[1] if hit is not None and hit[0] == stamps else None
 
     def compare_cached(self, a: Path, b: Path) -> dict | str:
         """The comparison (B minus A: n, acc_a, acc_b, b, c, diff, mcnemar_p, cohens_h, verdict), or the
@@ -235,7 +246,12 @@ class HistoryData:
             # the same examples and answers: what compare_sources computes, from the cached bits
             from engine import stats
 
-            res = stats.compare_paired([x == "1" for x in ca["bits"]], [x == "1" for x in cb["bits"]])
+            import numpy as np
+
+            def bits(info: dict):
+                return np.frombuffer(info["bits"].encode("ascii"), dtype=np.uint8) == ord("1")
+
+            res = stats.compare_paired(bits(ca), bits(cb))
         else:
             try:
                 res = evals.compare(a, b)
@@ -245,17 +261,21 @@ class HistoryData:
 
     # --- the rows -----------------------------------------------------------------------------
 
-    def build(self, runs: list[RunRow] | tuple[RunRow, ...], baseline_id: str | None, now: float) -> list[HistRow]:
+    def build(self, runs: list[RunRow] | tuple[RunRow, ...], baseline_id: str | None, now: float,
+              partial=None) -> list[HistRow]:
+        """The rows. With `partial`, and more than PARTIAL_AFTER comparisons not cached, `partial` is
+        called first with the rows whose comparisons are not known yet marked `pending` (the first
+        History after many new evaluations shows its table while it computes them)."""
         c = self._cache
         with c.lock:
             c.load()
             c.seen = set()
             try:
-                return self._build(runs, baseline_id, now)
+                return self._build(runs, baseline_id, now, partial)
             finally:
                 c.save()
 
-    def _build(self, runs, baseline_id: str | None, now: float) -> list[HistRow]:
+    def _build(self, runs, baseline_id: str | None, now: float, partial=None) -> list[HistRow]:
         per_run: dict[str, list[dict]] = {}
         for r in runs:
             try:
@@ -267,16 +287,17 @@ class HistoryData:
         base_dir = None
         if baseline_id and per_run.get(baseline_id):
             base_dir = Path(per_run[baseline_id][-1]["path"])
-        out = []
-        for r in sorted(runs, key=lambda x: x.created or 0, reverse=True):
-            done = per_run.get(r.id, [])
-            evs = list(reversed(done)) or [None]
-            for i, e in enumerate(evs):
-                out.append(self._row(r, e, sub=i > 0, base_dir=base_dir, baseline_id=baseline_id, now=now))
-        return out
+        order = [(r, e, i > 0) for r in sorted(runs, key=lambda x: x.created or 0, reverse=True)
+                 for i, e in enumerate(list(reversed(per_run.get(r.id, []))) or [None])]
+        if partial is not None and base_dir is not None:
+            missing = sum(1 for _, e, _ in order if e is not None and Path(e["path"]) != base_dir
+                          and self.cached_pair(base_dir, Path(e["path"])) is None)
+            if missing > PARTIAL_AFTER:
+                partial([self._row(r, e, sub, base_dir, baseline_id, now, compute=False) for r, e, sub in order])
+        return [self._row(r, e, sub, base_dir, baseline_id, now) for r, e, sub in order]
 
     def _row(self, r: RunRow, e: dict | None, sub: bool, base_dir: Path | None, baseline_id: str | None,
-             now: float) -> HistRow:
+             now: float, compute: bool = True) -> HistRow:
         label = fmt.short_id(r.id, r.experiment)
         common = dict(run_id=r.id, experiment=r.experiment, status=r.status, created=r.created,
                       duration=r.duration(now), train_loss=r.train_loss, eval_loss=r.eval_loss,
@@ -288,8 +309,10 @@ class HistoryData:
                       ci=tuple(e["ci"]) if e.get("ci") else None, n=e.get("n"), device=e.get("device"),
                       mode=e.get("mode"), degenerate=bool(e.get("degenerate")))
         if base_dir is not None and path != base_dir:
-            res = self.compare_cached(base_dir, path)
-            if isinstance(res, dict):
+            res = self.compare_cached(base_dir, path) if compute else self.cached_pair(base_dir, path)
+            if res is None:
+                fields.update(pending=True)
+            elif isinstance(res, dict):
                 fields.update(diff=res.get("diff"), p=res.get("mcnemar_p"), h=res.get("cohens_h"),
                               verdict=res.get("verdict") or "")
             else:

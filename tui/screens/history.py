@@ -49,6 +49,10 @@ class HistoryScreen(Screen):
         self.sort_key = "created"
         self.reverse = True
         self.loaded = False
+        self.comparing = False  # rows shown while their comparisons with the baseline are computed
+        self._shown: list[HistRow] = []  # the rows in the table, in order, and the marks they were drawn with
+        self._shown_selected: set[str] = set()
+        self._column_keys = [label or "mark" for label in COLUMNS]
         self._version = 0
 
     def compose(self) -> ComposeResult:
@@ -88,14 +92,18 @@ class HistoryScreen(Screen):
 
     @work(thread=True, group="history", exclusive=True, exit_on_error=False, description="history: evals and comparisons")
     def load(self, version: int, runs, baseline_id, now) -> None:
-        rows = self.data.build(runs, baseline_id, now)
+        def first(rows: list[HistRow]) -> None:  # many comparisons to compute: the rows before them
+            self.app.call_from_thread(self._loaded, version, rows, True)
+
+        rows = self.data.build(runs, baseline_id, now, partial=first)
         self.app.call_from_thread(self._loaded, version, rows)
 
-    def _loaded(self, version: int, rows: list[HistRow]) -> None:
+    def _loaded(self, version: int, rows: list[HistRow], comparing: bool = False) -> None:
         if version != self._version:
             return
         self.rows = rows
         self.loaded = True
+        self.comparing = comparing
         self.show()
 
     @property
@@ -111,16 +119,33 @@ class HistoryScreen(Screen):
         current = self.cursor_row.key if self.cursor_row else None
         shown = self.visible()
         keys = [r.key for r in shown]
-        fill(table, len(shown), lambda i: (shown[i].key, self._cells(shown[i])),
-             around=keys.index(current) if current in keys else 0)
+        same = keys == [r.key for r in self._shown] and table.row_count
+        before, before_selected = self._shown, self._shown_selected
+        self._shown, self._shown_selected = shown, set(self.selected)
+        if same:  # the same rows in the same order: comparisons came in, or a row was marked
+            self._update_cells(table, before, before_selected)
+        else:  # rows still to come are made from self._shown when they are added
+            fill(table, len(shown), lambda i: (self._shown[i].key, self._cells(self._shown[i], self._shown_selected)),
+                 around=keys.index(current) if current in keys else 0)
         if current in keys:
             table.move_cursor(row=keys.index(current), animate=False)
         self._title(len(shown))
         self._detail()
         self.refresh_bindings()  # select, compare and baseline need a row under the cursor
 
-    def _cells(self, r: HistRow) -> tuple[Text, ...]:
-        mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in self.selected else "")
+    def _update_cells(self, table: DataTable, before: list[HistRow], before_selected: set[str]) -> None:
+        """Change the cells that changed since `before`, in the rows already in the table."""
+        selected = self._shown_selected
+        for i in range(min(table.row_count, len(self._shown))):
+            r, old = self._shown[i], before[i]
+            if r == old and (r.key in selected) == (old.key in before_selected):
+                continue
+            for key, a, b in zip(self._column_keys, self._cells(old, before_selected), self._cells(r, selected)):
+                if (a.plain, a.style) != (b.plain, b.style):
+                    table.update_cell(r.key, key, b, update_width=True)
+
+    def _cells(self, r: HistRow, selected: set[str]) -> tuple[Text, ...]:
+        mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in selected else "")
         style = STATUS_RICH.get(r.status, "")
         p_style = "bold" if r.p is not None and r.p < 0.05 else ""
         return (
@@ -129,10 +154,10 @@ class HistoryScreen(Screen):
             Text("" if r.sub else r.status, style=style),
             Text(fmt.accuracy_ci(r.accuracy, r.ci) + (" !" if r.degenerate else ""),
                  style="red" if r.degenerate else ""),
-            Text("base" if r.is_baseline and not r.sub and r.accuracy is not None else fmt.signed_points(r.diff),
-                 justify="right"),
-            Text(fmt.p_value(r.p), style=p_style),
-            Text("-" if r.h is None else f"{r.h:+.2f}", justify="right"),
+            Text("base" if r.is_baseline and not r.sub and r.accuracy is not None
+                 else "…" if r.pending else fmt.signed_points(r.diff), justify="right"),
+            Text("…" if r.pending else fmt.p_value(r.p), style=p_style),
+            Text("…" if r.pending else "-" if r.h is None else f"{r.h:+.2f}", justify="right"),
             Text(r.changed or "-"),
             Text("" if r.sub else fmt.duration(r.duration), justify="right"),
             Text("" if r.sub else fmt.num(r.train_loss), justify="right"),
@@ -152,6 +177,8 @@ class HistoryScreen(Screen):
             bits.append(f"{len(self.selected)} selected")
         if not self.loaded:
             bits.append("loading…")
+        elif self.comparing:
+            bits.append(f"comparing {sum(r.pending for r in self.rows)} evals with the baseline…")
         self.query_one("#history-title", Static).update(" · ".join(bits))
 
     @property
@@ -180,6 +207,8 @@ class HistoryScreen(Screen):
             lines.append(f"vs baseline: {escape(r.verdict)}")
         elif r.compare_error:
             lines.append(f"[$warning]vs baseline: {escape(r.compare_error)}[/]")
+        elif r.pending:
+            lines.append("vs baseline: comparing…")
         if r.notes:
             lines.append(f"notes: {escape(r.notes)}")
         box.update("\n".join(lines))

@@ -9,12 +9,14 @@ from typing import Callable, Sequence
 from textual.widgets import DataTable
 
 CHUNK = 150  # rows added per frame after the first: about 50 ms of work on this kind of machine
+HIDDEN_RETRY_S = 0.25  # a table under another screen adds its rows when it shows again
 
 
 def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]], around: int = 0) -> None:
     """Clear `table` and add `count` rows, `row(i)` giving row i's key and cells. Rows up to a
     screenful past `around` (where the cursor will go) are added now; the others a chunk after
-    each refresh, made by `row` then, so they are as fresh as the call. Rows go in in order: while some
+    each refresh (while another screen is on top, once it is gone), made by `row` then, so they
+    are as fresh as the call. Rows go in in order: while some
     are still to come, `table.row_count` counts those in. A later `fill` cancels what is left."""
     table.clear()
     token = object()
@@ -28,6 +30,9 @@ def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]
     def rest(start: int) -> None:
         if getattr(table, "_labtui_fill", None) is not token or not table.is_attached:
             return  # filled again since, or its screen has closed
+        if table.screen is not table.app.screen:  # another screen on top: its work goes first
+            table.set_timer(HIDDEN_RETRY_S, lambda: rest(start))
+            return
         end = min(count, start + CHUNK)
         for i in range(start, end):
             key, cells = row(i)
