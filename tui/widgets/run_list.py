@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 
 from .. import format as fmt
 from ..scan import RunRow
-from .tables import fill
+from .tables import fill, update_cells
 
 COLUMNS = (("", "icon"), ("run", "run"), ("status", "status"), ("step", "step"), ("loss", "loss"),
            ("eval", "eval"), ("age", "age"))
@@ -100,12 +100,15 @@ class RunList(DataTable):
                 self.move_cursor(row=at, animate=False, scroll=True)
 
     def _update(self, sigs: list[tuple]) -> None:
-        for i in range(min(self.row_count, len(sigs))):  # rows still to come are made from self._sigs
-            old, new = self._sigs[i], sigs[i]
-            if old != new:
-                for (_, column), before, after in zip(COLUMNS, cells(old), cells(new)):
-                    if (before.plain, before.style) != (after.plain, after.style):
-                        self.update_cell(self._keys[i], column, after, update_width=True)
+        def changes():
+            for i in range(min(self.row_count, len(sigs))):  # rows still to come are made from self._sigs
+                old, new = self._sigs[i], sigs[i]
+                if old != new:
+                    for (_, column), before, after in zip(COLUMNS, cells(old), cells(new)):
+                        if (before.plain, before.style) != (after.plain, after.style):
+                            yield self._keys[i], column, after
+
+        update_cells(self, list(changes()))
         self._sigs = sigs
 
     @property

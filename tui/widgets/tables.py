@@ -42,3 +42,20 @@ def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]
 
     if first < count:
         table.call_after_refresh(rest, first)
+
+
+def update_cells(table: DataTable, changes) -> None:
+    """Set cells, `changes` being (row key, column key, new cell). A column widens for a cell wider
+    than it; a narrower cell leaves it as it is. (Textual's `update_width` re-measures the whole
+    column for every narrower cell: a thousand such cells in a thousand rows stall the screen.)"""
+    from textual.widgets._data_table import ColumnKey
+
+    widths: dict[str, int] = {}
+    for row_key, column_key, cell in changes:
+        if column_key not in widths:
+            column = table.columns.get(ColumnKey(column_key))
+            widths[column_key] = column.content_width if column is not None else 0
+        wider = cell.cell_len > widths[column_key]
+        if wider:
+            widths[column_key] = cell.cell_len
+        table.update_cell(row_key, column_key, cell, update_width=wider)
