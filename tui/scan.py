@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from engine import store
 
@@ -103,9 +103,10 @@ def row_for(run: store.Run, now: float | None = None) -> RunRow:
 
 
 CACHE_FILE = ".labtui-runs-cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a row is the list of its field values, in RunRow's order
 KEY_FILES = (store.STATE_FILE, store.PROGRESS_FILE, store.RUN_FILE, store.NOTES_FILE)
-_ROW_FIELDS = {f.name for f in fields(RunRow)}
+_ROW_FIELDS = tuple(f.name for f in fields(RunRow))
+_STATUS = _ROW_FIELDS.index("status")
 
 
 class Scanner:
@@ -155,9 +156,10 @@ class Scanner:
             data = json.loads((self.ws.logs / CACHE_FILE).read_text())
             if data.get("version") != CACHE_VERSION:
                 return
+            n = len(_ROW_FIELDS)
             for run_id, (key, row) in data["rows"].items():
-                if set(row) <= _ROW_FIELDS and row.get("status") in store.FINAL:
-                    self._cache[run_id] = (tuple(key), RunRow(**row))
+                if len(row) == n and row[_STATUS] in store.FINAL:
+                    self._cache[run_id] = (tuple(key), RunRow(*row))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self._cache.clear()
         self._saved = {(rid, key) for rid, (key, row) in self._cache.items()}
@@ -169,11 +171,16 @@ class Scanner:
             return
         self._saved = marks
         data = {"version": CACHE_VERSION,
-                "rows": {rid: [list(key), asdict(row)] for rid, (key, row) in finished.items()}}
+                "rows": {rid: [list(key), list(astuple_shallow(row))] for rid, (key, row) in finished.items()}}
         try:
             store.atomic_write_text(self.ws.logs / CACHE_FILE, json.dumps(data, separators=(",", ":")))
         except OSError:  # a read-only workspace: the cache lives for this process only
             pass
+
+
+def astuple_shallow(row: RunRow) -> tuple:
+    """The field values in order (dataclasses.astuple would deep-copy `changed`)."""
+    return tuple(getattr(row, f) for f in _ROW_FIELDS)
 
 
 def _with_pos(row: RunRow, pos: int | None) -> RunRow:
