@@ -105,7 +105,7 @@ class DashboardScreen(Screen):
         base = self.app.row(self.app.baseline_id)
         if base:
             parts.append(f"baseline ★ {fmt.short_id(base.id, base.experiment)}")
-        self.query_one("#title", Static).update(" · ".join(parts))
+        self.query_one("#title", Static).update(" · ".join(parts), layout=False)  # one line, always
 
     def _snapshot_changed(self, *_) -> None:
         chart = self.query_one(LossChart)

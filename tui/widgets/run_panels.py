@@ -159,8 +159,11 @@ class Panel(Static):
         text = self.build(*self._args, width=self.content_size.width or 30, height=self.content_size.height or 4,
                           compact=self.screen.has_class("-short"))
         if text != self._text:
+            # as many lines as before: the panel keeps its size, so the screen needs no new layout
+            # (the panels change every second while a run trains; a layout pass is a third of a frame)
+            same_height = self._text is not None and text.count("\n") == self._text.count("\n")
             self._text = text
-            self.update(text)
+            self.update(text, layout=not same_height)
 
     def build(self, *args, width: int, height: int, compact: bool) -> str:
         raise NotImplementedError
