@@ -146,7 +146,7 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
         last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         scores = last[torch.arange(B, device=last.device).unsqueeze(1),
                       torch.tensor([[c[0] for c in row] for row in conts], device=last.device)].tolist()
-        cache = getattr(out, "past_key_values", None)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         del out
         if T > 1 and not hasattr(cache, "batch_repeat_interleave"):
             return score_full(model, prompts, conts, pad_id)  # no reusable cache: one pass per choice
@@ -169,13 +169,27 @@ def score_batch(model, prompts: list[list[int]], conts: list[list[list[int]]], p
             which = torch.tensor([i for i, _ in rows], device=device)
             full_mask = torch.cat([mask[which], cmask], dim=1)
             cpos = mask.sum(-1)[which].unsqueeze(1) + torch.arange(T - 1, device=device).unsqueeze(0)
-            out2 = model(input_ids=cin, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=False)
+            out2 = model(input_ids=cin, attention_mask=full_mask, position_ids=cpos, use_cache=False,
+                         **{_cache_keyword(model): cache})
             logp = torch.log_softmax(out2.logits.float(), dim=-1)
             for r, (i, j) in enumerate(rows):
                 c = conts[i][j]
                 for t in range(1, len(c)):
                     scores[i][j] += float(logp[r, t - 1, c[t]])
     return scores
+
+
+def _cache_keyword(model) -> str:
+    """forward()'s keyword for a KV cache: `cache` in newer transformers (where `past_key_values` is
+    deprecated, to be removed in 5.40), `past_key_values` before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # through a PEFT wrapper
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def score_full(model, prompts: list[list[int]], conts: list[list[list[int]]], pad_id: int) -> list[list[float]]:
