@@ -60,7 +60,6 @@ def quiet() -> None:
 
 
 def train_block(ws_root: Path, cfg: dict, arm: str, steps: int) -> dict:
-    import transformers
     from transformers import TrainerCallback
 
     from engine import store, sysmon
