@@ -10,7 +10,9 @@ dashboard (the first frame with the run list painted: its first rows, the title 
 all_rows (every run added to the list and painted; a long list gets its first rows before the first
 frame and the rest right after it), chart (the selected run's loss chart painted with
 its whole history), history_pushed / history (the History table painted: with every
-comparison, or, when many are still to compute, its rows first) / history_full (with every comparison), ingest_* (see --ingest).
+comparison, or, when many are still to compute, its rows first) / history_full (with every
+comparison), ingest_* (see --ingest). `--until ingest` appends to the run it selects:
+bench_huge_run.py puts the run back afterwards; by hand, use a copy of the data set.
 """
 
 from __future__ import annotations
