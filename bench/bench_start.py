@@ -9,7 +9,7 @@ Figures (each a fresh process, timed from the parent's Popen, so interpreter sta
                   dashboard's first frame is painted (a 120x40 frame rendered to escape sequences):
                   the run list's first rows, the title counting all 1,000 runs
   all_rows_s      ... until all 1,000 rows are in the list and painted (the run list adds the rows
-                  past the first 120 right after the first frame)
+                  past the first screenful after the first frame, a chunk a frame)
   chart_s         ... until the selected run's loss chart is painted with its history too
   app_dashboard_s the same from `LabApp(workspace).run()` (what the CLI calls once it has parsed its
                   arguments), which leaves out the CLI's own imports

@@ -328,16 +328,9 @@ def load_predictions(source: str | Path | store.Run, gold: str | Path | Mapping[
     or a PubMedQA official file {PMID: label} (then `gold` is needed). Records of the first
     temperature unless `temperature` is given. `correct` is recomputed as pred == gold."""
     gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
-    if isinstance(source, store.Run):
-        path = source.path
-    else:
-        path = Path(source)
+    path = _source_path(source)
     if path.is_dir():
-        if not is_eval_dir(path) and (path / store.RUN_FILE).exists():
-            row = latest_eval(store.Run(path))
-            if row is None:
-                raise EvalNotFound(f"run {path.name} has no completed evaluation; start one with `labtui eval {path.name}`")
-            path = Path(row["path"])
+        path = _eval_dir(path)
         pred_file = path / PREDICTIONS_FILE
         if not pred_file.exists():
             raise EvalNotFound(f"{path}: no {PREDICTIONS_FILE} (is the eval still running, or did it fail? see its worker.log)")
@@ -397,9 +390,13 @@ def source_name(source: Any) -> str:
 
 
 def _labels_of(*record_sets: Mapping[str, dict]) -> list[str]:
+    return _labels_for({r.get("gold") for recs in record_sets for r in recs.values()})
+
+
+def _labels_for(golds: set) -> list[str]:
+    """The answer classes: yes, no, maybe, then any other gold answer, sorted."""
     seen = dict.fromkeys(["yes", "no", "maybe"])
-    extra = {r.get("gold") for recs in record_sets for r in recs.values()} - set(seen)
-    return [*seen, *sorted(x for x in extra if x)]
+    return [*seen, *sorted(x for x in golds - set(seen) if x)]
 
 
 def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None = None, method: str = "exact",
@@ -510,25 +507,32 @@ class Columns:
             return None
 
 
-def _eval_dir_of(source: Any) -> Path | None:
-    """The eval directory a source names (an eval dir, or a run: its latest completed eval), else None."""
-    path = source.path if isinstance(source, store.Run) else Path(source)
-    if not path.is_dir():
-        return None
-    if is_eval_dir(path):
-        return path
-    if (path / store.RUN_FILE).exists():
+def _source_path(source: Any) -> Path:
+    return source.path if isinstance(source, store.Run) else Path(source)
+
+
+def _eval_dir(path: Path) -> Path:
+    """A folder as given, or for a run folder its latest completed eval (EvalNotFound if it has none)."""
+    if not is_eval_dir(path) and (path / store.RUN_FILE).exists():
         row = latest_eval(store.Run(path))
-        return Path(row["path"]) if row else None
-    return None
+        if row is None:
+            raise EvalNotFound(f"run {path.name} has no completed evaluation; start one with `labtui eval {path.name}`")
+        return Path(row["path"])
+    return path
 
 
 def columns(source: Any) -> Columns | None:
     """The columns of an eval directory (or of a run's latest completed eval), from
     COLUMNS_FILE when it matches predictions.jsonl, else read once and the file (re)written.
     None for anything else (a JSONL or PubMedQA file: read those with load_predictions)."""
-    path = _eval_dir_of(source)
-    if path is None:
+    path = _source_path(source)
+    if not path.is_dir():
+        return None
+    try:
+        path = _eval_dir(path)
+    except EvalNotFound:  # a run without a finished eval: load_predictions says so
+        return None
+    if not is_eval_dir(path):
         return None
     pred_file = path / PREDICTIONS_FILE
     try:
@@ -567,8 +571,7 @@ def _compare_columns(ca: Columns, cb: Columns, name_a: str, name_b: str, method:
     ga, pa = ca.recode(table)
     gb, pb = cb.recode(table)
     result = stats.compare_paired(ga == pa, gb == pb, method=method)
-    gold_labels = {table[k] for k in np.unique(np.concatenate([ga, gb]))}
-    labels = [*("yes", "no", "maybe"), *sorted(x for x in gold_labels - {"yes", "no", "maybe"} if x)]
+    labels = _labels_for({table[k] for k in np.unique(np.concatenate([ga, gb]))})
     mismatch = np.flatnonzero(ga != gb)
     result.update(
         name_a=name_a, name_b=name_b, labels=labels,

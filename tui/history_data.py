@@ -7,7 +7,8 @@ no Textual here.
 
 What it reads is cached, so History opens fast with a thousand evaluated runs: a finished eval's
 row by the modification times and sizes of its JSON files; each eval's per-example correctness
-(sorted ids, gold answers, correct or not, read once from engine.evalstore.columns) and
+(ids and gold answers in the file's order, correct or not, read once from
+engine.evalstore.columns) and
 each comparison by its predictions.jsonl's; so the baseline is read once, not once per row, and a
 comparison of two evals of the same examples with the same gold answers is engine.stats.compare
 on the cached correctness (what compare_sources computes, without reading the files again). The
@@ -218,10 +219,15 @@ class HistoryData:
 
     def cached_pair(self, a: Path, b: Path) -> dict | str | None:
         """The cached comparison of a and b if it is still valid, else None (nothing computed)."""
+        return self._lookup(a, b)[2]
+
+    def _lookup(self, a: Path, b: Path) -> tuple[str, list, dict | str | None]:
+        """(cache key, both predictions files' stamps, the cached result if those stamps match)."""
         c = self._cache
-        hit = c.pairs.get(f"{c.rel(a)}\n{c.rel(b)}")
+        key = f"{c.rel(a)}\n{c.rel(b)}"
         stamps = [_stamp(os.path.join(a, PREDICTIONS)), _stamp(os.path.join(b, PREDICTIONS))]
-        return hit[1] if hit is not None and hit[0] == stamps else None
+        hit = c.pairs.get(key)
+        return key, stamps, hit[1] if hit is not None and hit[0] == stamps else None
 
     def compare_cached(self, a: Path, b: Path) -> dict | str:
         """The comparison (B minus A: n, acc_a, acc_b, b, c, diff, mcnemar_p, cohens_h, verdict), or the
@@ -229,14 +235,12 @@ class HistoryData:
         c = self._cache
         with c.lock:
             c.load()
-            ka, kb = c.rel(a), c.rel(b)
-            c.seen.update((ka, kb))
-            stamps = [_stamp(os.path.join(a, PREDICTIONS)), _stamp(os.path.join(b, PREDICTIONS))]
-            hit = c.pairs.get(f"{ka}\n{kb}")
-            if hit is not None and hit[0] == stamps:
-                return hit[1]
+            c.seen.update((c.rel(a), c.rel(b)))
+            key, stamps, hit = self._lookup(a, b)
+            if hit is not None:
+                return hit
             result = self._compare(Path(a), Path(b))
-            c.pairs[f"{ka}\n{kb}"] = [stamps, result]
+            c.pairs[key] = [stamps, result]
             c.dirty = True
             return result
 
@@ -289,15 +293,22 @@ class HistoryData:
             base_dir = Path(per_run[baseline_id][-1]["path"])
         order = [(r, e, i > 0) for r in sorted(runs, key=lambda x: x.created or 0, reverse=True)
                  for i, e in enumerate(list(reversed(per_run.get(r.id, []))) or [None])]
+        compare = self.compare_cached
         if partial is not None and base_dir is not None:
-            missing = sum(1 for _, e, _ in order if e is not None and Path(e["path"]) != base_dir
-                          and self.cached_pair(base_dir, Path(e["path"])) is None)
-            if missing > PARTIAL_AFTER:
-                partial([self._row(r, e, sub, base_dir, baseline_id, now, compute=False) for r, e, sub in order])
-        return [self._row(r, e, sub, base_dir, baseline_id, now) for r, e, sub in order]
+            known = {path: self.cached_pair(base_dir, path) for path in
+                     (Path(e["path"]) for _, e, _ in order if e is not None) if path != base_dir}
+            if sum(res is None for res in known.values()) > PARTIAL_AFTER:
+                partial([self._row(r, e, sub, base_dir, baseline_id, now, lambda a, b: known[b])
+                         for r, e, sub in order])
+
+            def compare(a: Path, b: Path) -> dict | str:  # what was looked up is not looked up again
+                return known[b] if known[b] is not None else self.compare_cached(a, b)
+
+        return [self._row(r, e, sub, base_dir, baseline_id, now, compare) for r, e, sub in order]
 
     def _row(self, r: RunRow, e: dict | None, sub: bool, base_dir: Path | None, baseline_id: str | None,
-             now: float, compute: bool = True) -> HistRow:
+             now: float, compare) -> HistRow:
+        """One row; `compare(base_dir, eval_dir)` gives its comparison, or None while it is pending."""
         label = fmt.short_id(r.id, r.experiment)
         common = dict(run_id=r.id, experiment=r.experiment, status=r.status, created=r.created,
                       duration=r.duration(now), train_loss=r.train_loss, eval_loss=r.eval_loss,
@@ -309,7 +320,7 @@ class HistoryData:
                       ci=tuple(e["ci"]) if e.get("ci") else None, n=e.get("n"), device=e.get("device"),
                       mode=e.get("mode"), degenerate=bool(e.get("degenerate")))
         if base_dir is not None and path != base_dir:
-            res = self.compare_cached(base_dir, path) if compute else self.cached_pair(base_dir, path)
+            res = compare(base_dir, path)
             if res is None:
                 fields.update(pending=True)
             elif isinstance(res, dict):

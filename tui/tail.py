@@ -170,8 +170,7 @@ class RunTail:
         if n == 0:
             return None
         start = _find_entry(idx_path, dtype, n, self.metrics.offset)
-        found = start is not None
-        if not found:
+        if start is None:
             return None
         entries = np.fromfile(idx_path, dtype=dtype, count=min(n - start, INDEX_CHUNK),
                               offset=start * dtype.itemsize)

@@ -21,7 +21,7 @@ from .. import format as fmt
 from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
 from ..widgets.footer import LabFooter
 from ..widgets.run_list import STATUS_RICH
-from ..widgets.tables import fill, update_cells
+from ..widgets.tables import cell_changes, fill, update_cells
 
 RELOAD_S = 10.0
 COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "changed vs parent", "dur", "loss",
@@ -64,8 +64,8 @@ class HistoryScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#history", DataTable)
-        for label in COLUMNS:
-            table.add_column(label, key=label or "mark")
+        for label, key in zip(COLUMNS, self._column_keys):
+            table.add_column(label, key=key)
         self.query_one("#history-filter").display = False
         self.query_one("#history-detail").border_title = "Row"
         self.data = HistoryData(self.app.workspace)
@@ -136,17 +136,11 @@ class HistoryScreen(Screen):
     def _update_cells(self, table: DataTable, before: list[HistRow], before_selected: set[str]) -> None:
         """Change the cells that changed since `before`, in the rows already in the table."""
         selected = self._shown_selected
-
-        def changes():
-            for i in range(min(table.row_count, len(self._shown))):
-                r, old = self._shown[i], before[i]
-                if r == old and (r.key in selected) == (old.key in before_selected):
-                    continue
-                for key, a, b in zip(self._column_keys, self._cells(old, before_selected), self._cells(r, selected)):
-                    if (a.plain, a.style) != (b.plain, b.style):
-                        yield r.key, key, b
-
-        update_cells(table, changes())
+        rows = zip(self._shown[:table.row_count], before)
+        update_cells(table, [change for r, old in rows
+                             if r != old or (r.key in selected) != (old.key in before_selected)
+                             for change in cell_changes(r.key, self._column_keys, self._cells(old, before_selected),
+                                                        self._cells(r, selected))])
 
     def _cells(self, r: HistRow, selected: set[str]) -> tuple[Text, ...]:
         mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in selected else "")

@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 
 from .. import format as fmt
 from ..scan import RunRow
-from .tables import fill, update_cells
+from .tables import cell_changes, fill, update_cells
 
 COLUMNS = (("", "icon"), ("run", "run"), ("status", "status"), ("step", "step"), ("loss", "loss"),
            ("eval", "eval"), ("age", "age"))
@@ -42,8 +42,6 @@ def matches(row: RunRow, text: str) -> bool:
     hay = " ".join([row.id, row.experiment, row.status, row.description, row.notes,
                     fmt.changed_summary(row.changed)]).lower()
     return all(word in hay for word in text.lower().split())
-
-
 
 
 def signature(r: RunRow, now: float, baseline: str | None) -> tuple:
@@ -100,15 +98,11 @@ class RunList(DataTable):
                 self.move_cursor(row=at, animate=False, scroll=True)
 
     def _update(self, sigs: list[tuple]) -> None:
-        def changes():
-            for i in range(min(self.row_count, len(sigs))):  # rows still to come are made from self._sigs
-                old, new = self._sigs[i], sigs[i]
-                if old != new:
-                    for (_, column), before, after in zip(COLUMNS, cells(old), cells(new)):
-                        if (before.plain, before.style) != (after.plain, after.style):
-                            yield self._keys[i], column, after
-
-        update_cells(self, list(changes()))
+        columns = [key for _, key in COLUMNS]
+        # the rows in the table; those still to come are made from self._sigs when they are added
+        changed = [i for i in range(min(self.row_count, len(sigs))) if self._sigs[i] != sigs[i]]
+        update_cells(self, [change for i in changed
+                            for change in cell_changes(self._keys[i], columns, cells(self._sigs[i]), cells(sigs[i]))])
         self._sigs = sigs
 
     @property

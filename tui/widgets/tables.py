@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 CHUNK = 150  # rows added per frame after the first: about 50 ms of work on this kind of machine
 HIDDEN_RETRY_S = 0.25  # a table under another screen adds its rows when it shows again
@@ -48,8 +49,6 @@ def update_cells(table: DataTable, changes) -> None:
     """Set cells, `changes` being (row key, column key, new cell). A column widens for a cell wider
     than it; a narrower cell leaves it as it is. (Textual's `update_width` re-measures the whole
     column for every narrower cell: a thousand such cells in a thousand rows stall the screen.)"""
-    from textual.widgets._data_table import ColumnKey
-
     widths: dict[str, int] = {}
     for row_key, column_key, cell in changes:
         if column_key not in widths:
@@ -59,3 +58,11 @@ def update_cells(table: DataTable, changes) -> None:
         if wider:
             widths[column_key] = cell.cell_len
         table.update_cell(row_key, column_key, cell, update_width=wider)
+
+
+def cell_changes(row_key: str, column_keys: Sequence[str], before: Sequence, after: Sequence):
+    """(row key, column key, new cell) for each cell of a row that reads or looks different
+    (rich's Text == compares the characters only, not the style a status brings)."""
+    for column_key, a, b in zip(column_keys, before, after):
+        if (a.plain, a.style) != (b.plain, b.style):
+            yield row_key, column_key, b
