@@ -42,3 +42,16 @@ def num(x, digits: int = 4) -> str:
     if math.isinf(x):
         return "Inf" if x > 0 else "-Inf"
     return f"{x:.{digits}g}"
+
+
+# C0 controls but tab and newline, DEL, and the C1 range: a run's data may carry terminal escape
+# sequences (a title change, a screen clear) that must never reach the user's terminal raw.
+_CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPED = {c: f"\\x{c:02x}" for c in _CONTROL}
+
+
+def printable(text, escape: bool = False) -> str:
+    """`text` safe to print to a terminal: control characters (ESC, BEL, CR, C1 ...) removed, or
+    shown as `\\x1b` with `escape=True`; tab and newline kept. Non-strings are str()'d first."""
+    s = text if isinstance(text, str) else str(text)
+    return s.translate(_ESCAPED if escape else _CONTROL)
