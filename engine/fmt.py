@@ -55,3 +55,12 @@ def printable(text, escape: bool = False) -> str:
     shown as `\\x1b` with `escape=True`; tab and newline kept. Non-strings are str()'d first."""
     s = text if isinstance(text, str) else str(text)
     return s.translate(_ESCAPED if escape else _CONTROL)
+
+
+def last_cr_segment(line: str) -> str:
+    """What a terminal shows of one line a progress bar (tqdm) redrew with carriage returns: the
+    last non-blank part after a `\\r` (`"10%\\r50%\\r100%"` -> `"100%"`); a line without `\\r` as it is."""
+    if "\r" not in line:
+        return line
+    parts = [p for p in line.split("\r") if p.strip()]
+    return parts[-1] if parts else ""
