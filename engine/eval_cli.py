@@ -101,6 +101,10 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype, seed=args.seed,
     )
     settings["base"] = bool(args.base)
+    if settings["device"] == "cuda":  # refused now, not 20 s later in the worker with a failed eval left behind
+        ok, why = cuda_available()
+        if not ok:
+            raise UsageError(f"--device cuda: no GPU here ({why}); use --device cpu (or auto)")
     if experiment_file is not None:
         holder = el.create_base_holder(ws, exp, args.argv)
     ev = el.create_eval(run, settings, checkpoint=args.checkpoint or "latest", argv=args.argv,
@@ -267,13 +271,21 @@ def cmd_compare(args) -> int:
     ws = _workspace(args)
     if args.gold and not Path(args.gold).exists():
         raise UsageError(f"--gold {args.gold}: no such file")
-    a = evalstore.resolve_source(ws, args.a)
-    b = evalstore.resolve_source(ws, args.b)
+    a, b, ha, hb = evalstore.headline_pair(evalstore.resolve_ref(ws, args.a), evalstore.resolve_ref(ws, args.b))
+    for tag, head in (("A", ha), ("B", hb)):
+        if head is not None:
+            print(f"{tag}: {evalstore.which_line(head)}", file=sys.stderr)
+    same = Path(a).resolve() == Path(b).resolve()
+    if same:
+        print(f"warning: A and B are the same eval ({evalstore.source_name(a)}): every difference is 0 by "
+              f"construction", file=sys.stderr)
     try:
         res = evalstore.compare_sources(a, b, gold=args.gold, method=args.method, temperature=args.temperature)
     except UnpairedError as e:
         raise UsageError(f"cannot compare {args.a} and {args.b}: {e}") from None
     res["source_a"], res["source_b"] = str(a), str(b)
+    res["same_source"] = same
+    res["headline_a"], res["headline_b"] = ({"id": h["id"], "why": h["why"]} if h else None for h in (ha, hb))
     if args.json:
         _print_json(res)
         return 0
@@ -304,7 +316,9 @@ def cmd_compare(args) -> int:
 
 def cmd_export(args) -> int:
     ws = _workspace(args)
-    path = evalstore.resolve_source(ws, args.eval)
+    path, head = evalstore.resolve_with_why(ws, args.eval)
+    if head is not None:
+        print(evalstore.which_line(head), file=sys.stderr)
     records = evalstore.load_predictions(path, temperature=args.temperature)
     if args.format == "pubmedqa":
         text = json.dumps({i: r["pred"] for i, r in records.items()}, indent=1) + "\n"
@@ -486,13 +500,33 @@ def _gpu_numerics(torch) -> dict:
                 "fix": "evaluate with --device cpu; check the driver with nvidia-smi"}
 
 
+# Data files the shipped experiments name that a fresh clone does not have, and where to get them.
+DATA_SOURCES = {
+    "ori_pqal.json": "PubMedQA's expert-labelled set: data/ori_pqal.json of the GitHub repository pubmedqa/pubmedqa "
+                     "(or the hub's qiaojin/PubMedQA, config pqa_labeled, with dataset.format: hub)",
+    "test_ground_truth.json": "PubMedQA's official test split: data/test_ground_truth.json of the same repository "
+                              "(pubmedqa/pubmedqa)",
+}
+
+
+def _missing_data(cfg: dict, ws: store.Workspace) -> list[Path]:
+    """The dataset files an experiment names that do not exist (a fresh clone has no data/)."""
+    from .config import resolve_path
+
+    ds = cfg.get("dataset") or {}
+    if ds.get("format") == "hub":
+        return []
+    found = [resolve_path(ds.get(key), ws.root) for key in ("path", "test_split") if ds.get(key)]
+    return [p for p in found if p is not None and not p.exists()]
+
+
 def _experiment_checks(ws: store.Workspace) -> list[dict]:
     from .config import check_files, load_experiment
 
     files = sorted(ws.experiments.glob("*.y*ml")) if ws.experiments.is_dir() else []
     if not files:
         return [{"name": "experiments", "ok": None, "detail": f"no experiment files in {ws.experiments}", "fix": None}]
-    out, bad = [], 0
+    out, bad, needs = [], 0, {}
     for f in files:
         try:
             exp = load_experiment(f)
@@ -501,13 +535,25 @@ def _experiment_checks(ws: store.Workspace) -> list[dict]:
             except ConfigError as e:
                 if "demo/" in str(e):  # the demo assets are built on first use
                     continue
-                raise
+                missing = _missing_data(exp.config, ws)
+                if not missing:
+                    raise
+                for p in missing:  # data to download: information, not a problem of the file
+                    needs.setdefault(p, []).append(f.name)
         except ConfigError as e:
             bad += 1
             out.append({"name": f"experiment {f.name}", "ok": False, "detail": str(e),
                         "fix": f"edit {f} (`labtui run {f.relative_to(ws.root)}` shows the same message)"})
     if not bad:
         out.append({"name": "experiments", "ok": True, "detail": f"{len(files)} file(s) in {ws.experiments} parse"})
+    for p, names in needs.items():
+        try:
+            shown = p.relative_to(ws.root)
+        except ValueError:
+            shown = p
+        how = DATA_SOURCES.get(p.name, "the data set the experiment was written for")
+        out.append({"name": "data", "ok": None, "fix": None,
+                    "detail": f"{', '.join(names)} need{'s' if len(names) == 1 else ''} {shown} (how to get it: {how})"})
     return out
 
 
@@ -559,7 +605,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_evals)
 
     p = sub.add_parser("compare", help="paired comparison of two evaluations: McNemar, Cohen's h, intervals")
-    p.add_argument("a", help="run (its latest eval), RUN/EVAL, eval id, eval folder, or predictions file")
+    p.add_argument("a", help="run (its headline eval), RUN/EVAL, eval id, eval folder, or predictions file")
     p.add_argument("b")
     p.add_argument("--gold", help="gold answers for {PMID: label} prediction files (PubMedQA test_ground_truth.json)")
     p.add_argument("--method", choices=("exact", "chi2"), default="exact", help="McNemar: exact binomial (default) or chi-square with continuity correction")
@@ -568,7 +614,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export-predictions", help="write an eval's predictions, e.g. as PubMedQA's {PMID: label} file")
-    p.add_argument("eval", help="RUN/EVAL, eval id, run (latest eval) or eval folder")
+    p.add_argument("eval", help="RUN/EVAL, eval id, run (its headline eval) or eval folder")
     p.add_argument("--format", choices=("pubmedqa", "jsonl"), default="pubmedqa")
     p.add_argument("--temperature", type=float)
     p.add_argument("-o", "--output", help="file to write (default: standard output)")

@@ -84,6 +84,7 @@ def eval_row(path: Path) -> dict:
         "device": summary.get("device") or settings.get("device_actual") or settings.get("device"),
         "checkpoint": settings.get("checkpoint"),
         "checkpoint_step": settings.get("checkpoint_step"),
+        "split": settings.get("split"),
         "purpose": settings.get("purpose", "eval"),
         "n": summary.get("n", settings.get("n")),
         "done": progress.get("done"),
@@ -112,6 +113,128 @@ def latest_eval(run: store.Run, completed_only: bool = True) -> dict | None:
             continue
         return row
     return None
+
+
+# --- the headline eval: the one eval that stands for a run ----------------------------------------
+
+HEADLINE_RULE = ("the completed eval of the final checkpoint; with a baseline, one with the baseline's N and "
+                 "split; else the largest N on the test split; the newest of equals")
+
+
+def _int(x) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def finished(row: Mapping) -> bool:
+    """A completed evaluation with an accuracy, not a parity check: one that can stand for its run."""
+    return (row.get("purpose") != "parity" and row.get("status") == "completed"
+            and isinstance(row.get("accuracy"), (int, float)))
+
+
+def step_text(row: Mapping) -> str:
+    """`checkpoint 120`, `base model`, `checkpoint ?`."""
+    if row.get("checkpoint") == "base":
+        return "base model"
+    step = _int(row.get("checkpoint_step"))
+    return f"checkpoint {step if step is not None else '?'}"
+
+
+def eval_settings_text(row: Mapping) -> str:
+    """`checkpoint 120, N 300, score, cpu`: what an eval evaluated, and how."""
+    n = _int(row.get("n"))
+    bits = [step_text(row), f"N {n if n is not None else '?'}"]
+    if row.get("split") not in (None, "test"):
+        bits.append(f"split {row.get('split')}")
+    bits += [str(row.get("mode") or "?"), str(row.get("device") or "?")]
+    return ", ".join(bits)
+
+
+def comparability(row: Mapping, base: Mapping) -> str | None:
+    """Why two evals cannot be paired (`N 100 vs 300`, `split eval vs test`; row first), or None when
+    their N and split agree (the examples are then the first N of the same split)."""
+    reasons = []
+    sa, sb = row.get("split") or "test", base.get("split") or "test"
+    if sa != sb:
+        reasons.append(f"split {sa} vs {sb}")
+    na, nb = _int(row.get("n")), _int(base.get("n"))
+    if na != nb:
+        reasons.append(f"N {'?' if na is None else na} vs {'?' if nb is None else nb}")
+    return ", ".join(reasons) or None
+
+
+def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_step: int | None = None,
+                    against: str = "the baseline") -> dict | None:
+    """The headline eval among a run's eval rows (HEADLINE_RULE), as a copy of its row with `rule`, `why`
+    (why this one, in words) and `not_comparable` (why it cannot be paired with `base`, or None).
+    `final_step` is the run's last training step; `against` names `base` in `why`."""
+    cands = [dict(r) for r in rows if finished(r)]
+    if not cands:
+        return None
+    matching = ([r for r in cands if comparability(r, base) is None and not _same_path(r, base)]
+                if base is not None else [])  # an eval is not paired with itself
+    pool = matching or cands
+
+    def step(r) -> int:
+        s = _int(r.get("checkpoint_step"))
+        return -1 if s is None else s
+
+    def created(r) -> float:
+        c = r.get("created")
+        return float(c) if isinstance(c, (int, float)) and math.isfinite(c) else 0.0
+
+    pick = max(pool, key=lambda r: (step(r), (r.get("split") or "test") == "test", _int(r.get("n")) or 0,
+                                    created(r), str(r.get("id"))))
+    top = max(step(r) for r in cands)
+    final = _int(final_step)
+    if pick.get("checkpoint") == "base":
+        why = ["base model"]
+    elif final is not None and step(pick) == final:
+        why = ["final checkpoint"]
+    elif step(pick) == top:
+        why = ["newest evaluated checkpoint" + (f" (the final one, step {final}, has no eval)" if final else "")]
+    else:
+        why = [f"newest checkpoint evaluated with {against}'s N and split"]
+    if base is not None and matching:
+        if "with " not in why[0]:
+            why.append(f"with {against}'s N and split")
+    elif base is not None:
+        why.append(f"no eval has {against}'s N {base.get('n')} and split {base.get('split') or 'test'}")
+    else:
+        same_step = [r for r in pool if step(r) == step(pick)]
+        if len({(_int(r.get('n')), r.get('split') or 'test') for r in same_step}) > 1:
+            why.append("the largest N on the test split")
+    if sum(1 for r in pool if step(r) == step(pick) and (_int(r.get("n")), r.get("split")) ==
+           (_int(pick.get("n")), pick.get("split"))) > 1:
+        why.append("the newest of equals")
+    pick.update(rule=HEADLINE_RULE, why=", ".join(why),
+                not_comparable=comparability(pick, base) if base is not None else None)
+    return pick
+
+
+def _same_path(a: Mapping, b: Mapping) -> bool:
+    return bool(a.get("path")) and str(a.get("path")) == str(b.get("path"))
+
+
+def _as_row(x: Any) -> dict | None:
+    """An eval row from a row, an eval folder or a run (its headline eval)."""
+    if x is None or isinstance(x, Mapping):
+        return dict(x) if x is not None else None
+    if isinstance(x, store.Run):
+        return headline_eval(x)
+    return eval_row(Path(x))
+
+
+def headline_eval(run: store.Run, baseline: Any = None, against: str = "the baseline") -> dict | None:
+    """The eval that stands for `run` in History, the dashboard, `compare RUN` and `export-predictions RUN`
+    (HEADLINE_RULE): its eval row with `rule`, `why` and `not_comparable`; None when the run has no
+    completed eval. `baseline`: a run (its own headline eval), an eval row or an eval folder."""
+    base = None if isinstance(baseline, store.Run) and baseline.path == run.path else _as_row(baseline)
+    return choose_headline(list_evals(run), base, _int(run.progress().get("step")), against)
+
+
+def which_line(row: Mapping) -> str:
+    """The line a CLI command prints on stderr when it resolved a run to an eval."""
+    return f"using eval {row.get('id')} ({eval_settings_text(row)}): {row.get('why') or 'given'}"
 
 
 def read_summary(path: Path) -> dict:
@@ -324,7 +447,7 @@ def _finish(records: dict[str, dict], gold: Mapping[str, str] | None, where: str
 
 def load_predictions(source: str | Path | store.Run, gold: str | Path | Mapping[str, str] | None = None,
                      temperature: float | None = None) -> dict[str, dict]:
-    """{id: record} from an eval dir, a run (its latest completed eval), a JSONL file with id/gold/pred,
+    """{id: record} from an eval dir, a run (its headline eval), a JSONL file with id/gold/pred,
     or a PubMedQA official file {PMID: label} (then `gold` is needed). Records of the first
     temperature unless `temperature` is given. `correct` is recomputed as pred == gold."""
     gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
@@ -403,7 +526,10 @@ def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None 
                     temperature: float | None = None) -> dict:
     """stats.compare of two prediction sources (anything load_predictions takes, or {id: record})
     plus, for display: name_a, name_b, labels (the answer classes), errors_a, errors_b,
-    macro_f1_a, macro_f1_b. Raises stats.UnpairedError when the example ids differ."""
+    macro_f1_a, macro_f1_b. A run stands for its headline eval (headline_pair). Raises
+    stats.UnpairedError when the example ids differ."""
+    if not isinstance(a, Mapping) and not isinstance(b, Mapping):
+        a, b, _, _ = headline_pair(a, b)
     if gold is None and temperature is None and not isinstance(a, Mapping) and not isinstance(b, Mapping):
         ca, cb = columns(a), columns(b)
         if ca is not None and cb is not None:
@@ -512,17 +638,52 @@ def _source_path(source: Any) -> Path:
 
 
 def _eval_dir(path: Path) -> Path:
-    """A folder as given, or for a run folder its latest completed eval (EvalNotFound if it has none)."""
+    """A folder as given, or for a run folder its headline eval (EvalNotFound if it has none)."""
     if not is_eval_dir(path) and (path / store.RUN_FILE).exists():
-        row = latest_eval(store.Run(path))
-        if row is None:
-            raise EvalNotFound(f"run {path.name} has no completed evaluation; start one with `labtui eval {path.name}`")
-        return Path(row["path"])
+        return Path(_headline_or_raise(store.Run(path))["path"])
     return path
 
 
+def _headline_or_raise(run: store.Run, baseline: Any = None, against: str = "the baseline") -> dict:
+    row = headline_eval(run, baseline, against)
+    if row is None:
+        raise EvalNotFound(f"run {run.id} has no completed evaluation; start one with `labtui eval {run.id}`")
+    return row
+
+
+def _run_of(source: Any) -> store.Run | None:
+    """The run when a source is a run (or a run folder), else None (an eval folder, a file, records)."""
+    if isinstance(source, store.Run):
+        return source
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if p.is_dir() and not is_eval_dir(p) and (p / store.RUN_FILE).exists():
+            return store.Run(p)
+    return None
+
+
+def headline_pair(a: Any, b: Any) -> tuple[Any, Any, dict | None, dict | None]:
+    """Two comparison sources with each run replaced by its headline eval folder, chosen to pair with
+    the other side (a given eval, or A's headline eval when both are runs): (a, b, headline row of
+    a or None, headline row of b or None). EvalNotFound when a run has no completed eval."""
+    ra, rb = _run_of(a), _run_of(b)
+    ha = hb = None
+    if ra is not None and rb is not None:
+        ha = _headline_or_raise(ra)
+        hb = _headline_or_raise(rb, ha, "A")
+    elif ra is not None:
+        ha = _headline_or_raise(ra, eval_row(Path(b)) if _is_eval_source(b) else None, "B")
+    elif rb is not None:
+        hb = _headline_or_raise(rb, eval_row(Path(a)) if _is_eval_source(a) else None, "A")
+    return (Path(ha["path"]) if ha else a, Path(hb["path"]) if hb else b, ha, hb)
+
+
+def _is_eval_source(x: Any) -> bool:
+    return isinstance(x, (str, Path)) and Path(x).is_dir() and is_eval_dir(Path(x))
+
+
 def columns(source: Any) -> Columns | None:
-    """The columns of an eval directory (or of a run's latest completed eval), from
+    """The columns of an eval directory (or of a run's headline eval), from
     COLUMNS_FILE when it matches predictions.jsonl, else read once and the file (re)written.
     None for anything else (a JSONL or PubMedQA file: read those with load_predictions)."""
     path = _source_path(source)
@@ -635,16 +796,17 @@ def _pick(paths: list[Path], ref: str, where: str) -> Path:
     raise EvalNotFound(f"eval '{ref}' is ambiguous in {where}: {names}")
 
 
-def resolve_source(ws: store.Workspace, ref: str) -> Path:
-    """What `labtui compare` takes: a predictions file or eval/run folder, a run id (unique prefix, or
-    `last`: its latest completed eval), `RUN/EVAL`, or an eval id (unique prefix)."""
+def resolve_ref(ws: store.Workspace, ref: str) -> Path | store.Run:
+    """What `labtui compare` takes: a predictions file or eval folder (a Path), a run folder, run id
+    (unique prefix, or `last`) (the store.Run: headline_pair or headline_eval picks its eval), `RUN/EVAL`,
+    or an eval id (unique prefix)."""
     p = Path(ref)
     if p.exists():
-        return p.resolve()
+        return _run_of(p.resolve()) or p.resolve()
     if "/" in ref:
         return find_eval(ws, ref)
     try:
-        run = ws.run(ref)
+        return ws.run(ref)
     except store.RunNotFound as run_err:
         try:
             return find_eval(ws, ref)
@@ -652,7 +814,18 @@ def resolve_source(ws: store.Workspace, ref: str) -> Path:
             if "ambiguous" in str(eval_err):  # several evals start so: say which
                 raise
             raise EvalNotFound(f"'{ref}' is not a file, a run or an eval: {run_err}") from None
-    row = latest_eval(run)
-    if row is None:
-        raise EvalNotFound(f"run {run.id} has no completed evaluation; start one with `labtui eval {run.id}`")
-    return Path(row["path"])
+
+
+def resolve_with_why(ws: store.Workspace, ref: str, against: Any = None) -> tuple[Path, dict | None]:
+    """resolve_ref with a run replaced by its headline eval (paired with `against` when given): the
+    path, and the headline row (with `why`) when a run was resolved, else None."""
+    src = resolve_ref(ws, ref)
+    if isinstance(src, store.Run):
+        row = _headline_or_raise(src, against)
+        return Path(row["path"]), row
+    return src, None
+
+
+def resolve_source(ws: store.Workspace, ref: str, against: Any = None) -> Path:
+    """resolve_with_why's path: a run becomes its headline eval folder."""
+    return resolve_with_why(ws, ref, against)[0]

@@ -41,10 +41,37 @@ def summary(path: Path) -> dict:
     return _evalstore().read_summary(path)
 
 
+def gpu_here() -> tuple[bool, str]:
+    """(whether this machine has an NVIDIA GPU, its name or why not), from NVML through engine.sysmon:
+    no torch, so the TUI stays light. The eval's own `labtui eval --device cuda` checks torch too."""
+    from engine import sysmon
+
+    found = sysmon.gpus()
+    if found:
+        return True, str(found[0].get("name") or "GPU")
+    err = sysmon.nvml_error()
+    return False, "no NVIDIA GPU on this machine" + (f" (NVML: {err})" if err else "")
+
+
+def headline_eval(run: store.Run, baseline: Any = None) -> dict | None:
+    """engine.evalstore.headline_eval: the eval that stands for the run (its row, with `why`)."""
+    return _evalstore().headline_eval(run, baseline)
+
+
+def pair(a: Any, b: Any) -> tuple[Any, Any, dict | None, dict | None]:
+    """engine.evalstore.headline_pair: each run replaced by its headline eval folder, paired with the
+    other side; (a, b, headline row of a or None, of b or None). ValueError when a run has none."""
+    es = _evalstore()
+    try:
+        return es.headline_pair(a, b)
+    except es.EvalNotFound as e:
+        raise ValueError(str(e)) from None
+
+
 def compare(a: Any, b: Any) -> dict:
-    """engine.evalstore.compare_sources (B minus A). Sources: a store.Run (its latest completed
-    eval) or an eval directory. Raises ValueError with the engine's message when a side has no
-    finished evaluation or the two were not evaluated on the same examples."""
+    """engine.evalstore.compare_sources (B minus A). Sources: a store.Run (its headline eval) or an
+    eval directory. Raises ValueError with the engine's message when a side has no finished
+    evaluation or the two were not evaluated on the same examples."""
     es = _evalstore()
     from engine import stats
 
@@ -55,14 +82,14 @@ def compare(a: Any, b: Any) -> dict:
 
 
 def describe(src: Any) -> str:
-    """A comparison side in a few words: `demo-tuned·a1b2` or `demo-tuned·a1b2 / cpu score n=300`."""
+    """A comparison side in a few words: `demo-tuned·a1b2 / checkpoint 120, N 300, score, cpu`
+    (a store.Run stands for its headline eval)."""
     if isinstance(src, store.Run):
-        latest = latest_eval(src)
-        if latest is None:
+        head = headline_eval(src)
+        if head is None:
             return short_id(src.id, src.info().get("experiment"))
-        src = latest["path"]
+        src = head["path"]
     path = Path(src)
     run = store.Run(path.parent.parent)
     row = eval_row(path)
-    bits = " ".join(str(x) for x in (row.get("device"), row.get("mode"), f"n={row['n']}" if row.get("n") else None) if x)
-    return f"{short_id(run.id, run.info().get('experiment'))} / {bits or path.name}"
+    return f"{short_id(run.id, run.info().get('experiment'))} / {_evalstore().eval_settings_text(row)}"

@@ -1,7 +1,8 @@
 """The rows of the History table: every run with its evaluations, compared with the baseline.
 
-One row per run (its latest finished eval), then one indented row per older finished eval.
-Against the baseline's latest eval each row gets the difference (B - A, B = the row), the exact
+One row per run (its headline eval: engine.evalstore.choose_headline, the rule written in
+HEADLINE_RULE), then one indented row per other finished eval, newest first. Against the baseline's
+headline eval each row gets the difference (B - A, B = the row), the exact
 McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker thread;
 no Textual here.
 
@@ -53,6 +54,9 @@ class HistRow:
     device: str | None = None
     mode: str | None = None
     degenerate: bool = False
+    evaluated: str = ""  # checkpoint, N, (split), mode, device: evalstore.eval_settings_text
+    why: str = ""  # why this eval is the run's headline (the run's own row)
+    not_comparable: str = ""  # why there is no difference / p: "N 100 vs 300", "different examples"
     diff: float | None = None
     p: float | None = None
     h: float | None = None
@@ -77,7 +81,7 @@ def _mtime(path: Path) -> int:
 
 
 CACHE_FILE = ".labtui-history-cache.json"
-CACHE_VERSION = 2  # 2: correctness digests and bits in the predictions' file order
+CACHE_VERSION = 3  # 2: correctness digests and bits in the predictions' file order; 3: rows with split
 EVAL_FILES = (store.RUN_FILE, "eval.json", "summary.json", store.PROGRESS_FILE, store.STATE_FILE)
 PREDICTIONS = "predictions.jsonl"
 PARTIAL_AFTER = 20  # more comparisons than this to compute: the rows are shown first, without them
@@ -280,23 +284,37 @@ class HistoryData:
                 c.save()
 
     def _build(self, runs, baseline_id: str | None, now: float, partial=None) -> list[HistRow]:
+        es = evals._evalstore()
         per_run: dict[str, list[dict]] = {}
         for r in runs:
             try:
                 rows = self.eval_rows(r.id)
             except Exception:  # noqa: BLE001 - no evalstore: runs without eval columns
                 rows = []
-            per_run[r.id] = [e for e in rows if e.get("purpose") != "parity" and e.get("status") == "completed"
-                             and e.get("accuracy") is not None]
-        base_dir = None
+            per_run[r.id] = [e for e in rows if es.finished(e)]
+        steps = {r.id: r.step for r in runs}
+        base_row = None
         if baseline_id and per_run.get(baseline_id):
-            base_dir = Path(per_run[baseline_id][-1]["path"])
-        order = [(r, e, i > 0) for r in sorted(runs, key=lambda x: x.created or 0, reverse=True)
-                 for i, e in enumerate(list(reversed(per_run.get(r.id, []))) or [None])]
+            base_row = es.choose_headline(per_run[baseline_id], None, steps.get(baseline_id))
+        base_dir = Path(base_row["path"]) if base_row else None
+        order = []
+        for r in sorted(runs, key=lambda x: x.created or 0, reverse=True):
+            finished = per_run.get(r.id, [])
+            head = es.choose_headline(finished, base_row if r.id != baseline_id else None, r.step)
+            if head is None:
+                order.append((r, None, False))
+                continue
+            order.append((r, head, False))  # the headline eval, then the others, newest first
+            order += [(r, dict(e, why="", not_comparable=None), True) for e in reversed(finished)
+                      if e["path"] != head["path"]]
+        for k, (r, e, sub) in enumerate(order):
+            if e is not None and base_row is not None and Path(e["path"]) != base_dir:
+                order[k] = (r, dict(e, not_comparable=es.comparability(e, base_row)), sub)
         compare = self.compare_cached
         if partial is not None and base_dir is not None:
             known = {path: self.cached_pair(base_dir, path) for path in
-                     (Path(e["path"]) for _, e, _ in order if e is not None) if path != base_dir}
+                     (Path(e["path"]) for _, e, _ in order if e is not None and not e.get("not_comparable"))
+                     if path != base_dir}
             if sum(res is None for res in known.values()) > PARTIAL_AFTER:
                 partial([self._row(r, e, sub, base_dir, baseline_id, now, lambda a, b: known[b])
                          for r, e, sub in order])
@@ -316,21 +334,28 @@ class HistoryData:
         if e is None:
             return HistRow(key=f"run:{r.id}", label=label, **common)
         path = Path(e["path"])
+        es = evals._evalstore()
         fields = dict(eval_path=str(path), eval_id=e["id"], accuracy=e.get("accuracy"),
-                      ci=tuple(e["ci"]) if e.get("ci") else None, n=e.get("n"), device=e.get("device"),
-                      mode=e.get("mode"), degenerate=bool(e.get("degenerate")))
+                      ci=tuple(e["ci"]) if isinstance(e.get("ci"), (list, tuple)) else None, n=e.get("n"),
+                      device=e.get("device"), mode=e.get("mode"), degenerate=bool(e.get("degenerate")),
+                      evaluated=es.eval_settings_text(e), why=e.get("why") or "")
         if base_dir is not None and path != base_dir:
-            res = compare(base_dir, path)
-            if res is None:
-                fields.update(pending=True)
-            elif isinstance(res, dict):
-                fields.update(diff=res.get("diff"), p=res.get("mcnemar_p"), h=res.get("cohens_h"),
-                              verdict=res.get("verdict") or "")
+            if e.get("not_comparable"):
+                fields.update(compare_error=f"not comparable with the baseline's eval: {e['not_comparable']}",
+                              not_comparable=e["not_comparable"])
             else:
-                fields.update(compare_error=res)
+                res = compare(base_dir, path)
+                if res is None:
+                    fields.update(pending=True)
+                elif isinstance(res, dict):
+                    fields.update(diff=res.get("diff"), p=res.get("mcnemar_p"), h=res.get("cohens_h"),
+                                  verdict=res.get("verdict") or "")
+                else:
+                    fields.update(compare_error=res, not_comparable="different examples"
+                                  if "same examples" in res or "not evaluated on" in res else "error")
         if sub:
-            label = f"  ↳ {e.get('device') or ''} {e.get('mode') or ''} {e['id'][-4:]}".rstrip()
-        return HistRow(key=f"eval:{path}" if sub else f"run:{r.id}", label=label, **common, **fields)
+            label = f"  ↳ {e['id'][-4:]}"
+        return HistRow(key=f"eval:{path}" if sub else f"run:{r.id}", label=label, sub=sub, **common, **fields)
 
 
 SORTS = {
@@ -372,5 +397,5 @@ def matches(row: HistRow, text: str) -> bool:
     if not text:
         return True
     hay = " ".join(str(x) for x in (row.run_id, row.experiment, row.status, row.changed, row.notes, row.device,
-                                     row.mode, row.label)).lower()
+                                     row.mode, row.label, row.evaluated)).lower()
     return all(w in hay for w in text.lower().split())

@@ -5,14 +5,17 @@ of both, the smallest difference this N can detect, and the verdict. B minus A t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.markup import escape
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static
+
+from engine.fmt import printable
 
 from .. import evals
 from .. import format as fmt
@@ -31,15 +34,24 @@ def _ci(ci) -> str:
     return "" if not ci else f"[{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
 
 
-def compare_text(res: dict, name_a: str, name_b: str) -> str:
-    """The comparison as content markup (pure, for the screen and the tests); fits 78 columns."""
+def compare_text(res: dict, name_a: str, name_b: str, notes: tuple[str, ...] = ()) -> Content:
+    """The comparison (pure, for the screen and the tests); fits 78 columns. Run data (the names,
+    the verdict, `notes`) goes in through Content's $variables, never as markup."""
+    values = {"name_a": printable(name_a), "name_b": printable(name_b),
+              "verdict": printable(res.get("verdict") or ""), "ci_method": printable(res.get("diff_ci_method") or "")}
 
     def side(tag: str, name: str, acc, ci, f1) -> list[str]:
         f1_text = f" · macro-F1 {f1:.3f}" if f1 is not None else ""
-        return [f"[b]{tag}[/b]  {escape(name)}", f"   accuracy [b]{_pct(acc)}[/b] {_ci(ci)}{f1_text}"]
+        return [f"[b]{tag}[/b]  ${name}", f"   accuracy [b]{_pct(acc)}[/b] {_ci(ci)}{f1_text}"]
 
-    lines = side("A", name_a, res["acc_a"], res.get("ci_a"), res.get("macro_f1_a"))
-    lines += side("B", name_b, res["acc_b"], res.get("ci_b"), res.get("macro_f1_b"))
+    lines = []
+    for k, note in enumerate(notes):
+        values[f"note{k}"] = printable(note)
+        lines.append(f"[$warning]$note{k}[/]")
+    if notes:
+        lines.append("")
+    lines += side("A", "name_a", res["acc_a"], res.get("ci_a"), res.get("macro_f1_a"))
+    lines += side("B", "name_b", res["acc_b"], res.get("ci_b"), res.get("macro_f1_b"))
     lines += [f"   n = {res['n']} paired examples (95% Wilson intervals)", ""]
     lo, hi = res.get("diff_ci") or (math.nan, math.nan)
     sig = res.get("significant")
@@ -47,7 +59,7 @@ def compare_text(res: dict, name_a: str, name_b: str) -> str:
     p_text = f"p {p}" if p.startswith("<") else f"p = {p}"
     lines += [
         f"B − A       [b]{res['diff'] * 100:+.1f} points[/b], 95% CI [{lo * 100:+.1f}, {hi * 100:+.1f}] "
-        f"({escape(str(res.get('diff_ci_method') or ''))})",
+        f"($ci_method)",
         f"McNemar     [{'$success' if sig else '$text-muted'}][b]{p_text}[/b][/] ({res.get('mcnemar_method', 'exact')})",
         f"            b = {res.get('b')} A right & B wrong, c = {res.get('c')} A wrong & B right",
         f"Cohen's h   {res['cohens_h']:+.3f} ({_h_magnitude(res['cohens_h'])})",
@@ -67,8 +79,8 @@ def compare_text(res: dict, name_a: str, name_b: str) -> str:
             continue
         mark = "" if k == "correct" or va == vb else (" [$success]↓[/]" if vb < va else " [$error]↑[/]")
         lines.append(f"  {KIND_NAMES[k]:<18}{va:>8}{vb:>8}{mark}")
-    lines += ["", f"[b]verdict[/b] {escape(res.get('verdict') or '')}"]
-    return "\n".join(lines)
+    lines += ["", "[b]verdict[/b] $verdict"]
+    return Content.from_markup("\n".join(lines), **values)
 
 
 def _h_magnitude(h: float) -> str:
@@ -88,6 +100,7 @@ class CompareScreen(Screen):
         self.a, self.b = a, b
         self.result: dict | None = None
         self.error: str | None = None
+        self.notes: tuple[str, ...] = ()  # the headline evals' reasons, a same-eval warning
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Compare[/b] · computing…", id="compare-title", classes="screen-title")
@@ -105,19 +118,25 @@ class CompareScreen(Screen):
     @work(thread=True, group="compare", exclusive=True, exit_on_error=False, description="compare two evals")
     def compute(self, a, b) -> None:
         try:
+            a, b, ha, hb = evals.pair(a, b)  # a run stands for its headline eval, paired with the other side
             res = evals.compare(a, b)
             names = (evals.describe(a), evals.describe(b))
-            self.app.call_from_thread(self._show, res, names, None)
+            notes = [f"{tag}: headline eval of its run: {h['why']}" for tag, h in (("A", ha), ("B", hb)) if h]
+            if Path(a).resolve() == Path(b).resolve():
+                notes.insert(0, "A and B are the same eval: every difference is 0 by construction")
+            self.app.call_from_thread(self._show, res, names, None, tuple(notes))
         except Exception as e:  # noqa: BLE001 - the engine's message is for the user
             self.app.call_from_thread(self._show, None, (str(a), str(b)), str(e))
 
-    def _show(self, res: dict | None, names: tuple[str, str], error: str | None) -> None:
-        self.result, self.error = res, error
+    def _show(self, res: dict | None, names: tuple[str, str], error: str | None, notes: tuple[str, ...] = ()) -> None:
+        self.result, self.error, self.notes = res, error, notes
         title = self.query_one("#compare-title", Static)
         body = self.query_one("#compare-body", Static)
         if error:
-            title.update("[b]Compare[/b]")
-            body.update(f"[$error]{escape(error)}[/]")
+            title.update(Content.from_markup("[b]Compare[/b]"))
+            body.update(Content.from_markup("[$error]$message[/]", message=printable(error)))
             return
-        title.update("[b]Compare[/b] · differences are B − A")
-        body.update(compare_text(res, *names))
+        title.update(Content.from_markup("[b]Compare[/b] · differences are B − A"
+                                         + (" · [$warning]the same eval twice[/]" if notes and "same eval" in notes[0]
+                                            else "")))
+        body.update(compare_text(res, *names, notes=notes))

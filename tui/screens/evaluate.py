@@ -7,16 +7,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.markup import escape
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from textual.worker import get_current_worker
 
 from engine import store
+from engine.fmt import printable
 
 from .. import cli_runner, evals, messages
 from .. import format as fmt
@@ -55,6 +57,7 @@ class EvalScreen(Screen):
         self.degenerate_gpu: dict | None = None  # the settings to repeat on the CPU
         self.last_argv: list[str] | None = None
         self.last_result: cli_runner.CliResult | None = None
+        self._gpu: tuple[bool, str] | None = None
 
     @property
     def run(self) -> store.Run:
@@ -83,6 +86,8 @@ class EvalScreen(Screen):
         cfg = run.config()
         ecfg = cfg.get("eval") or {}
         self.device = default_device(run)
+        if self.device == "cuda" and not self.gpu()[0]:  # trained on a GPU elsewhere; none here
+            self.device = "cpu"
         self.mode = ecfg.get("mode") if ecfg.get("mode") in MODES else "score"
         self.query_one("#n", Input).placeholder = str(ecfg.get("n") or "all")
         temps = ecfg.get("temperatures") or [0.0]
@@ -96,8 +101,9 @@ class EvalScreen(Screen):
         self.query_one("#checkpoint", Select).value = "latest"
         row = self.app.row(self.run_id)
         status = row.status if row else "?"
-        self.query_one("#eval-title", Static).update(
-            f"[b]Evaluate[/b] {escape(self.run_id)} · {status} · {len(run.checkpoints())} checkpoint(s)")
+        self.query_one("#eval-title", Static).update(Content.from_markup(
+            "[b]Evaluate[/b] $run · $status · $n checkpoint(s)", run=printable(self.run_id), status=printable(status),
+            n=str(len(run.checkpoints()))))
         table = self.query_one("#eval-list", DataTable)
         table.border_title = "Evaluations of this run"
         for label in ("eval", "status", "device", "mode", "step", "n", "accuracy [95% CI]", "notes"):
@@ -136,7 +142,7 @@ class EvalScreen(Screen):
             f"device  {choice(DEVICES.items(), self.device, 'd')}\n"
             f"mode    {choice(((m, m) for m in MODES), self.mode, 'm')}")
         self.query_one("#temps", Input).disabled = self.mode != "generate"
-        self.query_one("#eval-command", Static).update(escape(cli_runner.display(self.argv())))
+        self.query_one("#eval-command", Static).update(Content(printable(cli_runner.display(self.argv()))))
         self.refresh_bindings()
 
     @on(Input.Changed)
@@ -152,19 +158,36 @@ class EvalScreen(Screen):
         return True
 
     def action_toggle_device(self) -> None:
+        if self.device == "cpu":
+            ok, why = self.gpu()
+            if not ok:  # refused now: the eval would fail 20 s later and stay behind as a failed eval
+                self.notify(f"GPU: {why}; evaluations here run on the CPU", title="CPU only", severity="warning")
+                self._status("[$warning]GPU refused: $why[/]", why=why)
+                return
         self.device = "cpu" if self.device == "cuda" else "cuda"
         self._refresh_form()
+
+    def gpu(self) -> tuple[bool, str]:
+        """(a GPU here?, its name or why not), from NVML without torch; asked once per screen."""
+        if self._gpu is None:
+            self._gpu = evals.gpu_here()
+        return self._gpu
 
     def action_toggle_mode(self) -> None:
         self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
         self._refresh_form()
 
-    def _status(self, text: str) -> None:
-        self.query_one("#eval-status", Static).update(text)
+    def _status(self, markup: str, **values) -> None:
+        """Our markup; run data only as $variables (Content escapes them), control characters removed."""
+        self.query_one("#eval-status", Static).update(
+            Content.from_markup(markup, **{k: printable(v) for k, v in values.items()}))
 
     # --- starting and following ---------------------------------------------------------------
 
     def action_start(self) -> None:
+        if self.device == "cuda" and not self.gpu()[0]:
+            self._status("[$warning]GPU refused: $why[/]", why=self.gpu()[1])
+            return
         if not self.busy:
             self.start(self.argv())
 
@@ -179,7 +202,7 @@ class EvalScreen(Screen):
         self.degenerate_gpu = None
         self.last_argv = argv
         self.refresh_bindings()
-        self._status(f"[$accent]starting: {escape(cli_runner.display(argv))}[/]")
+        self._status("[$accent]starting: $command[/]", command=cli_runner.display(argv))
         self.launch(argv)
 
     @work(thread=True, group="eval-launch", exclusive=True, exit_on_error=False, description="labtui eval (subprocess)")
@@ -192,10 +215,10 @@ class EvalScreen(Screen):
         if not result.ok or not result.ids:
             self.busy = False
             self.refresh_bindings()
-            self._status(f"[$error]eval did not start: {escape(result.message or 'no eval id printed')}[/]")
+            self._status("[$error]eval did not start: $why[/]", why=result.message or "no eval id printed")
             return
         self.eval_dir = self.run.file(store.EVALS_DIR) / result.ids[0]
-        self._status(f"eval {escape(result.ids[0])} started")
+        self._status("eval $id started", id=result.ids[0])
         bar = self.query_one("#eval-progress", ProgressBar)
         bar.display = True
         bar.update(total=None, progress=0)
@@ -219,22 +242,25 @@ class EvalScreen(Screen):
         status = row.get("status")
         name = Path(message.eval_dir).name
         if status not in store.FINAL:
-            self._status(f"eval {escape(name)}: {status} · {row.get('done') or 0}/{row.get('total') or '?'} "
-                         f"on {row.get('device') or self.device}")
+            self._status("eval $name: $status · $done/$total on $device", name=name, status=status,
+                         done=row.get("done") or 0, total=row.get("total") or "?", device=row.get("device") or self.device)
             return
         self.busy = False
         bar.display = False
         if status == "completed":
-            text = (f"[b]eval {escape(name)}: accuracy {fmt.accuracy_ci(row.get('accuracy'), row.get('ci'))}[/b] "
-                    f"(n={row.get('n')}, {row.get('device')}, {row.get('mode')})")
+            text = "[b]eval $name: accuracy $acc[/b] ($evaluated)"
+            values = dict(name=name, acc=fmt.accuracy_ci(row.get("accuracy"), row.get("ci")),
+                          evaluated=evals._evalstore().eval_settings_text(row))
             if row.get("degenerate"):
-                text += "\n[$error]degenerate: " + escape("; ".join(row.get("warnings") or [])) + "[/]"
+                text += "\n[$error]degenerate: $degenerate[/]"
+                values["degenerate"] = "; ".join(str(w) for w in row.get("warnings") or [])
                 if str(row.get("device") or "").startswith("cuda"):
                     self.degenerate_gpu = {k: v for k, v in self.settings().items() if k != "device"}
                     text += "\n[$warning]a GPU eval came back degenerate: press [b]u[/b] to re-run it on the CPU[/]"
         else:
-            text = f"[$error]eval {escape(name)} {status}: {escape(str(row.get('error') or ''))}[/]"
-        self._status(text)
+            text = "[$error]eval $name $status: $message[/]"
+            values = dict(name=name, status=status, message=row.get("error") or "")
+        self._status(text, **values)
         self.refresh_bindings()
         self.load_evals()
 
@@ -259,7 +285,7 @@ class EvalScreen(Screen):
         self.refresh_bindings()
         text = result.stdout.strip() or result.message
         style = "" if result.ok else "$error"
-        self._status(f"[{style}]{escape(text)}[/]" if style else escape(text))
+        self._status(f"[{style}]$text[/]" if style else "$text", text=text)
         self.load_evals()
 
     @work(thread=True, group="eval-list", exclusive=True, exit_on_error=False, description="list evals")
@@ -268,7 +294,7 @@ class EvalScreen(Screen):
             rows = evals.list_evals(self.run)
         except Exception as e:  # noqa: BLE001 - shown to the user
             rows = []
-            self.app.call_from_thread(self._status, f"[$error]{escape(str(e))}[/]")
+            self.app.call_from_thread(self._status, "[$error]$message[/]", message=str(e))
         self.app.call_from_thread(self._show_evals, rows)
 
     def _show_evals(self, rows: list[dict]) -> None:
@@ -282,7 +308,10 @@ class EvalScreen(Screen):
                 notes.append("DEGENERATE")
             if r.get("partial"):
                 notes.append("partial")
-            table.add_row(r["id"][9:] if len(r["id"]) > 9 else r["id"], r.get("status") or "-", r.get("device") or "-", r.get("mode") or "-",
-                          str(r.get("checkpoint_step") if r.get("checkpoint_step") is not None else "-"),
-                          str(r.get("n") or "-"), fmt.accuracy_ci(r.get("accuracy"), r.get("ci")), " ".join(notes),
-                          key=r["id"])
+            if r.get("split") not in (None, "test"):
+                notes.append(f"split {r['split']}")
+            rid = str(r["id"])
+            cells = (rid[9:] if len(rid) > 9 else rid, r.get("status") or "-", r.get("device") or "-",
+                     r.get("mode") or "-", r.get("checkpoint_step") if r.get("checkpoint_step") is not None else "-",
+                     r.get("n") or "-", fmt.accuracy_ci(r.get("accuracy"), r.get("ci")), " ".join(notes))
+            table.add_row(*(Text(printable(c)) for c in cells), key=rid)

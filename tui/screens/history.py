@@ -11,11 +11,12 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.markup import escape
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
 from engine import store
+from engine.fmt import printable
 
 from .. import format as fmt
 from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
@@ -24,8 +25,9 @@ from ..widgets.run_list import STATUS_RICH
 from ..widgets.tables import cell_changes, fill, update_cells
 
 RELOAD_S = 10.0
-COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "changed vs parent", "dur", "loss",
-           "eval", "notes")
+COLUMNS = ("", "run", "status", "acc [95% CI]", "evaluated", "Δ base", "McNemar p", "h", "changed vs parent", "dur",
+           "loss", "eval loss", "notes")
+SHORT_REASON = {"different examples": "other examples", "error": "error"}
 
 
 class HistoryScreen(Screen):
@@ -146,38 +148,44 @@ class HistoryScreen(Screen):
         mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in selected else "")
         style = STATUS_RICH.get(r.status, "")
         p_style = "bold" if r.p is not None and r.p < 0.05 else ""
+        nc = r.not_comparable
         return (
             Text(mark, style="bold"),
-            Text(r.label, style="dim" if r.sub else ""),
+            Text(printable(r.label), style="dim" if r.sub else ""),
             Text("" if r.sub else r.status, style=style),
             Text(fmt.accuracy_ci(r.accuracy, r.ci) + (" !" if r.degenerate else ""),
                  style="red" if r.degenerate else ""),
+            Text(printable(r.evaluated), style="dim" if r.sub else ""),
             Text("base" if r.is_baseline and not r.sub and r.accuracy is not None
                  else "…" if r.pending else fmt.signed_points(r.diff), justify="right"),
+            # a "-" says why: not comparable ("N 100 vs 300", "other examples")
+            Text(SHORT_REASON.get(nc, printable(nc)), style="dim") if nc else
             Text("…" if r.pending else fmt.p_value(r.p), style=p_style),
             Text("…" if r.pending else "-" if r.h is None else f"{r.h:+.2f}", justify="right"),
-            Text(r.changed or "-"),
+            Text(printable(r.changed or "-")),
             Text("" if r.sub else fmt.duration(r.duration), justify="right"),
             Text("" if r.sub else fmt.num(r.train_loss), justify="right"),
             Text("" if r.sub else fmt.num(r.eval_loss), justify="right"),
-            Text(fmt.clip(r.notes, 40)),
+            Text(printable(fmt.clip(r.notes, 40))),
         )
 
     def _title(self, shown: int) -> None:
+        """Markup of our own, run data only through $variables (Content escapes them)."""
         base = self.app.row(self.app.baseline_id)
-        bits = [f"[b]History[/b] {len(self.rows)} rows"]
+        bits = [Content.from_markup("[b]History[/b] $n rows", n=str(len(self.rows)))]
         if self.filter_text:
-            bits.append(f"filter '{escape(self.filter_text)}': {shown}")
-        bits.append(f"sort {self.sort_key} {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])")
-        bits.append(f"baseline ★ {escape(fmt.short_id(base.id, base.experiment))}" if base else
-                    "no baseline ([b $accent]b[/] marks one)")
+            bits.append(Content.from_markup("filter '$text': $shown", text=printable(self.filter_text), shown=str(shown)))
+        bits.append(Content.from_markup(f"sort $key {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])",
+                                        key=self.sort_key))
+        bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
+                    if base else Content.from_markup("no baseline ([b $accent]b[/] marks one)"))
         if self.selected:
-            bits.append(f"{len(self.selected)} selected")
+            bits.append(Content(f"{len(self.selected)} selected"))
         if not self.loaded:
-            bits.append("loading…")
+            bits.append(Content("loading…"))
         elif self.comparing:
-            bits.append(f"comparing {sum(r.pending for r in self.rows)} evals with the baseline…")
-        self.query_one("#history-title", Static).update(" · ".join(bits))
+            bits.append(Content(f"comparing {sum(r.pending for r in self.rows)} evals with the baseline…"))
+        self.query_one("#history-title", Static).update(Content(" · ").join(bits))
 
     @property
     def cursor_row(self) -> HistRow | None:
@@ -195,21 +203,27 @@ class HistoryScreen(Screen):
         r = self.cursor_row
         box = self.query_one("#history-detail", Static)
         if r is None:
-            box.update("[$text-muted]no runs yet[/]" if self.loaded else "loading…")
+            box.update(Content.from_markup("[$text-muted]no runs yet[/]") if self.loaded else Content("loading…"))
             return
-        lines = [f"[b]{escape(r.run_id)}[/b]" + (f" / {escape(r.eval_id)}" if r.eval_id else "")
-                 + (f" · {escape(r.device or '')} {escape(r.mode or '')} n={r.n}" if r.eval_id else " · not evaluated")]
+
+        def line(markup: str, **values: str) -> Content:
+            return Content.from_markup(markup, **{k: printable(v) for k, v in values.items()})
+
+        lines = [line("[b]$run[/b] / $eval · $evaluated", run=r.run_id, eval=r.eval_id, evaluated=r.evaluated)
+                 if r.eval_id else line("[b]$run[/b] · not evaluated", run=r.run_id)]
+        if r.why:
+            lines.append(line("[$text-muted]headline eval: $why[/]", why=r.why))
         if r.changed:
-            lines.append(f"changed: {escape(r.changed)}")
+            lines.append(line("changed: $changed", changed=r.changed))
         if r.verdict:
-            lines.append(f"vs baseline: {escape(r.verdict)}")
+            lines.append(line("vs baseline: $verdict", verdict=r.verdict))
         elif r.compare_error:
-            lines.append(f"[$warning]vs baseline: {escape(r.compare_error)}[/]")
+            lines.append(line("[$warning]vs baseline: $message[/]", message=r.compare_error))
         elif r.pending:
-            lines.append("vs baseline: comparing…")
+            lines.append(Content("vs baseline: comparing…"))
         if r.notes:
-            lines.append(f"notes: {escape(r.notes)}")
-        box.update("\n".join(lines))
+            lines.append(line("notes: $notes", notes=r.notes))
+        box.update(Content("\n").join(lines))
 
     # --- keys ---------------------------------------------------------------------------------
 

@@ -1,0 +1,254 @@
+"""Issue 11, "the numbers mean what they say": the headline eval of a run (History, compare,
+export-predictions), what each eval row says it evaluated, why a difference is missing, which eval a
+CLI command used, a compare of an eval with itself, GPU refused at once where there is none, doctor
+on a fresh clone, run data with markup in the evaluation screens.
+
+Evals are planted by hand (tests/test_tui_data.make_eval, the files engine.evaluate writes) where the
+worker is not what is under test; NVML is faked at the `pynvml` boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, labtui
+from engine import evalstore, store
+from test_tui_app import app_for, fake_pynvml, until
+from test_tui_data import T0, make_eval, make_run
+
+FINAL, EXTRA, BASE_EVAL = "20261122-030000-score-cpu-f120", "20261122-040000-score-cpu-e080", "20261122-020000-score-cpu-b000"
+
+
+def plant(run: store.Run, eval_id: str, correct: list[bool], *, step: int | str, created: float,
+          split: str = "test", **kw) -> Path:
+    """An eval of checkpoint `step` ("base": the base model) on the first len(correct) examples."""
+    path = make_eval(run, eval_id, correct, created=created, **kw)
+    settings = store.read_json(path / evalstore.EVAL_FILE, {})
+    settings.update(split=split, checkpoint="base" if step == "base" else str(run.path / f"checkpoints/checkpoint-{step}"),
+                    checkpoint_step=0 if step == "base" else step)
+    store.atomic_write_json(path / evalstore.EVAL_FILE, settings)
+    return path
+
+
+def night(ws: store.Workspace, experiment: str = "demo-tuned", notes: str = "") -> tuple[store.Run, store.Run]:
+    """The issue's night: a baseline (base model, N 300, 62.3%) and a tuned run of 120 steps whose final
+    eval (checkpoint 120, N 300) scores 76.7% (+14.3 points, p < 0.001); then one more eval of
+    checkpoint 80 on N 100 (44%), the newest of all."""
+    ws.logs.mkdir(parents=True, exist_ok=True)
+    base = make_run(ws, "20261122-010000-demo-baseline-a001", "demo-baseline", created=T0, steps=120, max_steps=120)
+    tuned = make_run(ws, "20261122-013000-demo-tuned-b002", experiment, created=T0 + 1800, steps=120, max_steps=120,
+                     notes=notes)
+    plant(base, BASE_EVAL, [True] * 187 + [False] * 113, step="base", created=T0 + 3600)
+    plant(tuned, FINAL, [True] * 230 + [False] * 70, step=120, created=T0 + 7200)
+    plant(tuned, EXTRA, [True] * 44 + [False] * 56, step=80, created=T0 + 9000)
+    return base, tuned
+
+
+@pytest.fixture
+def ws(tmp_path) -> store.Workspace:
+    return store.Workspace(tmp_path / "ws")
+
+
+# --- 1. the headline eval ---------------------------------------------------------------------------
+
+
+def test_headline_is_the_final_checkpoints_eval_not_the_newest(ws):
+    base, tuned = night(ws)
+    head = evalstore.headline_eval(tuned)
+    assert head["id"] == FINAL and head["accuracy"] == pytest.approx(230 / 300)
+    assert "final checkpoint" in head["why"] and head["rule"] == evalstore.HEADLINE_RULE
+    head = evalstore.headline_eval(tuned, baseline=base)
+    assert head["id"] == FINAL and head["not_comparable"] is None
+    assert head["why"] == "final checkpoint, with the baseline's N and split"
+    assert evalstore.headline_eval(base)["why"] == "base model"
+    # a run (or run folder) as a source is its headline eval, everywhere
+    assert evalstore.resolve_source(ws, tuned.id) == tuned.file("evals") / FINAL
+    assert len(evalstore.load_predictions(tuned)) == 300
+
+
+def test_headline_with_a_baseline_prefers_the_baselines_n_and_split(ws):
+    base, tuned = night(ws)
+    plant(base, "20261122-050000-score-cpu-b100", [True] * 60 + [False] * 40, step="base", created=T0 + 9500)
+    other = make_run(ws, "20261122-014000-demo-sft-c003", "demo-sft", created=T0 + 2000, steps=120, max_steps=120)
+    plant(other, "20261122-031000-score-cpu-c300", [True] * 200 + [False] * 100, step=120, created=T0 + 7300,
+          split="eval")
+    plant(other, "20261122-032000-score-cpu-c080", [True] * 180 + [False] * 120, step=80, created=T0 + 7400)
+    head = evalstore.headline_eval(other, baseline={"n": 300, "split": "test"})
+    assert head["id"].endswith("c080") and "baseline's N and split" in head["why"]
+    head = evalstore.headline_eval(other)  # no baseline: the final checkpoint, whatever its split
+    assert head["id"].endswith("c300") and head["why"] == "final checkpoint"
+    head = evalstore.headline_eval(other, baseline={"n": 50, "split": "test"})
+    assert head["id"].endswith("c300") and head["not_comparable"] == "split eval vs test, N 300 vs 50"
+    assert "no eval has the baseline's N 50" in head["why"]
+
+
+def test_history_rows_use_the_headline_and_say_why_a_difference_is_missing(ws):
+    from tui.history_data import HistoryData
+    from tui.scan import row_for
+
+    base, tuned = night(ws)
+    rows = HistoryData(ws).build([row_for(base), row_for(tuned)], base.id, T0 + 10_000)
+    main = next(r for r in rows if r.run_id == tuned.id and not r.sub)
+    assert main.eval_id == FINAL and main.accuracy == pytest.approx(230 / 300)
+    assert main.diff == pytest.approx(43 / 300) and main.p < 0.001
+    assert main.evaluated == "checkpoint 120, N 300, score, cpu" and "final checkpoint" in main.why
+    sub = next(r for r in rows if r.run_id == tuned.id and r.sub)
+    assert sub.eval_id == EXTRA and sub.evaluated == "checkpoint 80, N 100, score, cpu"
+    assert sub.diff is None and sub.not_comparable == "N 100 vs 300"
+    assert "not comparable" in sub.compare_error and "N 100 vs 300" in sub.compare_error
+    base_row = next(r for r in rows if r.run_id == base.id)
+    assert base_row.eval_id == BASE_EVAL and base_row.evaluated == "base model, N 300, score, cpu"
+
+
+# --- 3. which eval a command used; an eval compared with itself ---------------------------------------
+
+
+def test_compare_and_export_of_runs_say_which_eval_they_used(ws):
+    base, tuned = night(ws)
+    proc = labtui(ws, "compare", base.id, tuned.id)
+    assert proc.returncode == 0, proc.stderr
+    assert "+14.3 points" in proc.stdout and "p < 0.001" in proc.stdout
+    assert f"A: using eval {BASE_EVAL} (base model, N 300, score, cpu): base model" in proc.stderr
+    assert (f"B: using eval {FINAL} (checkpoint 120, N 300, score, cpu): final checkpoint, with A's N and split"
+            in proc.stderr)
+    proc = labtui(ws, "export-predictions", tuned.id, "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 300
+    assert proc.stderr.splitlines()[0] == f"using eval {FINAL} (checkpoint 120, N 300, score, cpu): final checkpoint"
+    proc = labtui(ws, "compare", f"{tuned.id}/{EXTRA}", tuned.id, "--json")  # B paired with the N-100 eval? none
+    assert proc.returncode == 2 and "N 100" in proc.stderr and "same --n" in proc.stderr
+
+
+def test_compare_of_an_eval_with_itself_warns(ws):
+    base, tuned = night(ws)
+    proc = labtui(ws, "compare", tuned.id, f"{tuned.id}/{FINAL}")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: A and B are the same eval" in proc.stderr and "b = 0" in proc.stdout
+
+
+# --- 2, 3, 6. the TUI: History's rows, Compare's header, markup in run data -------------------------------
+
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws):
+    from tui import baseline
+
+    nasty = "[/] [bad a[/"
+    base, tuned = night(ws, experiment="tuned[/x", notes=nasty)
+    baseline.set(ws, base.id)
+    app = app_for(ws)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 2)
+        await pilot.press("h")
+        screen = app.screen
+        await until(pilot, lambda: screen.loaded and any(r.p is not None for r in screen.rows), what="history")
+        table = screen.query_one("#history")
+        main = next(r for r in screen.rows if r.run_id == tuned.id and not r.sub)
+        sub = next(r for r in screen.rows if r.sub)
+        assert table.get_cell(main.key, "evaluated").plain == "checkpoint 120, N 300, score, cpu"
+        assert table.get_cell(sub.key, "evaluated").plain == "checkpoint 80, N 100, score, cpu"
+        assert table.get_cell(sub.key, "Δ base").plain == "-"
+        assert table.get_cell(sub.key, "McNemar p").plain == "N 100 vs 300"  # the "-" says why
+        assert table.get_cell(main.key, "notes").plain == nasty
+        await until(pilot, lambda: screen.cursor_row is not None)
+        assert screen.cursor_row.run_id == tuned.id
+        detail = screen.query_one("#history-detail").render()
+        assert nasty in str(detail) and "headline eval: final checkpoint" in str(detail)
+        await pilot.press("c")  # the cursor row against the baseline: runs, so their headline evals
+        compare = app.screen
+        await until(pilot, lambda: compare.result is not None or compare.error, what="compare")
+        assert compare.error is None and compare.result["n"] == 300
+        body = str(compare.query_one("#compare-body").render())
+        assert "checkpoint 120, N 300, score, cpu" in body and "base model, N 300, score, cpu" in body
+        assert "tuned[/x" in body, body
+        assert "A: headline eval of its run: base model, with B's N and split" in body
+        assert "same eval" not in body
+
+
+@pytest.mark.anyio
+async def test_compare_screen_warns_when_both_sides_are_the_same_eval(ws):
+    from tui.screens.compare import CompareScreen
+
+    base, tuned = night(ws)
+    app = app_for(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 2)
+        screen = CompareScreen(tuned, tuned.file("evals") / FINAL)
+        await app.push_screen(screen)
+        await until(pilot, lambda: screen.result is not None or screen.error, what="compare")
+        assert "A and B are the same eval" in str(screen.query_one("#compare-body").render())
+        assert "same eval twice" in str(screen.query_one("#compare-title").render())
+
+
+# --- 4. a GPU that is not there is refused at once -------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("gpu", [False, True])
+async def test_evaluate_screen_refuses_the_gpu_where_there_is_none(ws, monkeypatch, gpu):
+    from engine import sysmon
+    from tui.screens.evaluate import EvalScreen
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working=gpu))
+    monkeypatch.setattr(sysmon, "_nvml_state", {"ok": None, "error": None})
+    base, tuned = night(ws)
+    app = app_for(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 2)
+        screen = EvalScreen(tuned.id)
+        await app.push_screen(screen)
+        await pilot.pause()
+        assert screen.device == "cpu"
+        screen.query_one("#eval-list").focus()
+        await pilot.press("d")
+        if gpu:
+            assert screen.device == "cuda"
+            assert "--device cuda" in str(screen.query_one("#eval-command").render())
+        else:
+            assert screen.device == "cpu" and "--device cpu" in str(screen.query_one("#eval-command").render())
+            assert any("no NVIDIA GPU" in n.message for n in app._notifications)
+            assert "GPU refused" in str(screen.query_one("#eval-status").render())
+    assert len(list(tuned.file("evals").iterdir())) == 2  # nothing started
+
+
+def test_eval_device_cuda_without_a_gpu_exits_2_and_creates_nothing(ws):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    base, tuned = night(ws)
+    before = sorted(p.name for p in tuned.file("evals").iterdir())
+    proc = labtui(ws, "eval", tuned.id, "--device", "cuda", "--n", "10")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("labtui: error: --device cuda: no GPU here") and proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in tuned.file("evals").iterdir()) == before
+
+
+# --- 5. doctor on a fresh clone -----------------------------------------------------------------------------
+
+
+def test_doctor_on_a_fresh_clone_reports_the_pubmedqa_files_as_needed_not_failed(tmp_path):
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")  # what a fresh clone has: no data/, no demo/
+    proc = labtui(tmp_path, "doctor", "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0, [c for c in report["checks"] if c["ok"] is False]
+    data = [c for c in report["checks"] if c["name"] == "data"]
+    assert [c["ok"] for c in data] == [None, None]
+    assert "data/ori_pqal.json" in data[0]["detail"] and "pubmedqa/pubmedqa" in data[0]["detail"]
+    assert "data/test_ground_truth.json" in data[1]["detail"] and "gemma3-4b-baseline.yaml" in data[0]["detail"]
+    text = labtui(tmp_path, "doctor")
+    assert text.returncode == 0 and "need data/ori_pqal.json (how to get it:" in text.stdout
+    # a real problem in an experiment file still fails
+    (tmp_path / "experiments" / "broken.yaml").write_text("model: {model_name_or_path: ./nowhere}\n")
+    assert labtui(tmp_path, "doctor").returncode == 1
