@@ -232,6 +232,13 @@ def fake_pynvml(working: bool = True) -> types.ModuleType:
     return m
 
 
+def fake_gpu(monkeypatch, working: bool = True) -> None:
+    from engine import sysmon
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working))
+    monkeypatch.setattr(sysmon, "_nvml_state", {"ok": None, "error": None})
+
+
 @pytest.mark.parametrize("working", [True, False])
 def test_gpu_panel_from_the_supervisors_samples(ws, monkeypatch, working):
     from engine import sysmon
@@ -321,7 +328,8 @@ async def test_launch_shows_config_errors_and_the_clis_message(ws):
         assert ws.runs() == []
 
 
-async def test_eval_form_device_toggle_reaches_the_evals_settings(ws):
+async def test_eval_form_device_toggle_reaches_the_evals_settings(ws, monkeypatch):
+    fake_gpu(monkeypatch)  # `d` refuses the GPU where NVML sees none
     run = make_run(ws, "20261122-010000-evalme-a001", "evalme", checkpoints=(100, 200))
     app = app_for(ws)
     try:
@@ -352,6 +360,8 @@ async def test_eval_form_device_toggle_reaches_the_evals_settings(ws):
 
 async def test_a_degenerate_gpu_eval_offers_the_cpu_rerun(ws):
     from tui.cli_runner import CliResult
+
+    fake_gpu(monkeypatch)
 
     run = make_run(ws, "20261122-010000-gpu-a001", "gpu", checkpoints=(200,))
     make_eval(run, "20261122-020000-score-cuda-e001", [False] * 30, device="cuda", preds=["no"] * 30)
