@@ -358,7 +358,7 @@ async def test_eval_form_device_toggle_reaches_the_evals_settings(ws, monkeypatc
         kill_started(ws)
 
 
-async def test_a_degenerate_gpu_eval_offers_the_cpu_rerun(ws):
+async def test_a_degenerate_gpu_eval_offers_the_cpu_rerun(ws, monkeypatch):
     from tui.cli_runner import CliResult
 
     fake_gpu(monkeypatch)
