@@ -71,7 +71,11 @@ def worker_command(run: store.Run, resume: bool = False) -> list[str]:
 def start(run: store.Run, resume: bool = False, command: list[str] | None = None) -> subprocess.Popen:
     """Start the run's supervisor detached; returns at once."""
     command = command or worker_command(run, resume)
-    run.update_state(status="starting", supervisor_pid=None, pid=None, error=None, ended=None)
+    run.update_state(status="starting", supervisor_pid=None, pid=None, error=None, ended=None, queued=False,
+                     queued_resume=None)
+    cwd = run.info().get("workspace")
+    if not (isinstance(cwd, str) and os.path.isdir(cwd)):  # a run folder copied from another machine
+        cwd = str(home_workspace(run))
     log = open(run.file(store.LOG_FILE), "ab")
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -79,13 +83,19 @@ def start(run: store.Run, resume: bool = False, command: list[str] | None = None
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.supervisor", str(run.path), "--", *command],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            close_fds=True, cwd=str(run.info().get("workspace") or os.getcwd()), env=env,
+            close_fds=True, cwd=cwd, env=env,
         )
     finally:
         log.close()
     _children.append(proc)
     _reap()
     return proc
+
+
+def home_workspace(run: store.Run) -> Path:
+    """The workspace a run folder lives in (`WS/logs/RUN`, an eval `WS/logs/RUN/evals/EVAL`), whatever its
+    run.json says: a folder copied from elsewhere names a workspace that may not exist here."""
+    return run.path.parents[3] if run.path.parent.name == store.EVALS_DIR else run.path.parent.parent
 
 
 _children: list[subprocess.Popen] = []

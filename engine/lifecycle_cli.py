@@ -51,22 +51,47 @@ def _started(args, run: store.Run, message: str) -> int:
     return follow(run)
 
 
+def _outcome_line(out, command: str) -> str:
+    """The engine's line, and for a run queued by the concurrency limit how to start it anyway."""
+    if getattr(out, "started", True):
+        return str(out)
+    return f"{out}; use --now to start anyway (`{command} --now`)"
+
+
 @_guard
 def cmd_resume(args) -> int:
     from . import lifecycle
 
-    _, run = _ws_run(args)
-    lifecycle.resume(run)
-    return _started(args, run, f"resuming from {run.latest_checkpoint().name}; watch with `labtui logs {run.id} -f`")
+    ws, run = _ws_run(args)
+    out = lifecycle.resume(run, ws, now=args.now)
+    line = _outcome_line(out, f"labtui resume {run.id}")
+    if out.started:
+        line += f"; watch with `labtui logs {run.id} -f`"
+    return _started(args, run, line)
 
 
 @_guard
 def cmd_retry(args) -> int:
     from . import lifecycle
 
-    _, run = _ws_run(args)
-    new = lifecycle.retry(run)
-    return _started(args, new, f"started {new.id} with the config of {run.id}")
+    ws, run = _ws_run(args)
+    confirmed = args.yes
+    command = lifecycle.script_command(run)
+    if command is not None and not confirmed:
+        if not (sys.stdin and sys.stdin.isatty()):
+            raise lifecycle.LifecycleError(f"retrying {run.id} runs this command again: {command} - add --yes to run it "
+                                           f"(there is no terminal to ask on)")
+        print(f"retrying {run.id} runs this command again:\n  {command}", file=sys.stderr)
+        try:
+            answer = input("run it? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not retried", file=sys.stderr)
+            return 1
+        confirmed = True
+    out = lifecycle.retry(run, ws, now=args.now, confirmed=confirmed)
+    return _started(args, out.run, _outcome_line(out, f"labtui retry {run.id}"))
 
 
 @_guard
@@ -74,6 +99,7 @@ def cmd_queue(args) -> int:
     from . import queue
 
     from .cli import get_run, print_json, workspace_from
+    from .fmt import printable
 
     ws = workspace_from(args)
     if args.concurrency is not None:
@@ -102,9 +128,9 @@ def cmd_queue(args) -> int:
         return 0
     print(f"concurrency {queue.concurrency(ws)} (set with `labtui queue --concurrency N`)")
     for r in live:
-        print(f"  running  {r.id}")
+        print(printable(f"  running  {r.id}"))  # run data: no terminal escapes
     for i, r in enumerate(waiting, 1):
-        print(f"  {i:>7}  {r.id}  {r.info().get('description', '')[:60]}")
+        print(printable(f"  {i:>7}  {r.id}  {(r.info().get('description') or '')[:60]}"))
     if not live and not waiting:
         print("  nothing running or queued")
     return 0
@@ -116,14 +142,17 @@ def register(sub) -> None:
     p.add_argument("--now", action="store_true", help="SIGKILL at once (no checkpoint)")
     p.set_defaults(func=cmd_stop)
 
-    p = sub.add_parser("resume", help="continue a stopped, failed or crashed run from its last checkpoint")
+    p = sub.add_parser("resume", help="continue a stopped, failed or crashed run from its last complete checkpoint")
     p.add_argument("run")
     p.add_argument("--foreground", "-f", action="store_true")
+    p.add_argument("--now", action="store_true", help="start even if the concurrency limit is reached (else it is queued)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("retry", help="start a new run with the same config, linked to the old one")
     p.add_argument("run")
     p.add_argument("--foreground", "-f", action="store_true")
+    p.add_argument("--now", action="store_true", help="start even if the concurrency limit is reached (else it is queued)")
+    p.add_argument("--yes", "-y", action="store_true", help="run a command run's command again without asking")
     p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("queue", help="show the queue; cancel or move queued runs")

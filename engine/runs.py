@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import demo, launcher, store
+from . import demo, fmt, launcher, store
 from .follow import follow_progress
 from .config import ConfigError, Experiment, check_files, load_experiment, validate_with_libraries
 
@@ -24,6 +24,9 @@ def load_and_validate(ws: store.Workspace, path: str | Path, overrides: list[str
         log("building the offline demo model and data (once, about 20 s)...")
         demo.prepare(ws.root, log=log)
     check_files(exp.config, ws.root, str(path))
+    from .data import check_splits
+
+    check_splits(exp.config, ws.root)  # labels within task.choices, no empty split (not the hub format)
     validate_with_libraries(exp.config, str(path))
     return exp
 
@@ -42,12 +45,14 @@ def cmd_run(ws: store.Workspace, args) -> int:
 
 
 def _start_or_queue(runs: list[store.Run], args) -> int:
-    try:
-        from . import queue
-    except ImportError:
-        queue = None
-    if queue is not None and (args.queue or len(runs) > 1):
-        ws = store.Workspace(runs[0].info()["workspace"])
+    """Several files, or --queue: all join the queue. One run: it starts if the workspace's concurrency
+    allows (queue.start_or_queue decides, as for resume, retry and the TUI), else it is queued and the
+    message says why; --now starts it (or them) anyway."""
+    from . import queue
+
+    ws = store.Workspace(runs[0].info()["workspace"])
+    now = bool(getattr(args, "now", False))
+    if not now and (args.queue or len(runs) > 1):
         for run in runs:
             queue.enqueue(ws, run)
             print(run.id)
@@ -57,11 +62,15 @@ def _start_or_queue(runs: list[store.Run], args) -> int:
         for run in runs:
             print(f"  {run.id}: {'started' if run.id in started else 'queued'}", file=sys.stderr)
         return 0
+    why = ""
     for run in runs:
-        launcher.start(run)
+        started, why = queue.start_or_queue(ws, run, now=now)
         print(run.id)
     if args.foreground:
         return follow_many(runs)
+    if not started:
+        print(f"queued: {why}; use --now to start anyway (`labtui run --now ...`)", file=sys.stderr)
+        return 0
     print(f"started detached; watch with `labtui` or `labtui logs {runs[0].id} -f`", file=sys.stderr)
     return 0
 
@@ -88,14 +97,16 @@ def follow(run: store.Run, out=sys.stderr) -> int:
                             stopping=", saving a checkpoint", poll_s=0.5, out=out)
     if state is None:
         return 130
-    out.write(f"{run.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "") + "\n")
+    out.write(fmt.printable(f"{run.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "")) + "\n")
     return 0 if state.get("status") == "completed" else 1
 
 
 def progress_line(run_id: str, state: dict, prog: dict) -> str:
+    """One line of `run -f`: the store's readers give `state` and `prog` their types (`store.clean`);
+    the run's own text (its id, an odd status) is made printable."""
     step, total = prog.get("step") or 0, prog.get("max_steps") or 0
     width = 24
-    filled = int(width * step / total) if total else 0
+    filled = max(0, min(width, int(width * step / total))) if total else 0
     bar = "#" * filled + "-" * (width - filled)
     loss = prog.get("train_loss")
     tps = prog.get("tokens_per_s_avg")
@@ -103,7 +114,7 @@ def progress_line(run_id: str, state: dict, prog: dict) -> str:
     if total and step and prog.get("started") and prog.get("updated"):
         rate = step / max(prog["updated"] - prog["started"], 1e-9)
         eta = f" ETA {int((total - step) / rate)}s" if rate > 0 else ""
-    parts = [f"{run_id[:40]} {state.get('status', '?'):<9} [{bar}] {step}/{total or '?'}"]
+    parts = [f"{fmt.printable(run_id[:40])} {fmt.printable(state.get('status') or '?'):<9} [{bar}] {step}/{total or '?'}"]
     if loss is not None:
         parts.append(f"loss {loss:.4g}")
     if prog.get("best_eval_loss") is not None:
@@ -111,6 +122,27 @@ def progress_line(run_id: str, state: dict, prog: dict) -> str:
     if tps:
         parts.append(f"{tps:.0f} tok/s")
     return " ".join(parts) + eta
+
+
+DEMO_REUSED = ("queued", "starting", "running", "completed")
+
+
+def existing_demo_runs(ws: store.Workspace) -> dict[str, store.Run]:
+    """{experiment name: the newest run of it} for demo runs that are queued, running or completed
+    with no overrides: what `labtui demo` reuses instead of queueing the same runs again."""
+    names = {Path(f).stem for f in DEMO_EXPERIMENTS}
+    found: dict[str, tuple[float, store.Run]] = {}
+    for run in ws.iter_runs():
+        info = run.info()
+        name = info.get("experiment")
+        if name not in names or info.get("kind") != "train" or info.get("overrides"):
+            continue
+        if run.state().get("status") not in DEMO_REUSED:
+            continue
+        created = info.get("created") if isinstance(info.get("created"), (int, float)) else 0.0
+        if name not in found or created >= found[name][0]:
+            found[name] = (created, run)
+    return {name: run for name, (_, run) in found.items()}
 
 
 def cmd_demo(ws: store.Workspace, args) -> int:
@@ -122,19 +154,30 @@ def cmd_demo(ws: store.Workspace, args) -> int:
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise ConfigError(f"demo experiment files not found: {', '.join(missing)}")
-    exps = [load_and_validate(ws, f, []) for f in files]
-    runs = [launcher.create_training_run(ws, exp, ["labtui", "demo"]) for exp in exps]
+    reuse = {} if getattr(args, "again", False) else existing_demo_runs(ws)
+    todo = [f for f in files if f.stem not in reuse]
+    exps = [load_and_validate(ws, f, []) for f in todo]
+    new = [launcher.create_training_run(ws, exp, ["labtui", "demo"]) for exp in exps]
     try:
         from . import queue
 
-        for run in runs:
+        for run in new:
             queue.enqueue(ws, run)
         queue.advance(ws)
     except ImportError:
-        for run in runs:
+        for run in new:
             launcher.start(run)
-    for run in runs:
+    runs = []
+    for f in files:
+        if f.stem in reuse:
+            run = reuse[f.stem]
+            print(f"{run.id}: already here ({run.state().get('status')}), not queued again", file=sys.stderr)
+        else:
+            run = new.pop(0)
+        runs.append(run)
         print(run.id)
+    if reuse:
+        print("the demo runs above are reused; `labtui demo --again` queues fresh ones", file=sys.stderr)
     if args.no_tui or not sys.stdin.isatty() or not sys.stdout.isatty():
         return follow_many(runs)
     from tui.app import LabApp

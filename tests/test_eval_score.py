@@ -172,6 +172,8 @@ def _fake_run(tmp_path: Path, steps=(5, 10), adapter_step: int | None = 10, best
         d = run.file("checkpoints") / f"checkpoint-{s}"
         d.mkdir(parents=True)
         (d / "adapter_config.json").write_text("{}")
+        (d / "trainer_state.json").write_text("{}")  # a complete checkpoint (store.checkpoint_problem)
+        (d / "adapter_model.safetensors").write_bytes(b"weights")
         os.utime(d, (time.time() - 100 + s, time.time() - 100 + s))
     if adapter_step is not None:
         (run.file("adapter")).mkdir()

@@ -42,12 +42,29 @@ def stop(run: store.Run, now: bool = False):
     return _need("lifecycle", "stopping a run").stop(run, now=now)
 
 
-def resume(run: store.Run):
-    return _need("lifecycle", "resuming a run").resume(run)
+def resume(run: store.Run, ws: store.Workspace | None = None, now: bool = False):
+    """The line saying what happened (`.started` False: queued by the concurrency limit)."""
+    return _need("lifecycle", "resuming a run").resume(run, ws, now=now)
 
 
-def retry(run: store.Run) -> store.Run:
-    return _need("lifecycle", "retrying a run").retry(run)
+def retry(run: store.Run, ws: store.Workspace | None = None, now: bool = False, confirmed: bool = False):
+    """The new run's line (`.id` its id, `.started`); a command run needs confirmed=True (see script_command)."""
+    return _need("lifecycle", "retrying a run").retry(run, ws, now=now, confirmed=confirmed)
+
+
+def script_command(run: store.Run) -> str | None:
+    """The command a retry of this run would run again (None unless it is a `labtui run -- COMMAND` run)."""
+    mod = _module("lifecycle")
+    return mod.script_command(run) if mod is not None else None
+
+
+def slots_full(ws: store.Workspace) -> str | None:
+    """None if a run started now stays within the workspace's concurrency, else why not
+    ("1 run already running, concurrency 1"), for a "queue it or start anyway" question."""
+    mod = _module("queue")
+    if mod is None or mod.slot_free(ws):
+        return None
+    return mod.full_message(ws)
 
 
 # --- queue ------------------------------------------------------------------------------------
@@ -69,3 +86,9 @@ def cancel(ws: store.Workspace, run: store.Run):
 
 def move(ws: store.Workspace, run: store.Run, delta: int):
     return _need("queue", "moving a queued run").move(ws, run, delta)
+
+
+def advance_queue(ws: store.Workspace) -> list[str]:
+    """Start queued runs whose slot is free (the monitor's tick); the ids started."""
+    mod = _module("queue")
+    return mod.advance(ws) if mod is not None else []
