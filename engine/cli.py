@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 the thing ran and failed, 2 bad input (config, file, run id,
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. training.learning_rate=5e-5")
     p.add_argument("--foreground", "-f", action="store_true", help="wait for the run and show a progress bar (Ctrl-C stops it)")
     p.add_argument("--queue", "-q", action="store_true", help="add to the queue instead of starting now")
+    p.add_argument("--now", action="store_true", help="start even if the concurrency limit is reached (else it is queued)")
     p.add_argument("--name", help="a name for a bring-your-own command run")
     p.set_defaults(func=cmd_run)
 
@@ -250,6 +252,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (PermissionError, OSError) as e:  # a read-only workspace: reading commands work, writing ones stop here
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        print(f"labtui: error: {_permission_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _permission_line(e: OSError) -> str:
+    name = e.filename or "the workspace"
+    target = Path(str(name))
+    writable = os.access(target if target.exists() else target.parent, os.W_OK)
+    if e.errno == errno.EROFS or not writable:
+        return f"{name} is not writable ({e.strerror}); this command changes the workspace"
+    return f"{name}: {e.strerror}"
 
 
 if __name__ == "__main__":

@@ -37,16 +37,26 @@ def _step_of(path: Path) -> int:
     return int(path.name.split("-")[1])
 
 
-def resolve_checkpoint(run: store.Run, spec: str | int | None) -> tuple[str, int | None]:
+def _say(line: str) -> None:
+    print(f"labtui: {line}", file=sys.stderr, flush=True)
+
+
+def resolve_checkpoint(run: store.Run, spec: str | int | None, note=_say) -> tuple[str, int | None]:
     """(checkpoint path, or "base"; its training step) for latest | best | STEP | base | a folder.
 
-    latest: the newest checkpoints/checkpoint-N, or the final `adapter/` when it is newer;
-    best: the checkpoint of progress.json's best_step (lowest eval loss); STEP: checkpoint-STEP.
+    latest: the newest *complete* checkpoints/checkpoint-N (`store.checkpoint_problem`), or the final
+    `adapter/` when it is newer; best: the checkpoint of progress.json's best_step (lowest eval loss);
+    STEP: checkpoint-STEP. A newer folder left incomplete by a kill during a save is skipped, and
+    `note` is told which checkpoint is used and why ("checkpoint-40: checkpoint-80 is incomplete (...)").
     """
     spec = "latest" if spec in (None, "") else str(spec)
     if spec == "base":
         return "base", 0
-    cps = run.checkpoints()
+    every = run.checkpoints()
+    problems = {c: store.checkpoint_problem(c) for c in every}
+    cps = [c for c in every if problems[c] is None]
+    newest_ok = _step_of(cps[-1]) if cps else -1
+    skipped = [f"{c.name} is incomplete ({problems[c]})" for c in every if problems[c] and _step_of(c) > newest_ok]
     adapter = run.file(ADAPTER_DIR)
     final_step = run.progress().get("step")
     have_adapter = (adapter / "adapter_config.json").exists() or (adapter / "config.json").exists()
@@ -58,28 +68,38 @@ def resolve_checkpoint(run: store.Run, spec: str | int | None) -> tuple[str, int
         if have_adapter and (newest is None or adapter.stat().st_mtime >= newest.stat().st_mtime):
             return str(adapter), final_step
         if newest is None:
-            raise ConfigError(f"run {run.id} has no checkpoint yet; evaluate the base model with --base, "
+            why = f" ({'; '.join(skipped)})" if skipped else ""
+            raise ConfigError(f"run {run.id} has no complete checkpoint yet{why}; evaluate the base model with --base, "
                               f"or wait for the first save (training.save_steps)")
+        if skipped and note is not None:
+            note(f"evaluating {newest.name}: {'; '.join(skipped)}")
         return str(newest), _step_of(newest)
     if spec == "best":
         best = run.progress().get("best_step")
         if best is None:
             raise ConfigError(f"run {run.id} recorded no eval loss, so it has no best checkpoint; use --checkpoint latest")
-        return _by_step(run, int(best), cps, adapter if have_adapter else None, final_step, available, "best step ")
+        return _by_step(run, int(best), every, problems, adapter if have_adapter else None, final_step, available, "best step ")
     if re.fullmatch(r"\d+", spec):
-        return _by_step(run, int(spec), cps, adapter if have_adapter else None, final_step, available, "")
+        return _by_step(run, int(spec), every, problems, adapter if have_adapter else None, final_step, available, "")
     p = Path(spec).expanduser()
     if p.is_dir() and ((p / "adapter_config.json").exists() or (p / "config.json").exists()):
         m = re.search(r"checkpoint-(\d+)$", p.name)
+        if m and store.checkpoint_problem(p):
+            raise ConfigError(f"--checkpoint {spec} is incomplete ({store.checkpoint_problem(p)}): a save cut short; "
+                              f"complete steps of run {run.id}: {available}")
         return str(p.resolve()), int(m.group(1)) if m else None
     raise ConfigError(f"--checkpoint {spec}: expected latest, best, a step number or a checkpoint folder "
                       f"(steps of run {run.id}: {available})")
 
 
-def _by_step(run, step, cps, adapter, final_step, available, what) -> tuple[str, int]:
+def _by_step(run, step, cps, problems, adapter, final_step, available, what) -> tuple[str, int]:
     for c in cps:
         if _step_of(c) == step:
-            return str(c), step
+            if problems.get(c) and not (adapter is not None and final_step == step):
+                raise ConfigError(f"run {run.id}: {c.name} is incomplete ({problems[c]}), a save cut short; "
+                                  f"complete steps: {available}")
+            if not problems.get(c):
+                return str(c), step
     if adapter is not None and final_step == step:
         return str(adapter), step
     raise ConfigError(f"run {run.id} has no checkpoint for {what}{step} (older ones are deleted after "

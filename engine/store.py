@@ -50,6 +50,8 @@ LIVE = ("starting", "running")
 FINAL = ("completed", "failed", "stopped", "crashed")
 # A live run whose supervisor is on another host is judged by its heartbeat alone.
 HEARTBEAT_STALE_S = 30.0
+# derive_state's `warning` for a run whose supervisor was killed while its worker goes on
+SUPERVISOR_GONE = "supervisor gone, worker alive: no heartbeat, no queue advance"
 
 
 class RunNotFound(LookupError):
@@ -468,20 +470,52 @@ def process_start_time(pid: int) -> float | None:
 
 
 def process_alive(pid: int | None, start_time: float | None) -> bool:
-    """True only if `pid` runs and is the same process (its start time matches): a reused pid is dead."""
-    if not pid:
+    """True only if `pid` runs and is provably the same process: its start time is known and matches.
+
+    A reused pid is dead, and so is a pid whose recorded start time is unknown (an old or hand-edited
+    state.json): labtui never treats, or signals, a process whose identity it cannot prove as its own."""
+    if not pid or not isinstance(start_time, (int, float)) or isinstance(start_time, bool):
         return False
     try:
         import psutil
 
-        p = psutil.Process(pid)
+        p = psutil.Process(int(pid))
         if p.status() == psutil.STATUS_ZOMBIE:
             return False
-        if start_time is not None and abs(p.create_time() - start_time) > 1.0:
-            return False
-        return True
+        return abs(p.create_time() - float(start_time)) <= 1.0
     except Exception:
         return False
+
+
+def process_suspended(pid: int | None) -> bool:
+    """True if the process is stopped (SIGSTOP, Ctrl-Z, a debugger): it cannot act on a signal until continued."""
+    try:
+        import psutil
+
+        return psutil.Process(int(pid)).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except Exception:
+        return False
+
+
+# A checkpoint folder is complete when the Trainer got as far as its state and the weights are there;
+# a kill during a save leaves a folder without them, which a resume or an eval must not pick.
+CHECKPOINT_STATE_FILE = "trainer_state.json"
+CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
+                      "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from or evaluated ("no trainer_state.json"), or None if complete."""
+    path = Path(path)
+    try:
+        state = path / CHECKPOINT_STATE_FILE
+        if not state.is_file() or state.stat().st_size == 0:
+            return f"no {CHECKPOINT_STATE_FILE}"
+        if not any((path / w).is_file() and (path / w).stat().st_size > 0 for w in CHECKPOINT_WEIGHTS):
+            return "no model or adapter weights"
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    return None
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -552,46 +586,84 @@ class Run:
         return self.derive_state(self.raw_state(), self.progress(), now)
 
     def derive_state(self, state: dict, progress: dict, now: float | None = None) -> dict:
-        """`state()` from state.json and progress.json contents the caller has read already."""
-        result = progress.get("result")
+        """`state()` from state.json and progress.json contents the caller has read already.
+
+        A live run whose supervisor is gone while its worker still runs (the supervisor was killed)
+        stays `running` with `warning` = SUPERVISOR_GONE: nobody heartbeats, samples the machine,
+        records the outcome or advances the queue for it until it ends (readers then fold in the
+        worker's own result)."""
+        result = progress.get("result") if isinstance(progress, dict) else None
         status = state.get("status", "queued")
-        if status in LIVE and result and result.get("status") in FINAL:
-            # the worker wrote its end but the supervisor has not (yet) recorded it
-            if not self._live(state):
+        if status in LIVE:
+            live = self._liveness(state, now)
+            if live is None and isinstance(result, dict) and result.get("status") in FINAL:
+                # the worker wrote its end but the supervisor has not (yet) recorded it
                 state.update(result)
                 status = state["status"]
-        if status in LIVE and not self._live(state, now):
-            hb = state.get("heartbeat") or state.get("started") or state.get("created")
-            since = time.strftime("%H:%M", time.localtime(hb)) if hb else "?"
-            state["status"] = "crashed"
-            state.setdefault("error", None)
-            state["error"] = state.get("error") or f"no heartbeat since {since}, process gone"
-            state["crash_detected_by"] = "reader"
+            elif live is None:
+                hb = next((t for t in (state.get("heartbeat"), state.get("started"), state.get("created"))
+                           if isinstance(t, (int, float)) and not isinstance(t, bool)), None)
+                since = time.strftime("%H:%M", time.localtime(hb)) if hb else "?"
+                state["status"] = "crashed"
+                state["error"] = state.get("error") or f"no heartbeat since {since}, process gone"
+                state["crash_detected_by"] = "reader"
+            elif live == "worker" and state.get("supervisor_pid"):
+                state["warning"] = SUPERVISOR_GONE
         return state
 
-    def _live(self, state: dict, now: float | None = None) -> bool:
+    def _liveness(self, state: dict, now: float | None = None) -> str | None:
+        """What keeps a live-looking run alive: "remote" (a fresh heartbeat from another host),
+        "supervisor", "worker" (its supervisor is gone), "starting" (being handed over), or None."""
+        now = now or time.time()
+
+        def t(key: str) -> float:
+            v = state.get(key)
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
         if state.get("host") and state["host"] != socket.gethostname():
-            hb = state.get("heartbeat") or 0
-            return (now or time.time()) - hb < HEARTBEAT_STALE_S
+            return "remote" if now - t("heartbeat") < HEARTBEAT_STALE_S else None
         if process_alive(state.get("supervisor_pid"), state.get("supervisor_start")):
-            return True
+            return "supervisor"
         if process_alive(state.get("pid"), state.get("pid_start")):
-            return True
+            return "worker"
         if state.get("status") == "starting" and not state.get("supervisor_pid"):
             # the launcher has not handed over yet; give it a moment
-            return (now or time.time()) - (state.get("updated") or 0) < 10
-        return False
+            return "starting" if now - t("updated") < 10 else None
+        return None
+
+    def _live(self, state: dict, now: float | None = None) -> bool:
+        return self._liveness(state, now) is not None
 
     def checkpoints(self) -> list[Path]:
+        """Every checkpoints/checkpoint-N folder, oldest first, complete or not (see `checkpoint_problem`)."""
         d = self.file(CHECKPOINTS_DIR)
         if not d.is_dir():
             return []
         cps = [p for p in d.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
         return sorted(cps, key=lambda p: int(p.name.split("-")[1]))
 
+    def checkpoint_choice(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """(the newest complete checkpoint or None, [(newer incomplete folder, why)...] skipped on the way)."""
+        skipped: list[tuple[Path, str]] = []
+        for cp in reversed(self.checkpoints()):
+            problem = checkpoint_problem(cp)
+            if problem is None:
+                return cp, skipped
+            skipped.append((cp, problem))
+        return None, skipped
+
     def latest_checkpoint(self) -> Path | None:
-        cps = self.checkpoints()
-        return cps[-1] if cps else None
+        """The newest *complete* checkpoint (a folder left half-written by a kill is skipped)."""
+        return self.checkpoint_choice()[0]
+
+    def checkpoint_note(self) -> str:
+        """Which checkpoint a resume or an eval of "latest" uses, and why not a newer one:
+        "checkpoint-40: checkpoint-80 is incomplete (no trainer_state.json)"."""
+        cp, skipped = self.checkpoint_choice()
+        why = "; ".join(f"{p.name} is incomplete ({problem})" for p, problem in skipped)
+        if cp is None:
+            return "no complete checkpoint" + (f": {why}" if why else "")
+        return cp.name + (f": {why}" if why else "")
 
     def evals(self) -> list[Path]:
         d = self.file(EVALS_DIR)
@@ -627,6 +699,7 @@ class Run:
             "exit_code": state.get("exit_code"),
             "exit_signal": state.get("exit_signal"),
             "error": state.get("error"),
+            "warning": state.get("warning"),  # e.g. SUPERVISOR_GONE (derive_state)
             "checkpoint": cp,
             "host": state.get("host"),
         }

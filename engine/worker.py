@@ -74,11 +74,11 @@ def train(run: store.Run, resume: bool = False) -> int:
                                                            "command": info.get("command")})
         checkpoint = None
         if resume:
-            cp = run.latest_checkpoint()
+            cp = run.latest_checkpoint()  # the newest *complete* one: a save cut short by a kill is skipped
             if cp is None:
-                raise RuntimeError("nothing to resume from: the run has no checkpoint yet (use `labtui retry` to start it again)")
+                raise RuntimeError(f"nothing to resume from: {run.checkpoint_note()} (use `labtui retry` to start it again)")
             checkpoint = str(cp)
-            print(f"[labtui] resuming from {cp}", flush=True)
+            print(f"[labtui] resuming from {run.checkpoint_note()} ({cp})", flush=True)
         print(f"[labtui] training {info.get('experiment')} ({run.id})", flush=True)
         if watchdog is not None:
             watchdog.on_trainer(trainer)  # checks before the first step (engine/watchdog.py)

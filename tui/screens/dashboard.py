@@ -253,12 +253,16 @@ class DashboardScreen(Screen):
     def action_resume(self) -> None:
         row = self.app.selected_row
         if row:
-            self.engine_call(f"resume {row.id}", engine_api.resume, self.app.run_for(row.id))
+            from .. import lifecycle_actions
+
+            lifecycle_actions.resume(self, self.app.run_for(row.id))  # asks first when the concurrency limit is reached
 
     def action_retry(self) -> None:
         row = self.app.selected_row
         if row:
-            self.engine_call(f"retry {row.id}", engine_api.retry, self.app.run_for(row.id))
+            from .. import lifecycle_actions
+
+            lifecycle_actions.retry(self, self.app.run_for(row.id))  # a command run's command is shown first
 
     def action_cancel_queued(self) -> None:
         row = self.app.selected_row

@@ -173,10 +173,14 @@ class RunDetailScreen(Screen):
                                                                ("k", "kill now", "now")]), chosen)
 
     def action_resume(self) -> None:
-        self.engine_call(f"resume {self.run_id}", engine_api.resume, self.run)
+        from .. import lifecycle_actions
+
+        lifecycle_actions.resume(self, self.run)  # asks first when the concurrency limit is reached
 
     def action_retry(self) -> None:
-        self.engine_call(f"retry {self.run_id}", engine_api.retry, self.run)
+        from .. import lifecycle_actions
+
+        lifecycle_actions.retry(self, self.run)  # a command run's command is shown first
 
     @work(thread=True, group="engine-action", exclusive=True, exit_on_error=False, description="lifecycle action")
     def engine_call(self, what: str, fn, *args, **kwargs) -> None:

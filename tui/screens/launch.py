@@ -176,12 +176,18 @@ class LaunchScreen(Screen):
             return (self.preview_ok and not self.busy) or None
         return True
 
-    def action_start(self, queue: bool) -> None:
+    def action_start(self, queue: bool, now: bool | None = None) -> None:
         if not self.preview_ok or self.busy or self.experiment is None:
+            return
+        if not queue and now is None:  # "start now" respects the concurrency limit unless told to start anyway
+            from .. import lifecycle_actions
+
+            lifecycle_actions.slot_question(self.app, f"Start {self.experiment.name}",
+                                            lambda how: self.action_start(how == "queue", how == "now"))
             return
         self.busy = True
         self.refresh_bindings()
-        argv = self.argv(queue)
+        argv = self.argv(queue) + (["--now"] if now else [])
         self.last_argv = argv
         self._status(f"[$accent]{'queueing' if queue else 'starting'} {escape(self.experiment.name)}: validating "
                      f"against the training libraries in a subprocess…[/]")
