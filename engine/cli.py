@@ -39,7 +39,16 @@ def get_run(ws: store.Workspace, ref: str) -> store.Run:
 
 
 def print_json(obj) -> None:
+    """JSON on stdout; json escapes control characters in strings (`\u001b`), so run data cannot
+    reach the terminal raw through it."""
     print(json.dumps(obj, indent=2, default=str))
+
+
+_p = fmt.printable  # every piece of run data printed as text goes through it: no terminal escapes
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "-"
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -51,19 +60,26 @@ def cmd_runs(args) -> int:
 
     queue.advance(ws)  # a queue whose managers were all killed moves on as soon as anybody looks
     rows = sorted((r.summary() for r in ws.iter_runs()), key=lambda r: (r.get("created") or 0, r["id"]))
+    total = len(rows)
     if args.status:
         rows = [r for r in rows if r["status"] in args.status]
     if args.json:
         print_json(rows)
         return 0
     if not rows:
-        print(f"no runs in {ws.logs} - start one with `labtui run experiments/demo-baseline.yaml`")
+        if total:  # runs there are, none with these statuses
+            print(f"no {' or '.join(dict.fromkeys(args.status))} runs ({total} in all)")
+        else:
+            print(f"no runs in {_p(ws.logs)} - start one with `labtui run experiments/demo-baseline.yaml`")
         return 0
     header = f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  AGE"
     print(header)
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
-        print(f"{r['id']:<44} {r['status']:<10} {step:>11} {fmt.num(r['train_loss']):>8} {fmt.num(r['eval_loss']):>8}  {fmt.age(r['created'])}")
+        print(f"{_p(r['id']):<44} {_p(r['status']):<10} {step:>11} {fmt.num(r['train_loss']):>8} "
+              f"{fmt.num(r['eval_loss']):>8}  {fmt.age(r['created'])}")
+        if r.get("warning"):
+            print(f"{'':<44} ! {_p(r['warning'])}")
     return 0
 
 
@@ -74,7 +90,7 @@ def run_detail(run: store.Run) -> dict:
         config=run.config(),
         parent=info.get("parent"),
         parent_experiment=info.get("parent_experiment"),
-        changed=info.get("changed", {}),
+        changed=info.get("changed") or {},
         run_dir=str(run.path),
         experiment_file=info.get("experiment_file"),
         command=info.get("command"),
@@ -83,9 +99,36 @@ def run_detail(run: store.Run) -> dict:
         alerts=store.read_jsonl(run.file(store.ALERTS_FILE)),
         evals=[e.name for e in run.evals()],
         notes=run.notes(),
+        skipped_records=store.skipped_records(run),
     )
     detail["error_where"] = run.state().get("error_where")
     return detail
+
+
+def _eval_lines(run: store.Run) -> list[str]:
+    """One line per evaluation of the run: id, what it evaluated (checkpoint step, N, mode, device),
+    its accuracy or how far it got; the headline eval (the one History and compare use) marked."""
+    from . import evalstore
+
+    rows = evalstore.list_evals(run)
+    if not rows:
+        return []
+    headline = getattr(evalstore, "headline_eval", None)
+    top = headline(run) if headline else None
+    lines = []
+    for row in rows:
+        acc = row.get("accuracy")
+        if row.get("status") == "completed" and isinstance(acc, (int, float)):
+            result = f"accuracy {acc:.3f}"
+        elif row.get("status") in store.LIVE:
+            done, total = row.get("done"), row.get("total")
+            result = f"{row.get('status')} {done if isinstance(done, int) else '?'}/{total if isinstance(total, int) else '?'}"
+        else:
+            result = str(row.get("status") or "?") + (f": {row['error']}" if row.get("error") else "")
+        purpose = " (parity check)" if row.get("purpose") == "parity" else ""
+        mark = "  headline" if top and top.get("id") == row.get("id") else ""
+        lines.append(f"  eval        {row.get('id')}  {evalstore.eval_settings_text(row)}{purpose}  {result}{mark}")
+    return lines
 
 
 def cmd_show(args) -> int:
@@ -95,28 +138,40 @@ def cmd_show(args) -> int:
     if args.json:
         print_json(d)
         return 0
-    print(f"{d['id']}  [{d['status']}]")
-    print(f"  experiment  {d['experiment']}  ({d.get('experiment_file') or '-'})")
+    lines = [f"{d['id']}  [{d['status']}]",
+             f"  experiment  {d['experiment']}  ({d.get('experiment_file') or '-'})"]
     if d.get("description"):
-        print(f"  hypothesis  {d['description']}")
+        lines.append(f"  hypothesis  {d['description']}")
     if d.get("error"):
-        print(f"  error       {d['error']}" + (f"  at {d['error_where']}" if d.get("error_where") else ""))
-    print(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt.num(d.get('epoch'), 3)}")
-    print(f"  train loss  {fmt.num(d['train_loss'])}   best eval loss {fmt.num(d['eval_loss'])}"
-          + (f" (step {d['best_step']})" if d.get("best_step") is not None else ""))
+        lines.append(f"  error       {d['error']}" + (f"  at {d['error_where']}" if d.get("error_where") else ""))
+    if d.get("warning"):
+        lines.append(f"  warning     {d['warning']}")
+    lines.append(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt.num(d.get('epoch'), 3)}")
+    lines.append(f"  train loss  {fmt.num(d['train_loss'])}   best eval loss {fmt.num(d['eval_loss'])}"
+                 + (f" (step {d['best_step']})" if d.get("best_step") is not None else ""))
     if d.get("tokens_per_s"):
-        print(f"  tokens/s    {d['tokens_per_s']:.0f}")
+        tps = d["tokens_per_s"]
+        lines.append(f"  tokens/s    {tps:.0f}" if isinstance(tps, (int, float)) else f"  tokens/s    {fmt.num(tps)}")
     dur = (d["ended"] or time.time()) - d["started"] if d.get("started") else None
-    print(f"  created     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['created'] or 0))}   duration {fmt.duration(dur)}")
+    lines.append(f"  created     {_when(d['created'])}   duration {fmt.duration(dur)}")
     if d.get("parent") or d.get("parent_experiment"):
-        print(f"  parent      {d.get('parent') or d.get('parent_experiment')}")
+        lines.append(f"  parent      {d.get('parent') or d.get('parent_experiment')}")
     for key, (old, new) in (d.get("changed") or {}).items():
-        print(f"    {key}: {old!r} -> {new!r}")
+        lines.append(f"    {key}: {old!r} -> {new!r}")
     if d.get("checkpoint"):
-        print(f"  checkpoint  {d['checkpoint']}")
+        lines.append(f"  checkpoint  {d['checkpoint']}")
     for a in d.get("alerts") or []:
-        print(f"  alert       [{a.get('severity')}] step {a.get('step')}: {a.get('message')}")
-    print(f"  run dir     {d['run_dir']}")
+        lines.append(f"  alert       [{a.get('severity')}] step {a.get('step')}: {a.get('message')}")
+    skipped = {name: n for name, n in (d.get("skipped_records") or {}).items() if n}
+    if skipped:
+        lines.append("  skipped     " + ", ".join(f"{n} unreadable record(s) in {name}" for name, n in skipped.items()))
+    lines += _eval_lines(run)
+    if d.get("notes", "").strip():
+        lines.append("  notes")
+        lines += [f"    {ln}" for ln in d["notes"].rstrip().splitlines()]
+    lines.append(f"  run dir     {d['run_dir']}")
+    for line in lines:
+        print(_p(line))
     return 0
 
 
@@ -124,29 +179,17 @@ def cmd_logs(args) -> int:
     ws = workspace_from(args)
     run = get_run(ws, args.run)
     path = run.file(store.LOG_FILE)
-    if not args.follow:
+    if not args.follow:  # each line as a terminal shows it: a progress bar's last state, no escapes
         for line in store.tail_lines(path, args.lines, max_bytes=max(64_000, args.lines * 400)):
-            print(line)
+            print(_p(line))
         return 0
-    offset = 0
-    for line in store.tail_lines(path, args.lines):
-        print(line)
-    offset = path.stat().st_size if path.exists() else 0
+    from .follow import follow_log
+
     try:
-        while True:
-            if path.exists() and path.stat().st_size > offset:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-                offset += len(data)
-                sys.stdout.write(data.decode("utf-8", "replace"))
-                sys.stdout.flush()
-            elif run.state().get("status") in store.FINAL:
-                return 0
-            else:
-                time.sleep(0.5)
+        follow_log(path, args.lines, lambda: run.state().get("status") in store.FINAL)
     except KeyboardInterrupt:
         return 0
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -176,8 +219,15 @@ def cmd_tui(args) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as every other bad input: one `labtui: error: ...` line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"labtui: error: {fmt.printable(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="labtui", description="A terminal control room for long fine-tuning runs. With no command, opens the dashboard.")
+    ap = _Parser(prog="labtui", description="A terminal control room for long fine-tuning runs. With no command, opens the dashboard.")
     ap.add_argument("--workspace", "-w", help="folder with experiments/ and logs/ (default: $LABTUI_WORKSPACE or the current folder)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -192,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--status", action="append", help="only runs with this status (repeatable)")
+    p.add_argument("--status", action="append", choices=store.STATUSES, metavar="STATUS",
+                   help=f"only runs with this status (repeatable): {', '.join(store.STATUSES)}")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="one run in detail")
@@ -209,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the offline demo (tiny model + synthetic data), queue the demo runs, open the dashboard")
     p.add_argument("--no-tui", action="store_true", help="follow the runs in the terminal instead of opening the dashboard")
     p.add_argument("--prepare-only", action="store_true", help="only build the demo model and data")
+    p.add_argument("--again", action="store_true", help="queue three fresh demo runs even when the demo runs are already queued, running or done")
     p.set_defaults(func=cmd_demo)
 
     for extra in _extra_commands():
@@ -246,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tui(args)
         return args.func(args)
     except (UsageError, ConfigError) as e:
-        print(f"labtui: error: {e}", file=sys.stderr)
+        print(f"labtui: error: {fmt.printable(str(e))}", file=sys.stderr)  # it may quote run data
         return 2
     except KeyboardInterrupt:
         return 130

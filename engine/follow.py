@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import codecs
+import os
 import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
-from . import store
+from . import fmt, store
 
 
 def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Callable[[store.Run], object], *,
@@ -54,3 +57,79 @@ def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Cal
     if tty:
         out.write("\n")
     return state
+
+
+TAIL_BYTES = 256_000  # how far back `follow_log` looks for its first lines
+
+
+def follow_log(path: Path, lines: int, finished: Callable[[], bool], *, poll_s: float = 0.5, out=None) -> None:
+    """`labtui logs -f`: print the last `lines` lines of a log, then what is appended to it, until
+    `finished()` says the run has ended (and what it wrote last is printed). Each line as a terminal
+    shows it: a line a progress bar (tqdm) redrew with carriage returns is printed once, as its last
+    state (`fmt.last_cr_segment`), with no control characters (`fmt.printable`); on a terminal the
+    line being redrawn right now is shown updating in place. Only a regular file is read."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    offset = _print_tail(path, lines, out)
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pending, drawn = "", False
+    while True:
+        done = finished()  # asked before reading, so what the run wrote last is read after it ended
+        data = _read_from(path, offset)
+        if data:
+            offset += len(data)
+            *complete, pending = (pending + decoder.decode(data)).replace("\r\n", "\n").split("\n")
+            for line in complete:
+                if drawn:
+                    out.write("\r\x1b[K")
+                    drawn = False
+                out.write(fmt.printable(fmt.last_cr_segment(line)) + "\n")
+            if tty and fmt.last_cr_segment(pending).strip():  # a bar being redrawn: show its state now
+                width = shutil.get_terminal_size().columns - 1
+                out.write("\r\x1b[K" + fmt.printable(fmt.last_cr_segment(pending))[:width])
+                drawn = True
+            out.flush()
+        elif done:
+            break
+        else:
+            time.sleep(poll_s)
+    rest = fmt.last_cr_segment(pending + decoder.decode(b"", final=True))
+    if drawn:
+        out.write("\r\x1b[K")
+    if rest.strip():
+        out.write(fmt.printable(rest) + "\n")
+    out.flush()
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    f = store.open_regular(path)
+    if f is None:
+        return b""
+    try:
+        with f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _print_tail(path: Path, lines: int, out) -> int:
+    """Print the last `lines` complete lines of the log; the byte offset following them is returned
+    (a last line still being written is printed by the follow loop once it is whole)."""
+    f = store.open_regular(path)
+    if f is None:
+        return 0
+    try:
+        with f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max(TAIL_BYTES, lines * 400))
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError:
+        return 0
+    end = data.rfind(b"\n") + 1
+    text = data[:end].decode("utf-8", "replace").replace("\r\n", "\n")
+    shown = [fmt.last_cr_segment(ln) for ln in text.split("\n")]
+    for line in [ln for ln in shown if ln.strip()][-lines:] if lines > 0 else []:
+        out.write(fmt.printable(line) + "\n")
+    return start + end

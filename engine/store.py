@@ -24,12 +24,13 @@ import os
 import re
 import secrets
 import socket
+import stat
 import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -95,13 +96,52 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, default=_json_default, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def open_regular(path: Path) -> BinaryIO | None:
+    """`path` opened for reading (binary) if it is a regular file, else None: missing, a FIFO (whose
+    open would wait for a writer, hanging the reader), a device, a folder, or a symlink (a file of a
+    run folder is read only if it is really there: a `notes.md` linked to /etc/passwd is not read)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, NotADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return os.fdopen(fd, "rb")
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def is_regular(path: Path) -> bool:
+    """True if `path` is a regular file and not a symlink (what `open_regular` would open)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def read_text(path: Path, default: str = "") -> str:
+    """A regular file's text (undecodable bytes replaced), or `default` (see `open_regular`)."""
+    f = open_regular(path)
+    if f is None:
         return default
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+    try:
+        with f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return default
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """A regular file's JSON, or `default` when it is missing, not a regular file, or not JSON."""
+    f = open_regular(path)
+    if f is None:
+        return default
+    try:
+        with f:
+            return json.load(f)
+    except (ValueError, OSError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return default
 
 
@@ -131,33 +171,210 @@ class JsonlWriter:
             self._fd = -1
 
 
+# --- typed fields: a field of the wrong type is a missing field ---------------------------------
+#
+# A run folder may hold anything (an older or newer writer, a hand edit, a disk error): every reader
+# takes its files through these, so `"created": "yesterday"` reads as no creation time rather than a
+# TypeError in whatever formats it. Each coercer returns the value when it has the right type, else None.
+
+
+def as_real(x: Any) -> int | float | None:
+    """A number, NaN and Inf included (a NaN loss must stay visible); not a bool, not a string."""
+    return x if type(x) is float or type(x) is int else None
+
+
+def as_finite(x: Any) -> int | float | None:
+    """A finite number: a time, a step, an epoch."""
+    return x if type(x) is int or (type(x) is float and math.isfinite(x)) else None
+
+
+def as_whole(x: Any) -> int | None:
+    """An integer (80.0 reads as 80): a step, a pid, an exit code."""
+    if type(x) is int:
+        return x
+    return int(x) if type(x) is float and x.is_integer() else None
+
+
+def as_text(x: Any) -> str | None:
+    return x if isinstance(x, str) else None
+
+
+def as_flag(x: Any) -> bool | None:
+    return x if isinstance(x, bool) else None
+
+
+def as_mapping(x: Any) -> dict | None:
+    return x if isinstance(x, dict) else None
+
+
+def as_texts(x: Any) -> list | None:
+    return x if isinstance(x, list) and all(isinstance(v, str) for v in x) else None
+
+
+def as_changed(x: Any) -> dict | None:
+    """run.json's `changed`, {key: [parent value, value]}: the well-formed entries."""
+    if not isinstance(x, dict):
+        return None
+    return {k: v for k, v in x.items() if isinstance(k, str) and isinstance(v, (list, tuple)) and len(v) == 2}
+
+
+RUN_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "id": as_text, "created": as_finite, "experiment": as_text, "experiment_file": as_text, "chain": as_texts,
+    "description": as_text, "kind": as_text, "parent": as_text, "parent_experiment": as_text, "changed": as_changed,
+    "overrides": as_mapping, "command": as_texts, "script_command": as_texts, "workspace": as_text, "cwd": as_text,
+    "run": as_text,
+}
+STATE_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "status": as_text, "created": as_finite, "updated": as_finite, "started": as_finite, "ended": as_finite,
+    "heartbeat": as_finite, "resumed": as_finite, "pid": as_whole, "pgid": as_whole, "pid_start": as_finite,
+    "supervisor_pid": as_whole, "supervisor_start": as_finite, "host": as_text, "exit_code": as_whole,
+    "exit_signal": as_text, "error": as_text, "error_where": as_text, "command": as_texts, "after_run": as_text,
+    "queued": as_flag, "warning": as_text,
+}
+
+
+def _result(x: Any) -> dict | None:
+    """progress.json's `result` (the worker's end: status, error, error_where, ended)."""
+    return clean(x, STATE_FIELDS) if isinstance(x, dict) else None
+
+
+PROGRESS_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "step": as_whole, "max_steps": as_whole, "epoch": as_finite, "train_loss": as_real, "best_eval_loss": as_real,
+    "eval_loss": as_real, "best_step": as_whole, "grad_norm": as_real, "learning_rate": as_real, "tokens": as_finite,
+    "tokens_per_s": as_real, "tokens_per_s_avg": as_real, "samples_per_s": as_real, "steps_per_s": as_real,
+    "last_log_t": as_finite, "started": as_finite, "updated": as_finite, "checkpoint": as_text, "status": as_text,
+    "result": _result, "done": as_whole, "total": as_whole,
+}
+ENV_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "python": as_text, "platform": as_text, "host": as_text, "argv": as_texts, "pid": as_whole, "torch": as_text,
+    "transformers": as_text, "peft": as_text, "trl": as_text, "datasets": as_text, "accelerate": as_text, "cuda": as_text,
+    "cuda_available": as_flag, "device": as_text, "device_name": as_text, "device_count": as_whole,
+    "torch_threads": as_whole, "workspace_git": as_text, "command": as_texts,
+}
+
+
+def clean(obj: Any, fields: dict[str, Callable[[Any], Any]]) -> dict:
+    """`obj` (a parsed JSON file) as a dict whose known `fields` have their types: a field of the wrong
+    type is left out, as if missing; a null stays null; other keys are kept as they are. Not a dict: {}."""
+    if not isinstance(obj, dict):
+        return {}
+    out = {}
+    for key, value in obj.items():
+        coerce = fields.get(key)
+        if coerce is not None and value is not None:
+            value = coerce(value)
+            if value is None:
+                continue
+        out[key] = value
+    return out
+
+
+def record_check(fields: dict[str, Callable[[Any], Any]]) -> Callable[[dict], bool]:
+    """A test for a JSONL record: each of `fields` it has is null or of its type. A record that fails it
+    is skipped and counted by the readers, like a line that is not JSON."""
+    items = tuple(fields.items())
+
+    def ok(rec: dict) -> bool:
+        for key, coerce in items:
+            value = rec.get(key)
+            if value is not None and coerce(value) is None:
+                return False
+        return True
+
+    return ok
+
+
+_NUMBER_OR_NONE = frozenset((int, float, type(None)))
+_TEXT_OR_NONE = frozenset((str, type(None)))
+
+
+def metric_ok(rec: dict) -> bool:
+    """metrics.jsonl: `kind` a string; `step`, `t`, `max_steps`, `epoch` finite numbers; the losses and
+    rates numbers (NaN kept); each absent or null. Written out for speed: it runs for every record
+    read as JSONL (under a microsecond, against some 7 to parse it) and for every record written."""
+    g = rec.get
+    step, t, max_steps, epoch = g("step"), g("t"), g("max_steps"), g("epoch")
+    if not (type(step) in _NUMBER_OR_NONE and type(t) in _NUMBER_OR_NONE and type(max_steps) in _NUMBER_OR_NONE
+            and type(epoch) in _NUMBER_OR_NONE and type(g("loss")) in _NUMBER_OR_NONE
+            and type(g("eval_loss")) in _NUMBER_OR_NONE and type(g("tokens_per_s")) in _NUMBER_OR_NONE
+            and type(g("steps_per_s")) in _NUMBER_OR_NONE and type(g("kind")) in _TEXT_OR_NONE):
+        return False
+    # x - x is 0.0 for a finite float, NaN for NaN and the infinities
+    if type(step) is float and step - step != 0.0 or type(t) is float and t - t != 0.0:
+        return False
+    return not (type(max_steps) is float and max_steps - max_steps != 0.0
+                or type(epoch) is float and epoch - epoch != 0.0)
+
+
+def _gpus(x: Any) -> list | None:
+    """system.jsonl's `gpus`: a list of per-device objects whose numbers are numbers."""
+    if not isinstance(x, list):
+        return None
+    for g in x:
+        if not isinstance(g, dict) or not _GPU_OK(g):
+            return None
+    return x
+
+
+_GPU_OK = record_check({"index": as_whole, "name": as_text, "mem_used": as_real, "mem_total": as_real, "util": as_real,
+                        "temp": as_real, "power": as_real, "power_limit": as_real})
+system_ok = record_check({"kind": as_text, "t": as_finite, "cpu": as_real, "cpu_count": as_whole, "ram_used": as_real,
+                          "ram_total": as_real, "ram_percent": as_real, "proc_rss": as_real, "proc_cpu": as_real,
+                          "proc_count": as_whole, "disk_free": as_real, "disk_total": as_real, "gpus": _gpus})
+alert_ok = record_check({"kind": as_text, "severity": as_text, "step": as_finite, "t": as_finite, "message": as_text,
+                         "hint": as_text})
+
+
+# the record test of each JSONL file of a run folder, which a JsonlReader of that file applies by default
+RECORD_CHECKS: dict[str, Callable[[dict], bool]] = {METRICS_FILE: metric_ok, SYSTEM_FILE: system_ok,
+                                                    ALERTS_FILE: alert_ok}
+_BY_NAME: Any = object()
+
+
 class JsonlReader:
     """Reads an append-only JSONL file incrementally from a byte offset.
 
-    A partial last line (the writer is mid-write, or died mid-write) is left for the next call;
-    a line that is not valid JSON is skipped and counted in `corrupt`. Never raises on content.
+    A partial last line (the writer is mid-write, or died mid-write) is left for the next call; a line
+    that is not a JSON object, or a record that fails `check` (wrong-typed fields), is skipped and
+    counted in `skipped`, and the rest of the chunk is kept. `check` defaults to the test of the run
+    file of that name (RECORD_CHECKS: metrics.jsonl `metric_ok`, ...); None checks nothing. Only a
+    regular file is read (a FIFO or a symlink reads as empty, see `open_regular`). Never raises on content.
     """
 
-    def __init__(self, path: Path, offset: int = 0):
+    def __init__(self, path: Path, offset: int = 0, check: Callable[[dict], bool] | None = _BY_NAME):
         self.path = Path(path)
         self.offset = offset
-        self.corrupt = 0
+        self.check = RECORD_CHECKS.get(self.path.name) if check is _BY_NAME else check
+        self.skipped = 0
         self.corrupt_lines: list[int] = []  # byte offsets of skipped lines (first 100)
 
+    @property
+    def corrupt(self) -> int:
+        """The number of skipped lines (the older name of `skipped`)."""
+        return self.skipped
+
+    @corrupt.setter
+    def corrupt(self, n: int) -> None:
+        self.skipped = n
+
     def read_new(self, max_bytes: int | None = None) -> list[dict]:
+        f = open_regular(self.path)
+        if f is None:
+            return []
         try:
-            with open(self.path, "rb") as f:
+            with f:
                 f.seek(self.offset)
                 data = f.read() if max_bytes is None else f.read(max_bytes)
-        except FileNotFoundError:
+        except OSError:
             return []
         end = data.rfind(b"\n")
         if end < 0:
             return []
         chunk = data[: end + 1]
+        check = self.check
         records = _loads_lines(chunk)
-        if records is not None:  # every line a JSON object: parsed in one go
-            self.offset += len(chunk)
+        if records is not None and (check is None or all(map(check, records))):
+            self.offset += len(chunk)  # every line a good JSON object: parsed in one go
             return records
         records = []
         pos = self.offset
@@ -166,12 +383,12 @@ class JsonlReader:
             if line.strip():
                 try:
                     rec = loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     rec = None
-                if isinstance(rec, dict):
+                if isinstance(rec, dict) and (check is None or check(rec)):
                     records.append(rec)
                 else:
-                    self.corrupt += 1
+                    self.skipped += 1
                     if len(self.corrupt_lines) < 100:
                         self.corrupt_lines.append(pos)
             pos += len(line) + 1
@@ -179,10 +396,12 @@ class JsonlReader:
         return records
 
     def size(self) -> int:
+        """The file's size (0 when it is missing or not a regular file: nothing there to read)."""
         try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
+            st = os.lstat(self.path)
+        except (OSError, ValueError):
             return 0
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 # --- the metrics index ------------------------------------------------------------------------
@@ -210,7 +429,7 @@ def _num_or_nan(x: Any) -> float:
 
 
 def _kind_code(rec: Any) -> int:
-    if not isinstance(rec, dict):
+    if not isinstance(rec, dict) or not metric_ok(rec):  # a record with wrong-typed fields is skipped like a corrupt line
         return KIND_CORRUPT
     kind = rec.get("kind")
     return KIND_CODES.get(kind, KIND_OTHER) if isinstance(kind, str) else KIND_OTHER
@@ -251,7 +470,7 @@ def index_dtype():
 def _parse_line(line: bytes) -> Any:
     try:
         return json.loads(line) if line.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -348,6 +567,8 @@ def read_metrics_index(path: Path, index_path: Path | None = None):
 
     path = Path(path)
     index_path = Path(index_path) if index_path else path.with_suffix(".idx")
+    if not (is_regular(path) and is_regular(index_path)):
+        return None
     dtype = index_dtype()
     try:
         n = os.stat(index_path).st_size // dtype.itemsize
@@ -364,8 +585,11 @@ def read_metrics_index(path: Path, index_path: Path | None = None):
     if k == 0:
         return None
     last = entries[k - 1]
+    f = open_regular(path)
+    if f is None:
+        return None
     try:
-        with open(path, "rb") as f:
+        with f:
             f.seek(int(last["offset"]))
             line = f.read(int(last["length"]))
     except OSError:
@@ -390,8 +614,33 @@ def _loads_lines(chunk: bytes) -> list[dict] | None:
     return records
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return JsonlReader(path).read_new()
+def read_jsonl(path: Path, check: Callable[[dict], bool] | None = _BY_NAME) -> list[dict]:
+    """The records of a JSONL file (bad lines, and records failing `check`, skipped; see JsonlReader)."""
+    return JsonlReader(path, check=check).read_new()
+
+
+def skipped_records(run: "Run") -> dict[str, int]:
+    """How many lines of each JSONL file of the run the readers skip (not JSON objects, or wrong-typed
+    fields): `labtui show --json`'s `skipped_records`. metrics.jsonl is counted from its index where
+    that covers it (a huge history is not parsed for this)."""
+    out = {}
+    metrics = run.file(METRICS_FILE)
+    reader = JsonlReader(metrics)
+    n = 0
+    try:
+        got = read_metrics_index(metrics)
+    except Exception:  # noqa: BLE001 - the JSONL is always there to fall back on
+        got = None
+    if got is not None:
+        entries, reader.offset = got
+        n = int(((entries["kind"] & KIND_MASK) == KIND_CORRUPT).sum())
+    reader.read_new()
+    out[METRICS_FILE] = n + reader.skipped
+    for name in (SYSTEM_FILE, ALERTS_FILE):
+        reader = JsonlReader(run.file(name))
+        reader.read_new()
+        out[name] = reader.skipped
+    return out
 
 
 class Rewinder:
@@ -408,19 +657,25 @@ class Rewinder:
         self.last_step = -1
 
     def feed(self, records: list[dict]) -> tuple[list[dict], int | None]:
+        """Records are expected to pass `metric_ok`; a step that is not a finite number counts as 0."""
         kept: list[dict] = []
         rewind = None
         for rec in records:
             if rec.get("kind") == "start" and rec.get("resumed"):
-                s = int(rec.get("step") or 0)
+                s = _step_of(rec)
                 if s < self.last_step:
                     rewind = s if rewind is None else min(rewind, s)
-                    kept = [r for r in kept if (r.get("step") or 0) <= s or r.get("kind") not in ("train", "eval")]
+                    kept = [r for r in kept if _step_of(r) <= s or r.get("kind") not in ("train", "eval")]
                 self.last_step = s
             elif rec.get("kind") in ("train", "eval"):
-                self.last_step = max(self.last_step, int(rec.get("step") or 0))
+                self.last_step = max(self.last_step, _step_of(rec))
             kept.append(rec)
         return kept, rewind
+
+
+def _step_of(rec: dict) -> int:
+    s = as_finite(rec.get("step"))
+    return int(s) if s is not None else 0
 
 
 def metrics_history(run: "Run") -> list[dict]:
@@ -430,17 +685,25 @@ def metrics_history(run: "Run") -> list[dict]:
 
 
 def tail_lines(path: Path, n: int = 20, max_bytes: int = 64_000) -> list[str]:
+    """The last `n` non-blank lines of a log (a regular file), each as a terminal shows it: a line a
+    progress bar redrew with carriage returns is its last state (`fmt.last_cr_segment`). Not made
+    printable: the caller that prints them does that (`fmt.printable`)."""
+    from .fmt import last_cr_segment
+
+    f = open_regular(path)
+    if f is None:
+        return []
     try:
-        with open(path, "rb") as f:
+        with f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
             data = f.read()
-    except FileNotFoundError:
+    except OSError:
         return []
-    text = data.decode("utf-8", "replace").replace("\r", "\n")
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    return lines[-n:]
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+    lines = [last_cr_segment(ln) for ln in text.split("\n")]
+    return [ln for ln in lines if ln.strip()][-n:]
 
 
 # --- ids --------------------------------------------------------------------------------------
@@ -461,6 +724,7 @@ def new_run_id(name: str, now: float | None = None) -> str:
 
 
 def process_start_time(pid: int) -> float | None:
+    """The process's start time (Unix seconds), or None when it cannot be read (gone, not permitted)."""
     try:
         import psutil
 
@@ -534,43 +798,47 @@ class Run:
         return self.path / name
 
     # raw files
+    # The JSON files come through `clean`: a field of the wrong type reads as missing (RUN_FIELDS ...).
     def info(self) -> dict:
         if self._info is None:
-            self._info = read_json(self.file(RUN_FILE), {}) or {}
+            self._info = clean(read_json(self.file(RUN_FILE)), RUN_FIELDS)
         return self._info
 
     def raw_state(self) -> dict:
-        return read_json(self.file(STATE_FILE), {}) or {}
+        return clean(read_json(self.file(STATE_FILE)), STATE_FIELDS)
 
     def progress(self) -> dict:
-        return read_json(self.file(PROGRESS_FILE), {}) or {}
+        return clean(read_json(self.file(PROGRESS_FILE)), PROGRESS_FIELDS)
 
     def config(self) -> dict:
         import yaml
 
+        text = read_text(self.file(CONFIG_FILE))
         try:
-            return yaml.safe_load(self.file(CONFIG_FILE).read_text()) or {}
-        except (FileNotFoundError, yaml.YAMLError):
+            cfg = yaml.safe_load(text) if text else None
+        except (yaml.YAMLError, ValueError, RecursionError):
             return {}
+        return cfg if isinstance(cfg, dict) else {}
 
     def env(self) -> dict:
-        return read_json(self.file(ENV_FILE), {}) or {}
+        return clean(read_json(self.file(ENV_FILE)), ENV_FIELDS)
 
     def notes(self) -> str:
-        try:
-            return self.file(NOTES_FILE).read_text()
-        except FileNotFoundError:
-            return ""
+        """notes.md, if it is a regular file in the run folder (not a symlink to elsewhere)."""
+        return read_text(self.file(NOTES_FILE))
 
     def write_notes(self, text: str) -> None:
         atomic_write_text(self.file(NOTES_FILE), text)
 
     def update_state(self, **updates: Any) -> dict:
-        state = self.raw_state()
+        """Write `updates` into state.json, keeping what else it holds as it is (even a field of the
+        wrong type: a reader skips it, a writer does not lose it); returns the state as a reader sees it."""
+        state = read_json(self.file(STATE_FILE))
+        state = state if isinstance(state, dict) else {}
         state.update(updates)
         state["updated"] = time.time()
         atomic_write_json(self.file(STATE_FILE), state)
-        return state
+        return clean(state, STATE_FIELDS)
 
     def write_progress(self, progress: dict) -> None:
         atomic_write_json(self.file(PROGRESS_FILE), progress)
@@ -680,10 +948,10 @@ class Run:
         return {
             "id": self.id,
             "experiment": cfg_name,
-            "description": info.get("description", ""),
-            "kind": info.get("kind", "train"),
-            "status": state.get("status", "queued"),
-            "step": progress.get("step", 0),
+            "description": info.get("description") or "",
+            "kind": info.get("kind") or "train",
+            "status": state.get("status") or "queued",
+            "step": progress.get("step") or 0,
             "max_steps": progress.get("max_steps"),
             "epoch": progress.get("epoch"),
             "created": info.get("created"),
@@ -692,7 +960,7 @@ class Run:
             "train_loss": _num(progress.get("train_loss")),
             "eval_loss": _num(progress.get("best_eval_loss")),
             "best_step": progress.get("best_step"),
-            "tokens_per_s": progress.get("tokens_per_s"),
+            "tokens_per_s": _num(progress.get("tokens_per_s")),
             "parent": info.get("parent"),
             "pid": state.get("pid"),
             "heartbeat": state.get("heartbeat"),
@@ -738,6 +1006,8 @@ class Workspace:
 
     def run(self, ref: str) -> Run:
         """A run by full id or unique prefix (or `last`, the newest)."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise RunNotFound("no run id given (a run id, a unique prefix of one, or 'last')")
         runs = self.runs()
         if ref in ("last", "latest", "@"):
             if not runs:

@@ -85,12 +85,13 @@ def _run_dirs(ws: store.Workspace):
 
 
 def row_for(run: store.Run, now: float | None = None) -> RunRow:
-    """The fields of `Run.summary()` (the `labtui runs --json` row), with liveness judged at `now`."""
+    """The fields of `Run.summary()` (the `labtui runs --json` row), with liveness judged at `now`. The
+    store's readers give each field its type or leave it out (`store.clean`), so a row always sorts and formats."""
     info, progress = run.info(), run.progress()
     state = run.derive_state(run.raw_state(), progress, now)  # = run.state(now), progress.json read once
     notes = run.notes().strip()
     return RunRow(
-        id=run.id, experiment=info.get("experiment") or run.id, status=state.get("status", "queued"),
+        id=run.id, experiment=info.get("experiment") or run.id, status=state.get("status") or "queued",
         kind=info.get("kind") or "train", description=info.get("description") or "",
         step=progress.get("step") or 0, max_steps=progress.get("max_steps"), epoch=progress.get("epoch"),
         created=info.get("created"), started=state.get("started"), ended=state.get("ended"),
@@ -158,7 +159,7 @@ class Scanner:
                 return
             n = len(_ROW_FIELDS)
             for run_id, (key, row) in data["rows"].items():
-                if len(row) == n and row[_STATUS] in store.FINAL:
+                if len(row) == n and row[_STATUS] in store.FINAL and _row_ok(row):
                     self._cache[run_id] = (tuple(key), RunRow(*row))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self._cache.clear()
@@ -176,6 +177,22 @@ class Scanner:
             store.atomic_write_text(self.ws.logs / CACHE_FILE, json.dumps(data, separators=(",", ":")))
         except OSError:  # a read-only workspace: the cache lives for this process only
             pass
+
+
+# the types of the rows file's fields: a row with another (a hand-edited or damaged file) is read again
+_ROW_TYPES = {"id": store.as_text, "experiment": store.as_text, "status": store.as_text, "kind": store.as_text,
+              "description": store.as_text, "step": store.as_whole, "max_steps": store.as_whole,
+              "epoch": store.as_finite, "created": store.as_finite, "started": store.as_finite,
+              "ended": store.as_finite, "heartbeat": store.as_finite, "train_loss": store.as_real,
+              "eval_loss": store.as_real, "best_step": store.as_whole, "error": store.as_text,
+              "exit_signal": store.as_text, "pid": store.as_whole, "host": store.as_text, "parent": store.as_text,
+              "parent_experiment": store.as_text, "changed": store.as_changed, "notes": store.as_text,
+              "queue_pos": store.as_whole}
+_ROW_CHECKS = tuple((_ROW_FIELDS.index(name), coerce) for name, coerce in _ROW_TYPES.items())
+
+
+def _row_ok(values: list) -> bool:
+    return all(values[i] is None or coerce(values[i]) is not None for i, coerce in _ROW_CHECKS)
 
 
 def astuple_shallow(row: RunRow) -> tuple:

@@ -61,7 +61,8 @@ class TailSnapshot:
     log_tail: tuple[str, ...] = ()
     metrics_offset: int = 0
     caught_up: bool = True
-    corrupt: int = 0
+    corrupt: int = 0  # metrics.jsonl lines skipped (not JSON objects, or wrong-typed fields)
+    skipped: int = 0  # records skipped in metrics.jsonl, system.jsonl and alerts.jsonl together
     version: int = 0
 
 
@@ -70,6 +71,7 @@ class RunTail:
         self.path = Path(run_dir)
         self.run_id = self.path.name
         self.chunk_bytes = chunk_bytes
+        # each skips and counts a record with wrong-typed fields as a line that is not JSON (store.RECORD_CHECKS)
         self.metrics = store.JsonlReader(self.path / store.METRICS_FILE)
         self.rewinder = store.Rewinder()
         self.system = store.JsonlReader(self.path / store.SYSTEM_FILE)
@@ -162,6 +164,8 @@ class RunTail:
         import numpy as np
 
         idx_path = self.metrics.path.with_suffix(".idx")
+        if not store.is_regular(idx_path):
+            return None
         dtype = store.index_dtype()
         try:
             n = os.stat(idx_path).st_size // dtype.itemsize
@@ -205,11 +209,14 @@ class RunTail:
             code, has_value, entries = code[kept], has_value[kept], entries[kept]
         lines: dict[str, dict | None] = {}
         recent: list[float] = []
-        with open(self.metrics.path, "rb") as f:
+        f = store.open_regular(self.metrics.path)
+        if f is None:
+            return None
+        with f:
             def record(i: int) -> dict | None:
                 f.seek(int(entries["offset"][i]))
                 rec = store._parse_line(f.read(int(entries["length"][i])))
-                return rec if isinstance(rec, dict) else None
+                return rec if isinstance(rec, dict) and store.metric_ok(rec) else None
 
             if store._kind_code(record(len(entries) - 1)) != code[-1]:
                 return None  # the index does not describe this file
@@ -248,7 +255,7 @@ class RunTail:
                 ok = np.isfinite(x_t)
                 self.series[(name, "time")].extend_arrays(x_t[ok] - self.t0, y[ok])
         bad = np.flatnonzero(code == store.KIND_CORRUPT)
-        self.metrics.corrupt += int(bad.size)
+        self.metrics.skipped += int(bad.size)
         room = max(0, 100 - len(self.metrics.corrupt_lines))
         self.metrics.corrupt_lines.extend(int(o) for o in entries["offset"][bad[:room]])
         for kind, rec in b["lines"].items():
@@ -340,7 +347,8 @@ class RunTail:
             log_tail=self.log_tail,
             metrics_offset=self.metrics.offset,
             caught_up=self.caught_up,
-            corrupt=self.metrics.corrupt,
+            corrupt=self.metrics.skipped,
+            skipped=self.metrics.skipped + self.system.skipped + self.alerts_reader.skipped,
             version=self.version,
         )
 
