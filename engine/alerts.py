@@ -340,3 +340,72 @@ def after_run(run: store.Run, state: dict | None = None) -> None:
     alert = degenerate_eval_check(run.path)
     if alert is not None:
         AlertLog(parent, disabled=alert_settings(parent.config()).get("disable")).fire(alert)
+
+
+# --- alerts that a later state superseded -------------------------------------------------------
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def superseded_by(alert: dict, *, status: str | None = None, step: Any = None, progress_t: Any = None,
+                  evals: Any = (), system: dict | None = None) -> str | None:
+    """Why `alert` no longer describes the run, in words, or None while it still does. Pure: the run's
+    later state is given: its `status`, last logged `step` and time (`progress_t`), its evaluations
+    (`evals`: rows as engine.evalstore.eval_row gives them) and its latest machine sample (`system`).
+
+    - degenerate_eval: a later completed eval (a later checkpoint, or made after the alert) is not degenerate;
+    - stalled: training logged a later step (or progress after the alert), or the run ended;
+    - gpu_memory / host_memory: a later sample is under the alert's threshold less MEMORY_HYSTERESIS.
+    Other kinds describe something that happened (a spike, a NaN) and stay as they are.
+    """
+    kind = alert.get("kind")
+    a_step, a_t = _number(alert.get("step")), _number(alert.get("t"))
+    if kind == "degenerate_eval":
+        own = (alert.get("data") or {}).get("eval_id") if isinstance(alert.get("data"), dict) else None
+        later = []
+        for row in evals or ():
+            if not isinstance(row, dict) or row.get("id") == own or row.get("purpose") == "parity":
+                continue
+            if row.get("status") != "completed" or row.get("degenerate") or _number(row.get("accuracy")) is None:
+                continue
+            r_step, r_t = _number(row.get("checkpoint_step")), _number(row.get("created"))
+            if (a_step is not None and r_step is not None and r_step > a_step) or (
+                    a_t is not None and r_t is not None and r_t > a_t):
+                later.append(row)
+        if later:
+            row = max(later, key=lambda r: (_number(r.get("checkpoint_step")) or -1, _number(r.get("created")) or 0))
+            where = f"checkpoint {int(row['checkpoint_step'])}" if _number(row.get("checkpoint_step")) is not None \
+                else str(row.get("id"))
+            return f"a later eval ({where}) is not degenerate: accuracy {float(row['accuracy']):.3f}"
+        return None
+    if kind == "stalled":
+        s, t = _number(step), _number(progress_t)
+        if s is not None and a_step is not None and s > a_step:
+            return f"training moved on: step {int(s)}"
+        if t is not None and a_t is not None and t > a_t:
+            return "training logged progress since"
+        if status in store.FINAL:
+            return f"the run ended ({status})"
+        return None
+    if kind in ("gpu_memory", "host_memory"):
+        if not isinstance(system, dict) or a_t is None or (_number(system.get("t")) or 0) <= a_t:
+            return None
+        data = alert.get("data") if isinstance(alert.get("data"), dict) else {}
+        key = "gpu_memory_percent" if kind == "gpu_memory" else "host_memory_percent"
+        threshold = _number(data.get("threshold")) or ALERT_DEFAULTS[key]
+        lowered = threshold - MEMORY_HYSTERESIS
+        try:
+            still = {a["kind"] for a in memory_check(system, {key: lowered})}
+        except (TypeError, ValueError, KeyError):  # a malformed sample says nothing
+            return None
+        if kind not in still:
+            return f"memory back under {lowered:g}%"
+        return None
+    return None
+
+
+def with_superseded(alerts: Any, **state: Any) -> list[tuple[dict, str | None]]:
+    """Each alert (records that are not objects are left out) with `superseded_by(alert, **state)`."""
+    return [(a, superseded_by(a, **state)) for a in alerts or () if isinstance(a, dict)]

@@ -504,6 +504,9 @@ async def test_palette_lists_the_actions_that_make_sense_now(ws):
     app = app_for(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.selected_id is not None)
-        titles = {c[0] for c in LabCommands(app.screen)._commands()}
+        commands = LabCommands(app.screen)._commands()
+        titles = {c[0] for c in commands if c[4] is None}
         assert {"New", "Eval", "History", "Baseline", "Log", "Quit", "Help"} <= titles
         assert "Stop" not in titles and "Resume" not in titles  # a completed run: nothing to stop or resume
+        why = {c[0]: c[4] for c in commands if c[4] is not None}
+        assert "completed" in why["Stop"] and "completed" in why["Resume"]  # listed greyed, with the reason

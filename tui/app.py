@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from typing import Callable
 
 from textual import work
@@ -19,10 +20,12 @@ from textual.reactive import reactive
 from textual.worker import get_current_worker
 
 from engine import store
+from engine.fmt import printable
 
 from . import baseline, messages
 from .commands import LabCommands
-from .monitor import Monitor
+from .guard import describe, guarded, log_exception
+from .monitor import EvalInfo, Monitor
 from .scan import RunRow
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
@@ -47,6 +50,9 @@ class LabApp(App[None]):
     selected_id: reactive[str | None] = reactive(None)
     snapshot: reactive[TailSnapshot | None] = reactive(None)
     baseline_id: reactive[str | None] = reactive(None)
+    evals: reactive[dict[str, EvalInfo]] = reactive(dict, always_update=True)  # run id -> its evaluations
+    monitor_error: reactive[str | None] = reactive(None)  # the monitor's last failure, in the title bar
+    display_errors: reactive[int] = reactive(0)  # drawing/handler errors caught so far
 
     def __init__(self, workspace: store.Workspace | str | os.PathLike = ".", poll_interval: float = 1.0,
                  clock: Callable[[], float] | None = None, theme: str | None = None):
@@ -56,6 +62,8 @@ class LabApp(App[None]):
         self.clock = clock or time.time
         self.monitor = Monitor(self.workspace, self.post_message, poll_interval, clock=clock)
         self._theme_choice = theme or os.environ.get("LABTUI_THEME")
+        self.errors: deque[tuple[float, str, str]] = deque(maxlen=50)  # (time, where, what)
+        self._told: dict[str, float] = {}
 
     def get_default_screen(self) -> DashboardScreen:
         return DashboardScreen()
@@ -72,6 +80,8 @@ class LabApp(App[None]):
             rows = ()
         if rows:
             self.on_runs_scanned(messages.RunsScanned(rows))
+        if self.monitor.evals:
+            self.evals = dict(self.monitor.evals)
         self.start_monitor()
 
     # --- the background monitor ---------------------------------------------------------------
@@ -85,6 +95,7 @@ class LabApp(App[None]):
     def on_unmount(self) -> None:
         self.monitor.stop()
 
+    @guarded("run list")
     def on_runs_scanned(self, message: messages.RunsScanned) -> None:
         with self.batch_update():
             self.runs = message.rows
@@ -92,26 +103,54 @@ class LabApp(App[None]):
             if self.selected_id not in ids and message.rows:
                 self.select_run(default_selection(message.rows))
 
+    @guarded("run data")
     def on_run_data(self, message: messages.RunData) -> None:
         if message.snapshot.run_id == self.selected_id:
             self.snapshot = message.snapshot
 
+    @guarded("evaluations")
+    def on_evals_scanned(self, message: messages.EvalsScanned) -> None:
+        self.evals = message.evals
+
+    def on_monitor_status(self, message: messages.MonitorStatus) -> None:
+        self.monitor_error = message.error
+        if message.error:
+            log_exception("monitor", RuntimeError(message.error))
+
+    @guarded("run end notice")
     def on_run_ended(self, message: messages.RunEnded) -> None:
         row = message.row
         severity = "information" if row.status == "completed" else "warning" if row.status == "stopped" else "error"
         detail = f"\n{row.error}" if row.error else ""
-        self.notify(f"{row.id}: {row.status}{detail}", title=f"Run {row.status}", severity=severity,
-                    timeout=10 if row.status == "completed" else 30)
+        self.notify(printable(f"{row.id}: {row.status}{detail}"), title=f"Run {row.status}", severity=severity,
+                    timeout=10 if row.status == "completed" else 30, markup=False)
         self.bell()
 
+    @guarded("alert notice")
     def on_alert_fired(self, message: messages.AlertFired) -> None:
         alert = message.alert
         step = f" at step {alert['step']}" if alert.get("step") is not None else ""
         hint = f"\n{alert['hint']}" if alert.get("hint") else ""
-        self.notify(f"{message.row.experiment}{step}: {alert.get('message', '')}{hint}",
-                    title=f"Alert ({alert.get('severity') or 'warning'})",
-                    severity=SEVERITY.get(str(alert.get("severity")), "warning"), timeout=20)
+        self.notify(printable(f"{message.row.experiment}{step}: {alert.get('message', '')}{hint}"),
+                    title=printable(f"Alert ({alert.get('severity') or 'warning'})"),
+                    severity=SEVERITY.get(str(alert.get("severity")), "warning"), timeout=20, markup=False)
         self.bell()
+
+    # --- errors: shown where they happen, logged, and the app goes on ---------------------------
+
+    def report_error(self, where: str, exc: BaseException) -> str:
+        """A widget's drawing or a handler failed: keep it, log its traceback, and say so once a
+        minute per place (the widget itself shows the error where it can). Returns the line shown."""
+        what = describe(exc)
+        self.errors.append((self.now(), where, what))
+        path = log_exception(where, exc)
+        self.display_errors += 1
+        last = self._told.get(where)
+        if last is None or time.monotonic() - last > 60:
+            self._told[where] = time.monotonic()
+            self.notify(printable(f"{where}: {what}" + (f"\n(traceback in {path})" if path else "")),
+                        title="Display error", severity="error", timeout=15, markup=False)
+        return f"{where}: could not draw: {what}"
 
     # --- shared state -------------------------------------------------------------------------
 

@@ -1,11 +1,14 @@
 """A resolved config as YAML-like lines, with chosen keys highlighted (the diff, the overrides).
 
-Pure: returns Textual content markup; the Launch and Run detail screens show it in a Static.
+`config_content` / `diff_content` give Textual `Content` lines (values shown as plain text, whatever
+they hold); `config_lines` / `diff_lines` the same as markup strings.
 """
 
 from __future__ import annotations
 
-from textual.markup import escape
+from textual.content import Content
+
+from engine.fmt import printable
 
 
 def _scalar(v) -> str:
@@ -24,9 +27,20 @@ def _scalar(v) -> str:
     return str(v)
 
 
-def config_lines(cfg: dict, marks: dict[str, str] | None = None, prefix: str = "", indent: int = 0) -> list[str]:
+def config_lines(cfg: dict, marks: dict[str, str] | None = None) -> list[str]:
     """`marks`: {dotted key: style} for leaves (or sections) to highlight, e.g. {"lora.r": "$warning"}.
-    A marked leaf also shows `(was X)` when `was` has it."""
+    Markup strings (prefer `config_content`: markup cannot hold every value safely)."""
+    return [c.markup for c in config_content(cfg, marks)]
+
+
+def diff_lines(changed: dict, style: str = "$warning") -> list[str]:
+    """`lora.r: 4 → 16` lines for a {key: [old, new]} diff, as markup strings (see `diff_content`)."""
+    return [c.markup for c in diff_content(changed, style)]
+
+
+def config_content(cfg: dict, marks: dict[str, str] | None = None, prefix: str = "", indent: int = 0) -> list[Content]:
+    """A resolved config as YAML-like lines; `marks`: {dotted key: style} for leaves (or sections) to
+    highlight, e.g. {"lora.r": "$warning"}. A key or value with `[/]` or an unclosed `[` shows as it is."""
     marks = marks or {}
     out = []
     pad = "  " * indent
@@ -34,19 +48,19 @@ def config_lines(cfg: dict, marks: dict[str, str] | None = None, prefix: str = "
         dotted = f"{prefix}{key}"
         style = marks.get(dotted)
         if isinstance(value, dict) and value:
-            head = f"{pad}{escape(str(key))}:"
-            out.append(f"[b]{head}[/b]")
-            out.extend(config_lines(value, marks, dotted + ".", indent + 1))
+            out.append(Content.styled(printable(f"{pad}{key}:"), "b"))
+            out.extend(config_content(value, marks, dotted + ".", indent + 1))
         else:
-            line = f"{pad}{escape(str(key))}: {escape(_scalar(value))}"
-            out.append(f"[{style}]{line}[/]" if style else line)
+            line = printable(f"{pad}{key}: {_scalar(value)}")
+            out.append(Content.styled(line, style) if style else Content(line))
     return out
 
 
-def diff_lines(changed: dict, style: str = "$warning") -> list[str]:
+def diff_content(changed: dict, style: str = "$warning") -> list[Content]:
     """`lora.r: 4 → 16` lines for a {key: [old, new]} diff."""
     out = []
     for key, pair in changed.items():
         old, new = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else (None, pair)
-        out.append(f"[{style}]{escape(key)}[/]: {escape(_scalar(old))} → [b]{escape(_scalar(new))}[/b]")
+        out.append(Content.assemble((printable(key), style), printable(f": {_scalar(old)} → "),
+                                    (printable(_scalar(new)), "b")))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from engine.fmt import age, duration, num  # noqa: F401  (the CLI prints the same)
+from engine.fmt import age, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
 
 STATUS_ICONS = {
     "queued": "…",

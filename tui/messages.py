@@ -16,6 +16,22 @@ class RunsScanned(Message):
         self.rows = rows
 
 
+class EvalsScanned(Message):
+    """The runs' evaluations changed: {run id: monitor.EvalInfo} for the runs that have an evals/ folder."""
+
+    def __init__(self, evals: dict) -> None:
+        super().__init__()
+        self.evals = evals
+
+
+class MonitorStatus(Message):
+    """A part of the background monitor failed (`error`, one line a part), or works again (None)."""
+
+    def __init__(self, error: str | None) -> None:
+        super().__init__()
+        self.error = error
+
+
 class RunData(Message):
     """New records for the selected run, folded into a snapshot."""
 

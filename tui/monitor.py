@@ -7,7 +7,10 @@ Every `poll_interval` seconds (or at once when woken) it
   - reads the new bytes of the selected run's files (`RunTail`, by offset) and posts `RunData`
     (a long history in chunks, one after another; after that one read a tick, however fast the
     run writes, so this thread never starves the UI of the GIL);
-  - follows one log file by offset for the log screen (`LogLines`).
+  - follows one log file by offset for the log screen (`LogLines`);
+  - reads each run's evaluations when their folders changed (`EvalsScanned`: the headline eval's
+    accuracy, evaluations still going with their progress and ETA), never on the UI thread;
+  - says when one of these parts fails, and when it works again (`MonitorStatus`, in the title bar).
 It never touches a widget. Recently selected runs keep their tails, so switching back is instant.
 """
 
@@ -19,19 +22,48 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 from engine import store
 from textual.message import Message
 
-from . import messages
+from . import engine_api, messages
 from .scan import RunRow, Scanner
 from .tail import RunTail
 
 LOG_TAIL_BYTES = 64_000
 LOG_CHUNK_BYTES = 1 << 20
+ADVANCE_EVERY_S = 2.0  # how often a queue with waiting runs is checked for a free slot
 SNAPSHOT_EVERY_S = 1.0  # a history that takes longer to load shows its progress this often (each
 # snapshot is drawn on the UI thread, which a shorter load would only slow down)
+
+
+@dataclass(frozen=True)
+class EvalInfo:
+    """A run's evaluations as the dashboard shows them: the headline eval (engine.evalstore's rule;
+    its row with `rule` and `why`), the evaluations still going (rows with `eta_s`), all rows."""
+
+    headline: dict | None = None
+    running: tuple[dict, ...] = ()
+    rows: tuple[dict, ...] = ()
+
+
+def _mtime_ns(path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _config_max_steps(run_dir) -> int | None:
+    """training.max_steps of a run's config.yaml (before its first log the progress has none)."""
+    try:
+        value = ((store.Run(run_dir).config() or {}).get("training") or {}).get("max_steps")
+    except Exception:  # noqa: BLE001  (a damaged config says nothing here)
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class Monitor:
@@ -46,7 +78,10 @@ class Monitor:
         self.tails: OrderedDict[str, RunTail] = OrderedDict()
         self.rows: tuple[RunRow, ...] = ()
         self.ticks = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # what failed in the last tick (None: all went well)
+        self.evals: dict[str, EvalInfo] = {}
+        self._eval_cache: dict[str, tuple] = {}
+        self._max_steps: dict[str, int | None] = {}
         self._selected: str | None = None
         self._posted_for: str | None = None
         self._wake = threading.Event()
@@ -55,6 +90,7 @@ class Monitor:
         self._alerts: dict[str, store.JsonlReader] = {}
         self._log: dict | None = None
         self._lock = threading.Lock()
+        self._advanced = float("-inf")
 
     # --- called from the UI thread ------------------------------------------------------------
 
@@ -89,6 +125,10 @@ class Monitor:
         toasted; those from before are in the panels.
         """
         self._scan(post_rows=False)
+        try:
+            self._scan_evals(post=False)
+        except Exception:  # noqa: BLE001  the thread's first tick tries again and says what failed
+            pass
         return self.rows
 
     def tail(self, run_id: str) -> RunTail | None:
@@ -103,17 +143,23 @@ class Monitor:
             self._wake.wait(self.poll_interval)
 
     def tick(self, cancelled: Callable[[], bool] = lambda: False) -> None:
-        for part in (self._scan, self._poll_selected, self._poll_log):
+        errors = []
+        for part in (self._scan, self._advance_queue, self._scan_evals, self._poll_selected, self._poll_log):
             if self._stopped.is_set() or cancelled():
                 return
             try:
                 part()
             except Exception as e:  # a half-written file must never stop the monitor
-                self.last_error = "".join(traceback.format_exception_only(type(e), e)).strip()
+                what = part.__name__.strip("_").replace("_", " ")
+                errors.append(f"{what}: " + "".join(traceback.format_exception_only(type(e), e)).strip())
+        error = "; ".join(errors) or None
+        if error != self.last_error:  # the title bar says so, and says when it works again
+            self.last_error = error
+            self.post(messages.MonitorStatus(error))
         self.ticks += 1
 
     def _scan(self, post_rows: bool = True) -> None:
-        rows = tuple(self.scanner.scan())
+        rows = tuple(self._with_max_steps(r) for r in self.scanner.scan())
         if rows != self.rows:
             self.rows = rows
             if post_rows:
@@ -128,6 +174,75 @@ class Monitor:
         self._statuses = {r.id: r.status for r in rows}
         for gone in set(self._alerts) - set(self._statuses):
             del self._alerts[gone]
+
+    def _with_max_steps(self, row: RunRow) -> RunRow:
+        """A run that has not logged a step yet shows `0/120`: max_steps from its config."""
+        if row.max_steps or row.kind not in ("train", None, ""):
+            return row
+        if row.id not in self._max_steps:
+            self._max_steps[row.id] = _config_max_steps(self.ws.logs / row.id)
+        steps = self._max_steps[row.id]
+        return replace(row, max_steps=steps) if steps else row
+
+    def _scan_evals(self, post: bool = True) -> None:
+        """Each run's evaluations, read again only when its evals/ folder changed (or one of its
+        evaluations is still going); posts `EvalsScanned` when something changed."""
+        infos = {}
+        for row in self.rows:
+            info = self._eval_info(row)
+            if info is not None:
+                infos[row.id] = info
+        for gone in set(self._eval_cache) - {r.id for r in self.rows}:
+            del self._eval_cache[gone]
+        if infos != self.evals:
+            self.evals = infos
+            if post:
+                self.post(messages.EvalsScanned(infos))
+
+    def _eval_info(self, row: RunRow) -> EvalInfo | None:
+        folder = self.ws.logs / row.id / "evals"
+        top = _mtime_ns(folder)
+        if top is None:
+            self._eval_cache.pop(row.id, None)
+            return None
+        cached = self._eval_cache.get(row.id)
+        if cached is not None and cached[0] == top:
+            _, watched, info = cached
+            if all(_mtime_ns(path) == m for path, m in watched):
+                return info
+        from engine import evalstore  # light, but not needed before the first eval
+
+        run = store.Run(self.ws.logs / row.id)
+        rows = tuple(evalstore.list_evals(run))
+        running = []
+        for r in rows:
+            if r.get("status") in store.FINAL:
+                continue
+            progress = store.Run(Path(r["path"])).progress()
+            rate, done, total = progress.get("examples_per_s"), r.get("done"), r.get("total")
+            eta = None
+            if all(isinstance(x, (int, float)) for x in (rate, done, total)) and rate > 0 and total >= done:
+                eta = (total - done) / rate
+            running.append({**r, "eta_s": eta})
+        choose = getattr(evalstore, "choose_headline", None)
+        headline = choose(rows, None, row.step) if choose else None
+        info = EvalInfo(headline=headline, running=tuple(running), rows=rows)
+        # the eval folders still going: their files are rewritten, which changes the folder's mtime
+        watched = tuple((r["path"], _mtime_ns(r["path"])) for r in rows if r.get("status") not in store.FINAL)
+        self._eval_cache[row.id] = (top, watched, info)
+        return info
+
+    def _advance_queue(self) -> None:
+        """Start queued runs whose slot came free, so the queue moves while the TUI is open even when
+        every supervisor was killed. Only when a run is queued, at most every ADVANCE_EVERY_S."""
+        if not any(r.status == "queued" for r in self.rows):
+            return
+        now = time.monotonic()
+        if now - self._advanced < ADVANCE_EVERY_S:
+            return
+        self._advanced = now
+        if engine_api.advance_queue(self.ws):
+            self.wake()  # show them starting at once
 
     def _poll_alerts(self, row: RunRow, skip_existing: bool) -> None:
         reader = self._alerts.get(row.id)

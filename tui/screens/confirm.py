@@ -5,9 +5,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.markup import escape
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from ..text import markup, plain
 
 
 class Choose(ModalScreen[object]):
@@ -26,11 +28,11 @@ class Choose(ModalScreen[object]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(f"[b]{escape(self.question)}[/b]", id="question")
+            yield Static(markup("[b]$question[/b]", question=self.question), id="question")
             if self.detail:
-                yield Static(escape(self.detail), id="detail")
-            keys = "   ".join(f"[b $accent]{key}[/] {escape(label)}" for key, label, _ in self.choices)
-            yield Static(keys + "   [b $accent]esc[/] cancel", id="answers")
+                yield Static(plain(self.detail), id="detail")
+            keys = [markup("[b $accent]$key[/] $label", key=key, label=label) for key, label, _ in self.choices]
+            yield Static(Content("   ").join([*keys, Content.from_markup("[b $accent]esc[/] cancel")]), id="answers")
 
     def action_pick(self, key: str) -> None:
         self.dismiss(self._values.get(key))

@@ -10,22 +10,26 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
+from textual.content import Content
+
 from .. import engine_api
 from .. import format as fmt
+from ..commands import HonestKeys
+from ..guard import guarded
 from ..series import SMOOTHING
+from ..text import markup, plain
 from ..widgets.footer import LabFooter
 from ..widgets.loss_chart import LossChart
 from ..widgets.run_list import RunList, matches, order
 from ..widgets.run_panels import GpuPanel, StatusPanel, SystemPanel, ThroughputPanel
 from .confirm import Choose
 
-CHART = Binding.Group("Chart", compact=True)
-WIDE_ONLY = {"axis", "smoothing", "log-y", "filter"}
+WIDE_ONLY = ("filter", "axis", "smoothing", "log-y")  # in the footer as room allows, in this order
 STOPPABLE = ("starting", "running")
 RESUMABLE = ("stopped", "failed", "crashed")
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(HonestKeys, Screen):
     HELP_TITLE = "Dashboard"
     BINDINGS = [
         Binding("n", "new_run", "New", id="new-run", tooltip="Launch a run from experiments/"),
@@ -37,9 +41,9 @@ class DashboardScreen(Screen):
         Binding("b", "baseline", "Baseline", id="baseline", tooltip="Mark (or unmark) the selected run as baseline"),
         Binding("c", "compare", "Compare", id="compare", tooltip="Compare the selected run with the baseline"),
         # Shown in the footer when it is wide enough (LabFooter); always in the chart's title.
-        Binding("t", "axis", "Step/time axis", id="axis", group=CHART),
-        Binding("m", "smoothing", "Smoothing off/light/strong", id="smoothing", group=CHART),
-        Binding("g", "log_y", "Log scale", id="log-y", group=CHART),
+        Binding("t", "axis", "Axis", id="axis", tooltip="The chart's x axis: step or wall time"),
+        Binding("m", "smoothing", "Smooth", id="smoothing", tooltip="The chart's smoothing: off, light, strong"),
+        Binding("g", "log_y", "Log y", id="log-y", tooltip="The chart's y axis: linear or log scale"),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the run list by words"),
         Binding("enter", "detail", "Run detail", id="detail", show=False,
                 tooltip="Config, diff against the parent, checkpoints, evals, notes"),
@@ -73,6 +77,9 @@ class DashboardScreen(Screen):
         self.watch(self.app, "runs", self._runs_changed, init=True)
         self.watch(self.app, "baseline_id", self._runs_changed, init=False)
         self.watch(self.app, "snapshot", self._snapshot_changed, init=True)
+        self.watch(self.app, "evals", self._runs_changed, init=False)
+        self.watch(self.app, "monitor_error", self._title_again, init=False)
+        self.watch(self.app, "display_errors", self._title_again, init=False)
         self.set_interval(5.0, self._runs_changed)  # ages move on
         self.query_one(RunList).focus()
 
@@ -82,30 +89,40 @@ class DashboardScreen(Screen):
     def filter_text(self) -> str:
         return self.query_one("#run-filter", Input).value.strip()
 
+    @guarded("run list")
     def _runs_changed(self, *_) -> None:
         app = self.app
         rows = [r for r in order(app.runs) if matches(r, self.filter_text)]
-        self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id)
-        self._title(rows)
+        self._shown = len(rows)
+        self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id, app.evals)
+        self._title()
         self._snapshot_changed()
         self.refresh_bindings()
 
-    def _title(self, shown) -> None:
+    def _title_again(self, *_) -> None:
+        self._title()
+
+    @guarded("title")
+    def _title(self) -> None:
+        """`labtui ws · 12 runs · ▶ 1 running · ... `; the monitor's failure, when it fails, first."""
         runs = self.app.runs
         counts = {}
         for r in runs:
             counts[r.status] = counts.get(r.status, 0) + 1
-        parts = [f"[b]labtui[/b] {self.app.workspace.root.name}", f"{len(runs)} runs"]
+        parts = [markup("[b]labtui[/b] $ws", ws=self.app.workspace.root.name), plain(f"{len(runs)} runs")]
+        if self.app.monitor_error:
+            parts.insert(1, markup("[$error]⚠ monitor: $error[/]", error=fmt.clip(self.app.monitor_error, 90)))
         for status in ("running", "queued", "failed", "crashed"):
             if counts.get(status):
-                style = fmt.STATUS_STYLES[status]
-                parts.append(f"[{style}]{fmt.STATUS_ICONS[status]} {counts[status]} {status}[/]")
+                parts.append(plain(f"{fmt.STATUS_ICONS[status]} {counts[status]} {status}", fmt.STATUS_STYLES[status]))
         if self.filter_text:
-            parts.append(f"filter '{self.filter_text}': {len(shown)} shown")
+            parts.append(markup("filter '$text': $n shown", text=self.filter_text, n=getattr(self, "_shown", 0)))
         base = self.app.row(self.app.baseline_id)
         if base:
-            parts.append(f"baseline ★ {fmt.short_id(base.id, base.experiment)}")
-        self.query_one("#title", Static).update(" · ".join(parts), layout=False)  # one line, always
+            parts.append(plain(f"baseline ★ {fmt.short_id(base.id, base.experiment)}"))
+        if self.app.display_errors:
+            parts.append(plain(f"⚠ {self.app.display_errors} display error(s)", "$warning"))
+        self.query_one("#title", Static).update(Content(" · ").join(parts), layout=False)  # one line, always
 
     def _snapshot_changed(self, *_) -> None:
         chart = self.query_one(LossChart)
@@ -117,11 +134,12 @@ class DashboardScreen(Screen):
         app = self.app
         snap = app.snapshot
         row = app.selected_row
+        now = app.now()
         with app.batch_update():
-            self.query_one(ThroughputPanel).show(snap, row)
-            self.query_one(GpuPanel).show(snap)
-            self.query_one(SystemPanel).show(snap)
-            self.query_one(StatusPanel).show(snap, row, app.now())
+            self.query_one(ThroughputPanel).show(snap, row, now)
+            self.query_one(GpuPanel).show(snap, row)
+            self.query_one(SystemPanel).show(snap, row)
+            self.query_one(StatusPanel).show(snap, row, now, app.evals.get(row.id) if row else None)
 
     @on(DataTable.RowHighlighted, "#runs")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -137,23 +155,12 @@ class DashboardScreen(Screen):
     # --- keys ---------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        row = self.app.selected_row
-        if action in ("stop",):
-            return bool(row and row.status in STOPPABLE) or None
-        if action == "resume":
-            return bool(row and row.status in RESUMABLE) or None
-        if action == "retry":
-            return bool(row and row.final) or None
-        if action in ("evaluate", "log", "detail", "baseline"):
-            return row is not None or None
-        if action == "compare":
-            base = self.app.baseline_id
-            return bool(row and base and row.id != base) or None
-        if action in ("cancel_queued", "move_queued"):
-            return bool(row and row.status == "queued") or None
         if action == "clear_filter":
             return bool(self.filter_text) or self.query_one("#run-filter").display
-        return True
+        return super().check_action(action, parameters)
+
+    def why_disabled(self, action: str, parameters: tuple) -> str | None:
+        return why_disabled(action, self.app.selected_row, self.app.baseline_id)
 
     def action_new_run(self) -> None:
         from .launch import LaunchScreen
@@ -277,6 +284,33 @@ class DashboardScreen(Screen):
     @work(thread=True, group="engine-action", exclusive=True, exit_on_error=False, description="lifecycle action")
     def engine_call(self, what: str, fn, *args, **kwargs) -> None:
         call_engine(self.app, what, fn, *args, **kwargs)
+
+
+def why_disabled(action: str, row, baseline_id: str | None = None) -> str | None:
+    """Why a run action cannot run on `row` now (the dashboard's selected run, the detail screen's run)."""
+    needs_run = ("stop", "resume", "retry", "evaluate", "log", "detail", "baseline", "compare", "cancel_queued",
+                 "move_queued")
+    if action not in needs_run:
+        return None
+    if row is None:
+        return "no run selected (n starts one)"
+    name = fmt.short_id(row.id, row.experiment)
+    if action == "stop" and row.status not in STOPPABLE:
+        return f"{name} is {row.status}: only a starting or running run can be stopped"
+    if action == "resume" and row.status not in RESUMABLE:
+        if row.status in STOPPABLE or row.status == "queued":
+            return f"{name} is {row.status}: there is nothing to resume"
+        return f"{name} is {row.status}: resume continues a stopped, failed or crashed run (R retries it as a new run)"
+    if action == "retry" and not row.final:
+        return f"{name} is {row.status}: retry starts a finished run again as a new run"
+    if action == "compare":
+        if not baseline_id:
+            return "no baseline yet: select a run and press b to mark it as the baseline"
+        if row.id == baseline_id:
+            return f"{name} is the baseline: select another run to compare with it"
+    if action in ("cancel_queued", "move_queued") and row.status != "queued":
+        return f"{name} is {row.status}: only a queued run can be cancelled or moved in the queue"
+    return None
 
 
 def call_engine(app, what: str, fn, *args, **kwargs) -> None:

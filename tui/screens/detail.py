@@ -10,21 +10,25 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Static, TextArea
 
 from .. import engine_api, evals
 from .. import format as fmt
-from ..config_view import config_lines, diff_lines
+from ..commands import HonestKeys
+from ..config_view import config_content, diff_content
+from ..guard import guarded
+from ..text import join_lines, markup, plain
 from ..widgets.footer import LabFooter
-from .dashboard import RESUMABLE, STOPPABLE, call_engine
+from .dashboard import call_engine, why_disabled
 
 ENV_KEYS = ("host", "python", "platform", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "cuda",
             "cuda_available", "device", "device_name", "device_count", "torch_threads", "git_commit")
 
 
-class RunDetailScreen(Screen):
+class RunDetailScreen(HonestKeys, Screen):
     HELP_TITLE = "Run detail"
     BINDINGS = [
         Binding("ctrl+s", "save_notes", "Save notes", id="save-notes", priority=True),
@@ -65,6 +69,7 @@ class RunDetailScreen(Screen):
         self.load_evals()
         self.query_one("#detail-left").focus()
 
+    @guarded("run detail")
     def _draw(self, *_) -> None:
         run = self.run
         row = self.app.row(self.run_id)
@@ -73,54 +78,59 @@ class RunDetailScreen(Screen):
         icon = fmt.STATUS_ICONS.get(status, "?")
         style = fmt.STATUS_STYLES.get(status, "")
         self.query_one("#detail-title", Static).update(
-            f"[b]Run[/b] {escape(self.run_id)} · [{style}]{icon} {status}[/]")
-        lines = []
+            markup("[b]Run[/b] $id · [" + (style or "$text") + "]$icon $status[/]", id=self.run_id, icon=icon,
+                   status=status))
+        lines: list[Content | str] = []
         if row and row.error:
-            lines.append(f"[$error]error: {escape(row.error)}[/]")
+            lines.append(plain(f"error: {row.error}", "$error"))
         if info.get("description"):
-            lines.append(f"[b]hypothesis[/b] {escape(info['description'])}")
+            lines.append(markup("[b]hypothesis[/b] $text", text=info["description"]))
         if row:
             dur = fmt.duration(row.duration(self.app.now()))
-            lines.append(f"step {row.step}/{row.max_steps or '?'} · train loss {fmt.num(row.train_loss)} · best eval "
-                         f"loss {fmt.num(row.eval_loss)}" + (f" (step {row.best_step})" if row.best_step is not None else "")
-                         + f" · duration {dur}")
+            lines.append(plain(f"step {row.step}/{row.max_steps or '?'} · train loss {fmt.num(row.train_loss)} · best "
+                               f"eval loss {fmt.num(row.eval_loss)}"
+                               + (f" (step {row.best_step})" if row.best_step is not None else "")
+                               + f" · duration {dur}"))
         if info.get("experiment_file"):
-            lines.append(f"[b]experiment[/b] {escape(str(info['experiment_file']))}")
+            lines.append(markup("[b]experiment[/b] $path", path=info["experiment_file"]))
         parent = info.get("parent") or info.get("parent_experiment")
-        changed = info.get("changed") or {}
+        changed = info.get("changed") if isinstance(info.get("changed"), dict) else {}
         if parent:
-            lines.append(f"[b]parent[/b] {escape(str(parent))}")
+            lines.append(markup("[b]parent[/b] $parent", parent=parent))
         if changed:
             lines.append("[b]changed vs parent[/b]")
-            lines += ["  " + x for x in diff_lines(changed)]
-        if info.get("overrides"):
-            lines.append("[b]overrides[/b] " + escape(", ".join(f"{k}" for k in _flat_keys(info["overrides"]))))
+            lines += [Content("  ") + x for x in diff_content(changed)]
+        if isinstance(info.get("overrides"), dict) and info["overrides"]:
+            lines.append(markup("[b]overrides[/b] $keys", keys=", ".join(_flat_keys(info["overrides"]))))
         lines += ["", "[b]resolved config[/b] [$text-muted](changed keys highlighted)[/]"]
         cfg = {k: v for k, v in run.config().items() if k not in ("description", "name")}
-        lines += ["  " + x for x in config_lines(cfg, {k: "$warning" for k in changed})]
+        lines += [Content("  ") + x for x in config_content(cfg, {k: "$warning" for k in changed})]
         env = run.env()
         if env:
             lines += ["", "[b]environment[/b]"]
-            lines += [f"  {k}: {escape(str(env[k]))}" for k in ENV_KEYS if env.get(k) is not None]
+            lines += [plain(f"  {k}: {env[k]}") for k in ENV_KEYS if env.get(k) is not None]
         cps = run.checkpoints()
         lines += ["", f"[b]checkpoints[/b] ({len(cps)})"]
-        lines += [f"  {escape(p.name)}  [$text-muted]{time.strftime('%m-%d %H:%M', time.localtime(p.stat().st_mtime))}[/]"
+        lines += [markup("  $name  [$text-muted]$when[/]", name=p.name,
+                         when=time.strftime("%m-%d %H:%M", time.localtime(p.stat().st_mtime)))
                   for p in cps[-8:]] or ["  none yet"]
         lines += ["", "[b]evaluations[/b]"] + (getattr(self, "_eval_lines", None) or ["  loading…"])
-        lines += ["", f"[$text-muted]{escape(str(run.path))}[/]"]
-        self.query_one("#detail-info", Static).update("\n".join(lines))
+        lines += ["", plain(str(run.path), "$text-muted")]
+        self.query_one("#detail-info", Static).update(join_lines(lines))
         self.refresh_bindings()
 
     @work(thread=True, group="detail-evals", exclusive=True, exit_on_error=False, description="list evals")
     def load_evals(self) -> None:
         try:
             rows = evals.list_evals(self.run)
-            lines = [f"  {escape(r['id'])} {r.get('status')} {r.get('device') or ''} {r.get('mode') or ''} "
-                     f"n={r.get('n')} {fmt.accuracy_ci(r.get('accuracy'), r.get('ci'))}"
-                     + (" [$error]degenerate[/]" if r.get("degenerate") else "")
-                     + (" (parity)" if r.get("purpose") == "parity" else "") for r in rows] or ["  none yet (e evaluates)"]
+            es = evals._evalstore()
+            lines = [markup("  $id $status $evaluated: $acc" + (" [$error]degenerate[/]" if r.get("degenerate") else "")
+                            + (" (parity)" if r.get("purpose") == "parity" else ""),
+                            id=r.get("id"), status=r.get("status"), evaluated=es.eval_settings_text(r),
+                            acc=fmt.accuracy_ci(r.get("accuracy"), r.get("ci")))
+                     for r in rows] or ["  none yet (e evaluates)"]
         except Exception as e:  # noqa: BLE001
-            lines = [f"  [$warning]{escape(str(e))}[/]"]
+            lines = [plain(f"  {e}", "$warning")]
         self._eval_lines = lines
         self.app.call_from_thread(self._draw)
 
@@ -152,15 +162,10 @@ class RunDetailScreen(Screen):
 
     # --- actions ------------------------------------------------------------------------------
 
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        row = self.app.row(self.run_id)
-        if action == "stop":
-            return bool(row and row.status in STOPPABLE) or None
-        if action == "resume":
-            return bool(row and row.status in RESUMABLE) or None
-        if action == "retry":
-            return bool(row and row.final) or None
-        return True
+    def why_disabled(self, action: str, parameters: tuple) -> str | None:
+        if action not in ("stop", "resume", "retry"):
+            return None
+        return why_disabled(action, self.app.row(self.run_id))
 
     def action_stop(self) -> None:
         from .confirm import Choose

@@ -5,11 +5,12 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.markup import escape
+from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from ..format import STATUS_ICONS
+from ..text import join_lines, markup
 
 LEGEND = """\
 [b]Run status[/b]  {icons}
@@ -45,13 +46,13 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         title = getattr(self.under, "HELP_TITLE", type(self.under).__name__)
-        keys = "\n".join(f"[b $accent]{escape(k):>6}[/]  {escape(d)}" + (f" [$text-muted]· {escape(t)}[/]" if t else "")
-                         for k, d, t in binding_rows(self.under))
+        keys = join_lines(markup("[b $accent]$key[/]  $what" + (" [$text-muted]· $tip[/]" if t else ""),
+                                 key=f"{k:>6}", what=d, tip=t or "") for k, d, t in binding_rows(self.under))
         icons = "  ".join(f"{icon} {name}" for name, icon in STATUS_ICONS.items())
         with VerticalScroll(id="dialog"):
-            yield Static(f"[b]{escape(title)}: keys[/b]", classes="dialog-title")
+            yield Static(markup("[b]$title: keys[/b]", title=title), classes="dialog-title")
             yield Static(keys)
-            yield Static("\n" + LEGEND.format(icons=icons))
+            yield Static(Content("\n") + Content.from_markup(LEGEND.format(icons=icons)))
 
     async def action_dismiss(self, result=None) -> None:
         self.dismiss(None)

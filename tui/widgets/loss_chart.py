@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from textual.content import Content
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
@@ -47,6 +48,7 @@ class LossChart(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self.theme = "clear"
         self._drawn_for: tuple | None = None
+        self._rendered = None  # what the last draw built (plotext's build transforms its data in place)
 
     def watch_axis(self) -> None:
         self._changed()
@@ -88,12 +90,21 @@ class LossChart(PlotextPlot):
         return " ".join(bits)
 
     def render(self):
+        """The chart, built once per change: plotext's build log-transforms the figure's data in
+        place, so building the same figure twice (a second frame) took the log of the logs. A chart
+        that cannot be drawn says why, in the chart, and the app goes on."""
         key = (self.snapshot.version if self.snapshot else None, self.snapshot.run_id if self.snapshot else None,
-               self.axis, self.smoothing, self.log_y, self.size, self.placeholder)
-        if key != self._drawn_for:
+               self.axis, self.smoothing, self.log_y, self.size, self.placeholder, self.app.theme)
+        if key != self._drawn_for or self._rendered is None:
             self._drawn_for = key
-            self.draw()
-        return super().render()
+            try:
+                self.draw()
+                self._rendered = super().render()
+            except Exception as e:  # noqa: BLE001  shown in the chart, logged
+                report = getattr(self.app, "report_error", None)
+                line = report("chart", e) if report else f"chart: could not draw: {e}"
+                self._rendered = Content.styled(line, "$error")
+        return self._rendered
 
     def draw(self) -> None:
         plt = self.plt

@@ -9,8 +9,10 @@ from .. import format as fmt
 from ..scan import RunRow
 from .tables import cell_changes, fill, update_cells
 
+# "eval loss": the loss on the eval split during training; "acc": the headline eval's accuracy
+# (engine.evalstore's rule), or the progress of an evaluation still going.
 COLUMNS = (("", "icon"), ("run", "run"), ("status", "status"), ("step", "step"), ("loss", "loss"),
-           ("eval", "eval"), ("age", "age"))
+           ("eval loss", "eval"), ("acc", "acc"), ("age", "age"))
 # Rich styles for the run list cells: plain ANSI colours, right in 16-colour terminals.
 STATUS_RICH = {"queued": "dim", "starting": "cyan", "running": "green", "completed": "",
                "failed": "red", "stopped": "yellow", "crashed": "bold red"}
@@ -44,16 +46,30 @@ def matches(row: RunRow, text: str) -> bool:
     return all(word in hay for word in text.lower().split())
 
 
-def signature(r: RunRow, now: float, baseline: str | None) -> tuple:
+def accuracy_cell(info) -> str:
+    """`0.767` (the headline eval), `ev 40%` while an evaluation runs and none is finished, else `-`."""
+    if info is None:
+        return "-"
+    if info.headline and isinstance(info.headline.get("accuracy"), (int, float)):
+        return f"{info.headline['accuracy']:.3f}"
+    for r in info.running:
+        done, total = r.get("done"), r.get("total")
+        if isinstance(done, int) and isinstance(total, int) and total > 0:
+            return f"ev {100 * done // total}%"
+        return "ev …"
+    return "-"
+
+
+def signature(r: RunRow, now: float, baseline: str | None, evals: dict | None = None) -> tuple:
     """What a row's cells are made of: equal signatures draw equal cells."""
     return (r.id, r.experiment, r.status, r.step, r.max_steps, r.queue_pos, r.train_loss, r.eval_loss,
-            r.id == baseline, fmt.age(r.created, now))
+            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)))
 
 
 def cells(sig: tuple) -> tuple[Text, ...]:
-    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age = sig
+    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc = sig
     style = STATUS_RICH.get(status, "")
-    name = fmt.short_id(run_id, experiment) + (" ★" if is_baseline else "")
+    name = fmt.printable(fmt.short_id(run_id, experiment)) + (" ★" if is_baseline else "")
     if status == "queued":
         where = f"#{queue_pos}" if queue_pos else "queued"
     else:
@@ -61,10 +77,11 @@ def cells(sig: tuple) -> tuple[Text, ...]:
     return (
         Text(fmt.STATUS_ICONS.get(status, "?"), style=style),
         Text(name),
-        Text(status, style=style),
+        Text(fmt.printable(status), style=style),
         Text(where, justify="right"),
-        Text(fmt.num(train_loss), justify="right"),
-        Text(fmt.num(eval_loss), justify="right"),
+        Text(fmt.printable(fmt.num(train_loss)), justify="right"),
+        Text(fmt.printable(fmt.num(eval_loss)), justify="right"),
+        Text(acc, justify="right"),
         Text(age, justify="right"),
     )
 
@@ -83,10 +100,12 @@ class RunList(DataTable):
         for label, key in COLUMNS:
             self.add_column(label, key=key)
 
-    def show(self, rows: list[RunRow], now: float, selected: str | None, baseline: str | None) -> None:
-        """Show `rows`, keeping the cursor on `selected` when it is still listed."""
+    def show(self, rows: list[RunRow], now: float, selected: str | None, baseline: str | None,
+             evals: dict | None = None) -> None:
+        """Show `rows`, keeping the cursor on `selected` when it is still listed; `evals`: {run id:
+        monitor.EvalInfo} for the accuracy column."""
         keys = [r.id for r in rows]
-        sigs = [signature(r, now, baseline) for r in rows]
+        sigs = [signature(r, now, baseline, evals) for r in rows]
         at = keys.index(selected) if selected in keys else None
         with self.prevent(DataTable.RowHighlighted):  # a rebuild is not the user moving
             if keys == self._keys:

@@ -1,51 +1,90 @@
 """The dashboard's text panels for the selected run: throughput, GPU, system, status.
 
 Each panel is a Static that `show()`s a `TailSnapshot` (and the run's row); the text is built by
-a plain function so it can be read and tested without an app. Styles are theme variables, so
-the panels read the same with 16 colours.
+a plain function so it can be read and tested without an app. Text is Textual `Content` built from
+labtui's own markup with run data filled in as plain text (tui/text.py): a `[/]` or an escape
+sequence in a run's files is shown, never parsed. Styles are theme variables, so the panels read
+the same with 16 colours. A panel whose text cannot be built shows why and the app goes on.
 """
 
 from __future__ import annotations
 
-from textual.markup import escape
+import time
+
+from textual.content import Content
 from textual.widgets import Static
 
+from engine import alerts as alerts_mod
+
 from .. import format as fmt
+from ..monitor import EvalInfo
 from ..scan import RunRow
 from ..tail import TailSnapshot, eta_seconds
+from ..text import join_lines, markup, plain
+
+MUTED = "$text-muted"
 
 
-def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, compact: bool = False) -> str:
+def clock_time(t: float) -> str:
+    """`06:13` (local time)."""
+    return time.strftime("%H:%M", time.localtime(t))
+
+
+def eta_text(eta: float | None, now: float | None) -> str:
+    """`ETA 1:02:03 (done ~06:13)`."""
+    if eta is None:
+        return ""
+    done = f" (done ~{clock_time(now + eta)})" if now is not None and eta > 0 else ""
+    return f"ETA {fmt.duration(eta)}{done}"
+
+
+def epoch_text(epoch) -> str:
+    return f"{epoch:.2f}" if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else "-"
+
+
+def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, compact: bool = False,
+                    now: float | None = None) -> Content:
     last = snap.last_train if snap else None
     if not last:
-        if row and row.status == "queued":
-            return "[$text-muted]queued: nothing to show yet[/]"
-        return "[$text-muted]no training step logged yet[/]"
-    step, total = last.get("step"), last.get("max_steps")
+        total = (row.max_steps if row else None) or ((snap.start or {}).get("max_steps") if snap else None)
+        head = "queued: nothing to show yet" if row and row.status == "queued" else "no training step logged yet"
+        lines = [plain(head, MUTED)]
+        if total:
+            lines.append(markup("step   [b]0[/b]/$total", total=total))
+        return join_lines(lines)
+    step, total = last.get("step"), last.get("max_steps") or (row.max_steps if row else None)
     eta = eta_seconds(last, snap.start) if row is None or row.live else None
+    eta_line = eta_text(eta, now)
     lines = [
-        f"tok/s  [b]{fmt.rate(last.get('tokens_per_s'))}[/b] now · {fmt.rate(last.get('tokens_per_s_avg'))} avg",
-        f"samp/s {fmt.rate(last.get('samples_per_s'))} · step/s {fmt.rate(last.get('steps_per_s'))}",
-        f"step   [b]{step}[/b]/{total or '?'} · epoch {fmt.num(last.get('epoch'), 3)}",
-        f"time   {fmt.duration(last.get('elapsed'))}" + (f" · ETA [b]{fmt.duration(eta)}[/b]" if eta is not None else ""),
+        markup("tok/s  [b]$now[/b] now · $avg avg", now=fmt.rate(last.get("tokens_per_s")),
+               avg=fmt.rate(last.get("tokens_per_s_avg"))),
+        markup("samp/s $samples · step/s $steps", samples=fmt.rate(last.get("samples_per_s")),
+               steps=fmt.rate(last.get("steps_per_s"))),
+        markup("step   [b]$step[/b]/$total · epoch $epoch", step=step if step is not None else "?",
+               total=total or "?", epoch=epoch_text(last.get("epoch"))),
+        markup("time   $elapsed" + (" · [b]$eta[/b]" if eta_line else ""),
+               elapsed=fmt.duration(last.get("elapsed")), eta=eta_line),
     ]
     spark = "" if compact else fmt.sparkline(snap.tokens_per_s, max(4, width))
     if spark.strip():
-        lines.append(f"[$accent]{spark}[/]")
-    return "\n".join(lines)
+        lines.append(plain(spark, "$accent"))
+    return join_lines(lines)
 
 
-def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> str:
+def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False, final: bool = False) -> Content:
     system = snap.last_system if snap else None
     if not system:
-        return "[$text-muted]no machine samples yet[/]"
+        return plain("no machine samples yet", MUTED)
     gpus = system.get("gpus") or []
+    at_end = markup(" [$text-muted](at end $t)[/]", t=clock_time(system["t"])) \
+        if final and isinstance(system.get("t"), (int, float)) else Content("")
     if not gpus:
-        head = "[$warning]no NVIDIA GPU[/] [$text-muted](NVML not found)[/]"
+        head = Content.from_markup("[$warning]no NVIDIA GPU[/] [$text-muted](NVML not found)[/]")
         if compact:  # the System panel right below has the CPU and RAM
             return head
         ram = f"{fmt.gib(system.get('ram_used'))}/{fmt.gib(system.get('ram_total'))}G"
-        return f"{head}\nCPU {fmt.pct(system.get('cpu'))} of {system.get('cpu_count') or '?'} · RAM {ram}"
+        return join_lines([head, markup("CPU $cpu of $n · RAM $ram", cpu=fmt.pct(system.get("cpu")),
+                                        n=system.get("cpu_count") or "?", ram=ram) + at_end])
     torch_mem = {d.get("index"): d for d in ((snap.last_memory or {}).get("devices") or [])}
     bar_width = max(4, width - 18)
     lines = []
@@ -55,97 +94,154 @@ def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> st
         temp = f"{g['temp']}°C" if g.get("temp") is not None else ""
         head = f"GPU{i} {fmt.pct(g.get('util'))} {temp} {power}".rstrip()
         room = width - len(head) - 1
-        name = escape(fmt.clip(str(g.get("name") or "").replace("NVIDIA ", ""), room)) if room >= 6 else ""
-        lines.append(f"[b]{head}[/b] [$text-muted]{name}[/]")
+        name = fmt.clip(str(g.get("name") or "").replace("NVIDIA ", ""), room) if room >= 6 else ""
+        lines.append(markup("[b]$head[/b] [$text-muted]$name[/]", head=head, name=name))
         used, total = g.get("mem_used"), g.get("mem_total")
         frac = used / total if used is not None and total else None
         style = "$error" if frac is not None and frac > 0.95 else "$warning" if frac is not None and frac > 0.85 else "$success"
-        lines.append(f"NVML [{style}]{fmt.bar(frac, bar_width)}[/] {fmt.gib(used)}/{fmt.gib(total)}G")
+        lines.append(Content.assemble("NVML ", (fmt.bar(frac, bar_width), style),
+                                      f" {fmt.gib(used)}/{fmt.gib(total)}G"))
         t = torch_mem.get(i)
         if t:
             a, r, p = fmt.gib(t.get("allocated")), fmt.gib(t.get("reserved")), fmt.gib(t.get("peak"))
             if width >= 48:
-                lines.append(f"[$text-muted]torch (this run)[/] alloc {a} resv {r} peak {p}G")
+                lines.append(markup("[$text-muted]torch (this run)[/] alloc $a resv $r peak ${p}G", a=a, r=r, p=p))
             else:
-                lines.append(f"[$text-muted]run torch a/r/p[/] {a}/{r}/{p}G")
+                lines.append(markup("[$text-muted]run torch a/r/p[/] $a/$r/${p}G", a=a, r=r, p=p))
         mem = fmt.sparkline(snap.gpu_mem.get(i, ()), max(4, width // 2 - 5), lo=0.0, hi=1.0)
         util = fmt.sparkline(snap.gpu_util.get(i, ()), max(4, width // 2 - 6), lo=0.0, hi=100.0)
         if (mem.strip() or util.strip()) and not compact:
-            lines.append(f"mem [$accent]{mem}[/] util [$accent]{util}[/]")
-    return "\n".join(lines)
+            lines.append(markup("mem [$accent]$mem[/] util [$accent]$util[/]", mem=mem, util=util))
+    if final and lines:
+        lines[0] = lines[0] + at_end
+    return join_lines(lines)
 
 
-def system_text(snap: TailSnapshot | None, width: int, compact: bool = False) -> str:
+def system_text(snap: TailSnapshot | None, width: int, compact: bool = False, final: bool = False) -> Content:
+    """The latest machine sample; for a run that has ended, that sample is its last one: `at end HH:MM`."""
     s = snap.last_system if snap else None
     if not s:
-        return "[$text-muted]no machine samples yet[/]"
+        return plain("no machine samples yet", MUTED)
+    at_end = []
+    if final:
+        when = clock_time(s["t"]) if isinstance(s.get("t"), (int, float)) else "?"
+        at_end = [markup("[$text-muted]at end ($when), the run's last sample[/]", when=when)]
     if compact:
-        first = f"CPU {fmt.pct(s.get('cpu'))} of {s.get('cpu_count') or '?'} · RAM {fmt.gib(s.get('ram_used'))}/" \
-                f"{fmt.gib(s.get('ram_total'))}G"
+        first = markup("CPU $cpu of $n · RAM $used/${total}G", cpu=fmt.pct(s.get("cpu")), n=s.get("cpu_count") or "?",
+                       used=fmt.gib(s.get("ram_used")), total=fmt.gib(s.get("ram_total")))
         second = []
         if s.get("proc_rss") is not None:
             second.append(f"run {fmt.size(s.get('proc_rss'))} {fmt.pct(s.get('proc_cpu'))}")
         if s.get("disk_free") is not None:
             second.append(f"disk {fmt.size(s['disk_free'])} free")
-        return "\n".join([first, " · ".join(second)] if second else [first])
-    cpu_spark = fmt.sparkline(snap.cpu, max(4, width - 16), lo=0.0, hi=100.0)
-    lines = [
-        f"CPU  {fmt.pct(s.get('cpu'))} of {s.get('cpu_count') or '?'} [$accent]{cpu_spark}[/]",
-        f"RAM  {fmt.gib(s.get('ram_used'))}/{fmt.gib(s.get('ram_total'))}G {fmt.pct(s.get('ram_percent'))}",
+        return join_lines(at_end + [first] + ([plain(" · ".join(second))] if second else []))
+    cpu_spark = "" if final else fmt.sparkline(snap.cpu, max(4, width - 16), lo=0.0, hi=100.0)
+    lines = at_end + [
+        markup("CPU  $cpu of $n [$accent]$spark[/]", cpu=fmt.pct(s.get("cpu")), n=s.get("cpu_count") or "?",
+               spark=cpu_spark),
+        markup("RAM  $used/${total}G $pct", used=fmt.gib(s.get("ram_used")), total=fmt.gib(s.get("ram_total")),
+               pct=fmt.pct(s.get("ram_percent"))),
     ]
     if s.get("proc_rss") is not None:
         n = s.get("proc_count")
-        lines.append(f"run  RSS {fmt.size(s.get('proc_rss'))} · CPU {fmt.pct(s.get('proc_cpu'))}"
-                     + (f" · {n} procs" if n and n > 1 else ""))
+        lines.append(plain(f"run  RSS {fmt.size(s.get('proc_rss'))} · CPU {fmt.pct(s.get('proc_cpu'))}"
+                           + (f" · {n} procs" if isinstance(n, int) and n > 1 else "")))
     if s.get("disk_free") is not None:
         free = s["disk_free"]
         style = "$error" if free < 5 * 2**30 else "$warning" if free < 20 * 2**30 else ""
         text = f"{fmt.size(free)} free of {fmt.size(s.get('disk_total'))}"
-        lines.append(f"disk [{style}]{text}[/]" if style else f"disk {text}")
-    return "\n".join(lines)
+        lines.append(Content.assemble("disk ", (text, style) if style else text))
+    return join_lines(lines)
 
 
-SEVERITY_STYLES = {"critical": "$error", "error": "$error", "warning": "$warning", "warn": "$warning", "info": "$text-muted"}
+SEVERITY_STYLES = {"critical": "$error", "error": "$error", "warning": "$warning", "warn": "$warning", "info": MUTED}
 
 
-def status_text(snap: TailSnapshot | None, row: RunRow | None, now: float, width: int, log_lines: int = 2) -> str:
+def eval_lines(evals: EvalInfo | None, now: float | None, width: int) -> list[Content]:
+    """The headline eval's accuracy (and why that eval), and each evaluation still going."""
+    if evals is None:
+        return []
+    out = []
+    for r in evals.running:
+        done, total = r.get("done"), r.get("total")
+        where = f"{done}/{total}" if isinstance(done, int) and isinstance(total, int) else r.get("status") or "?"
+        eta = eta_text(r.get("eta_s"), now)
+        out.append(markup("[$accent]eval $status[/] $id · $where" + (" · $eta" if eta else ""),
+                          status=r.get("status") or "?", id=fmt.clip(str(r.get("id")), 24), where=where, eta=eta))
+    h = evals.headline
+    if h:
+        acc = fmt.accuracy_ci(h.get("accuracy"), h.get("ci"))
+        why = h.get("why") or ""
+        out.append(markup("eval accuracy [b]$acc[/b] [$text-muted]N $n · $why[/]", acc=acc, n=h.get("n") or "?",
+                          why=fmt.clip(str(why), max(10, width - len(acc) - 20))))
+    return out
+
+
+def alert_line(alert: dict, superseded: str | None, now: float) -> Content:
+    """`! warning step 40 · 2h ago: message hint`; superseded: muted, with why."""
+    sev = str(alert.get("severity") or "warning")
+    bits = []
+    if alert.get("step") is not None:
+        bits.append(f"step {alert.get('step')}")
+    t = alert.get("t")
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        bits.append(f"{fmt.age(t, now)} ago")
+    where = " " + " · ".join(bits) if bits else ""
+    if superseded:
+        return markup("[$text-muted]✓ $sev$where: $message (superseded: $why)[/]", sev=sev, where=where,
+                      message=alert.get("message", ""), why=superseded)
+    hint = alert.get("hint")
+    return markup("[" + SEVERITY_STYLES.get(sev, "$warning") + "]! $sev$where:[/] $message"
+                  + (" [$text-muted]$hint[/]" if hint else ""), sev=sev, where=where,
+                  message=alert.get("message", ""), hint=hint or "")
+
+
+def status_text(snap: TailSnapshot | None, row: RunRow | None, now: float, width: int, log_lines: int = 2,
+                evals: EvalInfo | None = None) -> Content:
     if row is None:
-        return "[$text-muted]no runs yet: press [b]n[/b] to start one (or `labtui run experiments/FILE.yaml`)[/]"
+        return Content.from_markup("[$text-muted]no runs yet: press [b]n[/b] to start one "
+                                   "(or `labtui run experiments/FILE.yaml`)[/]")
     icon = fmt.STATUS_ICONS.get(row.status, "?")
     style = fmt.STATUS_STYLES.get(row.status, "")
-    head = f"[{style}]{icon} {row.status}[/]" if style else f"{icon} {row.status}"
-    bits = [head, escape(row.id if width >= 100 else fmt.short_id(row.id, row.experiment))]
+    bits = [Content.styled(f"{icon} {row.status}", style) if style else plain(f"{icon} {row.status}"),
+            plain(row.id if width >= 100 else fmt.short_id(row.id, row.experiment))]
     if row.live:
         if row.pid:
-            bits.append(f"pid {row.pid}" + (f" on {escape(row.host)}" if row.host else ""))
+            bits.append(plain(f"pid {row.pid}" + (f" on {row.host}" if row.host else "")))
         if row.heartbeat:
-            bits.append(f"heartbeat {fmt.age(row.heartbeat, now)} ago")
+            bits.append(plain(f"heartbeat {fmt.age(row.heartbeat, now)} ago"))
     elif row.status == "queued" and row.queue_pos:
-        bits.append(f"#{row.queue_pos} in the queue")
+        bits.append(plain(f"#{row.queue_pos} in the queue"))
     elif row.final and row.ended:
-        bits.append(f"ended {fmt.age(row.ended, now)} ago")
-    lines = [" · ".join(bits)]
+        bits.append(plain(f"ended {fmt.age(row.ended, now)} ago"))
+    lines = [Content(" · ").join(bits)]
+    condition = getattr(row, "condition", None)  # engine-derived warnings (e.g. supervisor gone, worker alive)
+    if condition:
+        lines.append(plain(fmt.clip(str(condition), width * 2), "$warning"))
     if row.error and row.status in ("failed", "crashed", "stopped"):
-        lines.append(f"[{'$warning' if row.status == 'stopped' else '$error'}]{escape(fmt.clip(row.error, width * 2))}[/]")
-    alerts = list(snap.alerts) if snap else []
-    for a in alerts[-2:]:
-        sev = str(a.get("severity") or "warning")
-        hint = f" [$text-muted]{escape(str(a['hint']))}[/]" if a.get("hint") else ""
-        step = f" step {a['step']}" if a.get("step") is not None else ""
-        lines.append(f"[{SEVERITY_STYLES.get(sev, '$warning')}]! {escape(sev)}{step}:[/] {escape(str(a.get('message', '')))}{hint}")
+        lines.append(plain(fmt.clip(str(row.error), width * 2), "$warning" if row.status == "stopped" else "$error"))
+    lines += eval_lines(evals, now, width)
+    last = snap.last_train if snap else None
+    annotated = alerts_mod.with_superseded(
+        snap.alerts if snap else (), status=row.status, step=(last or {}).get("step", row.step),
+        progress_t=(last or {}).get("t"), evals=evals.rows if evals else (), system=snap.last_system if snap else None)
+    for alert, why in annotated[-2:]:
+        lines.append(alert_line(alert, why, now))
     if snap and snap.corrupt:
-        lines.append(f"[$warning]{snap.corrupt} unreadable metrics line(s) skipped[/]")
+        lines.append(plain(f"{snap.corrupt} unreadable metrics line(s) skipped", "$warning"))
     if snap and snap.log_tail:
         for ln in snap.log_tail[-log_lines:]:
-            lines.append(f"[$text-muted]│ {escape(fmt.clip(ln, max(10, width - 2)))}[/]")
-    return "\n".join(lines)
+            lines.append(plain("│ " + fmt.clip(fmt.last_cr_segment(str(ln)), max(10, width - 2)), MUTED))
+    return join_lines(lines)
 
 
 class Panel(Static):
-    """A Static showing text built from its last `show()` arguments at its current width."""
+    """A Static showing text built from its last `show()` arguments at its current width. If the
+    text cannot be built (a record no one foresaw), the panel says so and the app goes on."""
 
+    NAME = "panel"
     _args: tuple = ()
-    _text: str | None = None
+    _text: Content | None = None
 
     def show(self, *args) -> None:
         self._args = args
@@ -156,35 +252,51 @@ class Panel(Static):
             self._draw()
 
     def _draw(self) -> None:
-        text = self.build(*self._args, width=self.content_size.width or 30, height=self.content_size.height or 4,
-                          compact=self.screen.has_class("-short"))
-        if text != self._text:
+        try:
+            text = self.build(*self._args, width=self.content_size.width or 30,
+                              height=self.content_size.height or 4, compact=self.screen.has_class("-short"))
+        except Exception as e:  # noqa: BLE001  shown in the panel, logged, the app goes on
+            report = getattr(self.app, "report_error", None)
+            line = report(self.NAME, e) if report else f"{self.NAME}: could not draw: {e}"
+            text = plain(line, "$error")
+        if self._text is None or not text.is_same(self._text):
             # as many lines as before: the panel keeps its size, so the screen needs no new layout
             # (the panels change every second while a run trains; a layout pass is a third of a frame)
-            same_height = self._text is not None and text.count("\n") == self._text.count("\n")
+            same_height = self._text is not None and text.plain.count("\n") == self._text.plain.count("\n")
             self._text = text
             self.update(text, layout=not same_height)
 
-    def build(self, *args, width: int, height: int, compact: bool) -> str:
+    def build(self, *args, width: int, height: int, compact: bool) -> Content:
         raise NotImplementedError
 
 
 class ThroughputPanel(Panel):
-    def build(self, snap: TailSnapshot | None, row: RunRow | None, *, width: int, height: int, compact: bool) -> str:
-        return throughput_text(snap, row, width, compact)
+    NAME = "throughput"
+
+    def build(self, snap: TailSnapshot | None, row: RunRow | None, now: float | None = None, *, width: int,
+              height: int, compact: bool) -> Content:
+        return throughput_text(snap, row, width, compact, now)
 
 
 class GpuPanel(Panel):
-    def build(self, snap: TailSnapshot | None, *, width: int, height: int, compact: bool) -> str:
-        return gpu_text(snap, width, compact)
+    NAME = "GPU"
+
+    def build(self, snap: TailSnapshot | None, row: RunRow | None = None, *, width: int, height: int,
+              compact: bool) -> Content:
+        return gpu_text(snap, width, compact, final=bool(row and row.final))
 
 
 class SystemPanel(Panel):
-    def build(self, snap: TailSnapshot | None, *, width: int, height: int, compact: bool) -> str:
-        return system_text(snap, width, compact)
+    NAME = "system"
+
+    def build(self, snap: TailSnapshot | None, row: RunRow | None = None, *, width: int, height: int,
+              compact: bool) -> Content:
+        return system_text(snap, width, compact, final=bool(row and row.final))
 
 
 class StatusPanel(Panel):
-    def build(self, snap: TailSnapshot | None, row: RunRow | None, now: float, *, width: int, height: int,
-              compact: bool) -> str:
-        return status_text(snap, row, now, width, log_lines=max(1, height - 3))
+    NAME = "status"
+
+    def build(self, snap: TailSnapshot | None, row: RunRow | None, now: float, evals: EvalInfo | None = None, *,
+              width: int, height: int, compact: bool) -> Content:
+        return status_text(snap, row, now, width, log_lines=max(1, height - 3), evals=evals)
