@@ -131,22 +131,23 @@ def finished(row: Mapping) -> bool:
             and isinstance(row.get("accuracy"), (int, float)))
 
 
-def step_text(row: Mapping) -> str:
-    """`checkpoint 120`, `base model`, `checkpoint ?`."""
+def step_text(row: Mapping, short: bool = False) -> str:
+    """`checkpoint 120`, `base model`, `checkpoint ?` (short: `step 120`, `base`)."""
     if row.get("checkpoint") == "base":
-        return "base model"
+        return "base" if short else "base model"
     step = _int(row.get("checkpoint_step"))
-    return f"checkpoint {step if step is not None else '?'}"
+    return f"{'step' if short else 'checkpoint'} {step if step is not None else '?'}"
 
 
-def eval_settings_text(row: Mapping) -> str:
-    """`checkpoint 120, N 300, score, cpu`: what an eval evaluated, and how."""
+def eval_settings_text(row: Mapping, short: bool = False) -> str:
+    """`checkpoint 120, N 300, score, cpu`: what an eval evaluated, and how (the split when it is not
+    test). short, for a table cell: `step 120 N300 score cpu`."""
     n = _int(row.get("n"))
-    bits = [step_text(row), f"N {n if n is not None else '?'}"]
+    bits = [step_text(row, short), f"N{'' if short else ' '}{n if n is not None else '?'}"]
     if row.get("split") not in (None, "test"):
-        bits.append(f"split {row.get('split')}")
+        bits.append(f"{'' if short else 'split '}{row.get('split')}")
     bits += [str(row.get("mode") or "?"), str(row.get("device") or "?")]
-    return ", ".join(bits)
+    return (" " if short else ", ").join(bits)
 
 
 def comparability(row: Mapping, base: Mapping) -> str | None:

@@ -55,6 +55,7 @@ class HistRow:
     mode: str | None = None
     degenerate: bool = False
     evaluated: str = ""  # checkpoint, N, (split), mode, device: evalstore.eval_settings_text
+    evaluated_short: str = ""  # the same for a table cell: `step 120 N300 score cpu`
     why: str = ""  # why this eval is the run's headline (the run's own row)
     not_comparable: str = ""  # why there is no difference / p: "N 100 vs 300", "different examples"
     diff: float | None = None
@@ -338,7 +339,7 @@ class HistoryData:
         fields = dict(eval_path=str(path), eval_id=e["id"], accuracy=e.get("accuracy"),
                       ci=tuple(e["ci"]) if isinstance(e.get("ci"), (list, tuple)) else None, n=e.get("n"),
                       device=e.get("device"), mode=e.get("mode"), degenerate=bool(e.get("degenerate")),
-                      evaluated=es.eval_settings_text(e), why=e.get("why") or "")
+                      evaluated=es.eval_settings_text(e), evaluated_short=es.eval_settings_text(e, short=True), why=e.get("why") or "")
         if base_dir is not None and path != base_dir:
             if e.get("not_comparable"):
                 fields.update(compare_error=f"not comparable with the baseline's eval: {e['not_comparable']}",
