@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -402,3 +403,76 @@ def test_retry_of_a_command_run_shows_the_command_and_needs_yes(tmp_path):
     assert new.info()["workspace"] == str(ws.root) and new.info()["cwd"] == str(ws.root)
     assert wait_for(new, timeout=60)["status"] == "completed"
     assert "hello from the command" in new.file(store.LOG_FILE).read_text()
+
+
+# --- 4 and 8 in the TUI: a question before the limit is exceeded or a command runs again ---------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _until(pilot, cond, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def _screen_text(screen) -> str:
+    return " ".join(str(w.render()) for w in screen.query("Static"))
+
+
+@pytest.mark.anyio
+async def test_tui_resume_and_retry_ask_before_exceeding_the_limit_or_running_a_command(tmp_path):
+    from tui.app import LabApp
+
+    ws = _ws(tmp_path)
+    _occupy_slot(ws)
+    stopped = _stopped_train_run(ws)
+    _fake_checkpoint(stopped, 4)
+    script = ws.create_run("script", {"experiment": "script", "kind": "script", "script_command": QUICK,
+                                      "workspace": str(ws.root)})
+    script.update_state(status="completed", ended=time.time(), exit_code=0)
+    app = LabApp(workspace=ws, poll_interval=0.05)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await _until(pilot, lambda: app.row(stopped.id) is not None and app.row(script.id) is not None, "the rows")
+        app.select_run(stopped.id)
+        await pilot.pause(0.1)
+        await pilot.press("r")
+        await _until(pilot, lambda: type(app.screen).__name__ == "Choose", "the question")
+        assert "1 run already running, concurrency 1" in _screen_text(app.screen)
+        await pilot.press("q")  # queue it
+        await _until(pilot, lambda: stopped.raw_state().get("status") == "queued", "the resume to be queued")
+        assert stopped.raw_state().get("queued_resume") is True and stopped.raw_state().get("pid") is None
+
+        app.select_run(script.id)
+        await pilot.pause(0.1)
+        await pilot.press("R")
+        await _until(pilot, lambda: type(app.screen).__name__ == "Choose", "the command question")
+        assert "hello from the command" in _screen_text(app.screen)
+        await pilot.press("escape")  # not confirmed: nothing is created
+        await pilot.pause(0.3)
+        assert len(ws.runs()) == 3
+
+
+@pytest.mark.anyio
+async def test_tui_launch_start_now_asks_when_the_slot_is_taken(tmp_path):
+    from conftest import ROOT
+    from tui.app import LabApp
+
+    ws = _ws(tmp_path)
+    shutil.copytree(ROOT / "experiments", ws.experiments)
+    _occupy_slot(ws)
+    app = LabApp(workspace=ws, poll_interval=0.05)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.press("n")
+        await _until(pilot, lambda: type(app.screen).__name__ == "LaunchScreen" and app.screen.preview_ok, "Launch")
+        launch = app.screen
+        await pilot.press("ctrl+s")  # start now
+        await _until(pilot, lambda: type(app.screen).__name__ == "Choose", "the question")
+        assert "1 run already running, concurrency 1" in _screen_text(app.screen)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert app.screen is launch and launch.last_argv is None and len(ws.runs()) == 1  # nothing started
