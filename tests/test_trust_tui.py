@@ -386,3 +386,36 @@ async def test_log_screen_draws_a_progress_bar_as_one_updating_line(ws):
         await until(pilot, lambda: any("next line" in ln for ln in log.lines), what="the next line")
         assert [ln for ln in log.lines if "%|" in ln] == ["100%|█████"]
         assert not progress.display
+
+
+# --- 11. a killed supervisor with a live worker -------------------------------------------------
+
+
+async def test_a_killed_supervisor_with_a_live_worker_is_shown_as_such(ws):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = make_run(ws, "20261122-010000-orphan-a001", "orphan", status="running", steps=20, live=True)
+    # this test process stands in for the worker; the supervisor's pid is gone
+    run.update_state(status="running", pid=os.getpid(), pid_start=store.process_start_time(os.getpid()),
+                     supervisor_pid=dead.pid, supervisor_start=time.time() - 60)
+    app = app_for(ws)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, app)
+        text = text_of(app.screen.query_one(StatusPanel))
+        assert "running" in text
+        assert "supervisor gone, worker alive: no heartbeat, no queue advance" in text
+
+
+# --- 12. one name in the CLI and the TUI --------------------------------------------------------
+
+
+async def test_the_tui_names_a_run_as_the_cli_does(ws):
+    make_run(ws, "20261122-010000-byo-train-a001", "byo_train")  # run.json from before the name was fixed
+    app = app_for(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, app)
+        shown = "\n".join(screen_lines(app))
+        assert "byo-train·a001" in shown and "byo_train" not in shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 from engine.fmt import age, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
@@ -99,8 +100,16 @@ def sparkline(values: Sequence[float | None], width: int, lo: float | None = Non
     return "".join(out)
 
 
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<name>.+)-(?P<tail>[0-9a-z]+)$")
+
+
 def short_id(run_id: str, experiment: str | None = None) -> str:
-    """`demo-baseline·37df`: the experiment and the id's random tail, enough to tell runs apart."""
+    """`demo-baseline·37df`: the name the run id carries (the one `labtui runs` shows: `byo-train`,
+    not run.json's `byo_train`) and the id's random tail, enough to tell runs apart. An id of
+    another form: the experiment and the id's last part."""
+    m = _RUN_ID.match(run_id)
+    if m:
+        return f"{m['name']}·{m['tail']}"
     tail = run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id
     name = experiment or run_id
     return f"{name}·{tail}" if tail and tail != name else name

@@ -45,6 +45,7 @@ class RunRow:
     changed: dict = field(default_factory=dict, compare=True, hash=False)
     notes: str = ""  # the first line of notes.md
     queue_pos: int | None = None
+    warning: str | None = None  # derive_state's warning, e.g. store.SUPERVISOR_GONE
 
     @property
     def live(self) -> bool:
@@ -100,11 +101,12 @@ def row_for(run: store.Run, now: float | None = None) -> RunRow:
         exit_signal=state.get("exit_signal"), pid=state.get("pid"), host=state.get("host"),
         parent=info.get("parent"), parent_experiment=info.get("parent_experiment"),
         changed=info.get("changed") or {}, notes=notes.splitlines()[0] if notes else "",
+        warning=state.get("warning"),
     )
 
 
 CACHE_FILE = ".labtui-runs-cache.json"
-CACHE_VERSION = 2  # 2: a row is the list of its field values, in RunRow's order
+CACHE_VERSION = 3  # 2: a row is the list of its field values, in RunRow's order; 3: with `warning`
 KEY_FILES = (store.STATE_FILE, store.PROGRESS_FILE, store.RUN_FILE, store.NOTES_FILE)
 _ROW_FIELDS = tuple(f.name for f in fields(RunRow))
 _STATUS = _ROW_FIELDS.index("status")

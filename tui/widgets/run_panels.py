@@ -215,9 +215,8 @@ def status_text(snap: TailSnapshot | None, row: RunRow | None, now: float, width
     elif row.final and row.ended:
         bits.append(plain(f"ended {fmt.age(row.ended, now)} ago"))
     lines = [Content(" · ").join(bits)]
-    condition = getattr(row, "condition", None)  # engine-derived warnings (e.g. supervisor gone, worker alive)
-    if condition:
-        lines.append(plain(fmt.clip(str(condition), width * 2), "$warning"))
+    if row.warning:  # the engine's derived warning (store.SUPERVISOR_GONE: supervisor gone, worker alive)
+        lines.append(plain("! " + fmt.clip(str(row.warning), width * 2), "$warning"))
     if row.error and row.status in ("failed", "crashed", "stopped"):
         lines.append(plain(fmt.clip(str(row.error), width * 2), "$warning" if row.status == "stopped" else "$error"))
     lines += eval_lines(evals, now, width)
