@@ -191,3 +191,11 @@ class LabApp(App[None]):
     async def action_quit(self) -> None:
         self.monitor.stop()
         self.exit()
+
+
+def main(workspace: store.Workspace | str | os.PathLike = ".", **kwargs) -> int:
+    """Run the dashboard until the user quits; the exit status: 0, or non-zero when the app had to
+    stop on an error (Textual prints the traceback). `labtui` with no command calls this."""
+    app = LabApp(workspace=workspace, **kwargs)
+    app.run()
+    return app.return_code or 0
