@@ -80,8 +80,11 @@ def queue_order(ws: store.Workspace) -> list[str] | None:
         return None
 
 
-def cancel(ws: store.Workspace, run: store.Run):
-    return _need("queue", "cancelling a queued run").cancel(ws, run)
+def cancel(ws: store.Workspace, run: store.Run) -> str:
+    """Take a queued run out of the queue; raises (the message says why) when it is not in it."""
+    if not _need("queue", "cancelling a queued run").cancel(ws, run):
+        raise ValueError(f"{run.id} is not in the queue; nothing changed")
+    return f"{run.id}: removed from the queue"
 
 
 def move(ws: store.Workspace, run: store.Run, delta: int):
