@@ -123,10 +123,14 @@ def _eval_lines(run: store.Run) -> list[str]:
         elif row.get("status") in store.LIVE:
             done, total = row.get("done"), row.get("total")
             result = f"{row.get('status')} {done if isinstance(done, int) else '?'}/{total if isinstance(total, int) else '?'}"
+        elif row.get("status") == "completed":
+            result = "completed, no accuracy recorded"
         else:
             result = str(row.get("status") or "?") + (f": {row['error']}" if row.get("error") else "")
         purpose = " (parity check)" if row.get("purpose") == "parity" else ""
-        mark = "  headline" if top and top.get("id") == row.get("id") else ""
+        mark = ""
+        if top and top.get("id") == row.get("id"):
+            mark = f"  headline ({top['why']})" if top.get("why") else "  headline"
         lines.append(f"  eval        {row.get('id')}  {evalstore.eval_settings_text(row)}{purpose}  {result}{mark}")
     return lines
 

@@ -303,7 +303,12 @@ def test_show_lists_evals_and_notes(tmp_path):
     make_eval(run, "20260101-010000-eval-aaaa", [True] * 20 + [False] * 10)
     make_eval(run, "20260101-020000-eval-bbbb", [True] * 5 + [False] * 5, device="cuda", mode="generate",
               created=T0 + 9000)
-    out = labtui(ws, "show", run.id).stdout
+    odd = make_eval(run, "20260101-030000-eval-cccc", [True] * 4)
+    store.atomic_write_json(odd / "summary.json", {"accuracy": "high", "n": "x", "device": 5})  # wrong types
+    p = labtui(ws, "show", run.id)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "eval-cccc" in out and "high" not in out
     lines = out.splitlines()
     rows = [ln for ln in lines if "eval-aaaa" in ln or "eval-bbbb" in ln]
     assert len(rows) == 2, out
@@ -313,3 +318,26 @@ def test_show_lists_evals_and_notes(tmp_path):
     assert "0.5" in b and "N 10" in b and "generate" in b and "cuda" in b
     assert "headline" in a and "headline" not in b  # the largest N on the test split
     assert "tried lr 3e-4" in out and "looked fine" in out
+
+
+def test_follow_log_prints_a_redrawn_line_once_when_it_ends(tmp_path):
+    import io
+
+    from engine.follow import follow_log
+
+    log = tmp_path / "worker.log"
+    log.write_bytes(b"old\n 10%|#\r 50%|###")  # a bar being redrawn, its line not finished yet
+    calls = []
+
+    def finished() -> bool:  # the run writes between polls: the bar's end, then a line split inside a character
+        calls.append(1)
+        with open(log, "ab") as f:
+            if len(calls) == 2:
+                f.write(b" \r100%|#####\r\nnew \x1b[2J\xc3")
+            elif len(calls) == 3:
+                f.write(b"\xa9\n")
+        return len(calls) > 4
+
+    out = io.StringIO()
+    follow_log(log, 10, finished, poll_s=0.01, out=out)
+    assert out.getvalue().splitlines() == ["old", "100%|#####", "new [2J\u00e9"]
