@@ -38,6 +38,18 @@ def eta_text(eta: float | None, now: float | None) -> str:
     return f"ETA {fmt.duration(eta)}{done}"
 
 
+def time_line(elapsed: str, eta: float | None, now: float | None, width: int) -> Content:
+    """`time   10:00 · ETA 23:20 (done ~06:13)`, shortened to `ETA 23:20 ~06:13` where that does not fit."""
+    if eta is None:
+        return plain(f"time   {elapsed}")
+    full = eta_text(eta, now)
+    short = f"ETA {fmt.duration(eta)}" + (f" ~{clock_time(now + eta)}" if now is not None and eta > 0 else "")
+    for head, tail in ((f"time   {elapsed} · ", full), (f"time   {elapsed} · ", short), (f"time {elapsed} · ", short)):
+        if len(head) + len(tail) <= width:
+            break
+    return Content.assemble(head, (tail, "b"))
+
+
 def epoch_text(epoch) -> str:
     return f"{epoch:.2f}" if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else "-"
 
@@ -54,7 +66,6 @@ def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, c
         return join_lines(lines)
     step, total = last.get("step"), last.get("max_steps") or (row.max_steps if row else None)
     eta = eta_seconds(last, snap.start) if row is None or row.live else None
-    eta_line = eta_text(eta, now)
     lines = [
         markup("tok/s  [b]$now[/b] now · $avg avg", now=fmt.rate(last.get("tokens_per_s")),
                avg=fmt.rate(last.get("tokens_per_s_avg"))),
@@ -62,8 +73,7 @@ def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, c
                steps=fmt.rate(last.get("steps_per_s"))),
         markup("step   [b]$step[/b]/$total · epoch $epoch", step=step if step is not None else "?",
                total=total or "?", epoch=epoch_text(last.get("epoch"))),
-        markup("time   $elapsed" + (" · [b]$eta[/b]" if eta_line else ""),
-               elapsed=fmt.duration(last.get("elapsed")), eta=eta_line),
+        time_line(fmt.duration(last.get("elapsed")), eta, now, width),
     ]
     spark = "" if compact else fmt.sparkline(snap.tokens_per_s, max(4, width))
     if spark.strip():
