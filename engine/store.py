@@ -690,7 +690,7 @@ def tail_lines(path: Path, n: int = 20, max_bytes: int = 64_000) -> list[str]:
     printable: the caller that prints them does that (`fmt.printable`)."""
     from .fmt import last_cr_segment
 
-    f = open_regular(path)
+    f = open_regular(path) if n > 0 else None
     if f is None:
         return []
     try:

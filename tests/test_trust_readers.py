@@ -268,6 +268,8 @@ def test_logs_draws_carriage_return_lines_as_their_last_segment(tmp_path):
     assert out == ["before", "100%|#####", "after"]
     out = labtui(ws, "logs", run.id, "-f").stdout.splitlines()  # a finished run: prints and returns
     assert out == ["before", "100%|#####", "after"]
+    assert labtui(ws, "logs", run.id, "-n", "1").stdout == "after\n"
+    assert labtui(ws, "logs", run.id, "-n", "0").stdout == ""  # not the whole log ([-0:])
 
 
 # --- 7. run references and status filters ------------------------------------------------------------
