@@ -172,10 +172,13 @@ def test_base_model_eval_in_the_foreground(trained, more_evals):
     assert summary["checkpoint"] == "base" and summary["checkpoint_step"] == 0 and summary["n"] == N
     base = [r for r in evalstore.list_evals(run) if r["checkpoint_step"] == 0]
     assert len(base) == 1 and base[0]["accuracy"] == pytest.approx(summary["accuracy"])
-    # a run id stands for its latest completed eval
-    latest = evalstore.latest_eval(run)
+    # a run id stands for its headline eval: the final checkpoint's (the eval after training), not the
+    # newest (this base-model eval, or the checkpoint-5 one)
+    head = evalstore.headline_eval(run)
+    assert head["id"] == evalstore.list_evals(run)[0]["id"] and head["checkpoint_step"] == 10
+    assert head["id"] != evalstore.latest_eval(run)["id"]
     recs = evalstore.load_predictions(run)
-    assert recs == evalstore.load_predictions(Path(latest["path"]))
+    assert recs == evalstore.load_predictions(Path(head["path"]))
 
 
 def test_export_predictions_pubmedqa_round_trip(trained, tmp_path):
