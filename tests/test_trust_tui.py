@@ -340,6 +340,7 @@ async def test_help_shows_bracket_keys_and_the_wide_footer_reads_right(ws):
     app = app_for(ws)
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, app)
+        await until(pilot, lambda: "q Quit" in screen_lines(app)[-1], what="the footer")
         footer = screen_lines(app)[-1]
         assert "t Axis" in footer and "m Smooth" in footer and "g Log y" in footer and "/ Filter" in footer
         assert "? Help" in footer and "q Quit" in footer
