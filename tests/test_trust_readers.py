@@ -206,12 +206,25 @@ def test_fifos_in_a_run_folder_never_hang_readers(tmp_path):
             p.unlink()
         os.mkfifo(p)
         fifos.append(p)
+    other = make_run(ws, "20260101-000001-other-0001", "other", created=T0 + 1)
+    for name in (store.RUN_FILE, store.STATE_FILE, store.PROGRESS_FILE, store.CONFIG_FILE, store.METRICS_FILE,
+                 store.METRICS_INDEX_FILE):
+        p = other.file(name)
+        if p.exists():
+            p.unlink()
+        os.mkfifo(p)
+        fifos.append(p)
     snap = _no_hang(lambda: (lambda t: (t.poll(), t.snapshot())[1])(RunTail(run.path)), fifos)
     assert snap.train_count > 0 and snap.log_tail == ()
+    snap = _no_hang(lambda: (lambda t: (t.poll(), t.snapshot())[1])(RunTail(other.path)), fifos)
+    assert snap.train_count == 0
+    assert _no_hang(lambda: (other.info(), other.state(), other.config(), other.summary())[3], fifos)["status"]
+    assert _no_hang(lambda: store.read_metrics_index(other.file(store.METRICS_FILE)), fifos) is None
     assert _no_hang(run.notes, fifos) == ""
     assert _no_hang(lambda: store.tail_lines(run.file(store.LOG_FILE)), fifos) == []
     assert _no_hang(lambda: scan.Scanner(ws, persist=False).scan(), fifos)[0].notes == ""
-    for args in (("show", run.id), ("show", run.id, "--json"), ("logs", run.id), ("runs",)):
+    for args in (("show", run.id), ("show", run.id, "--json"), ("logs", run.id), ("runs",), ("show", other.id),
+                 ("show", other.id, "--json")):
         p = labtui(ws, *args, timeout=30)
         assert p.returncode == 0, (args, p.stderr)
 
