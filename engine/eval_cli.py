@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import evalstore, store
+from . import evalstore, fmt, store
 from .config import ConfigError
 from .evalstore import ERROR_KINDS
 from .follow import follow_progress
@@ -49,6 +49,11 @@ def _jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+def _print(*parts, **kw) -> None:
+    """print with every part made printable: run data (ids, errors, warnings) carries no terminal escapes."""
+    print(*(fmt.printable(p) for p in parts), **kw)
 
 
 def _print_json(obj) -> None:
@@ -110,16 +115,16 @@ def cmd_eval(args) -> int:
     ev = el.create_eval(run, settings, checkpoint=args.checkpoint or "latest", argv=args.argv,
                         holder=holder, workspace=ws.root, config=cfg if experiment_file else None)
     if run is not None and run.state().get("status") in store.LIVE:
-        print(f"note: {run.id} is still training; this eval shares its machine", file=sys.stderr)
+        _print(f"note: {run.id} is still training; this eval shares its machine", file=sys.stderr)
     el.start_eval(ev)
     if not args.foreground:
-        print(ev.id)
+        _print(ev.id)
         where = f"{(run or holder).id}/{ev.id}"
-        print(f"started detached: {ev.path}\nfollow with `labtui evals {where}`; compare with `labtui compare`",
+        _print(f"started detached: {ev.path}\nfollow with `labtui evals {where}`; compare with `labtui compare`",
               file=sys.stderr)
         return 0
     if not args.json:
-        print(ev.id)
+        _print(ev.id)
     state = follow_eval(ev)
     summary = evalstore.read_summary(ev.path)
     if args.json:
@@ -151,9 +156,10 @@ def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
     if state is None:
         return ev.state()
     if state.get("status") != "completed":
-        out.write(f"{ev.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else "") + "\n")
+        out.write(fmt.printable(f"{ev.id}: {state.get('status')}" + (f" - {state['error']}" if state.get("error") else ""))
+                  + "\n")
         for line in store.tail_lines(ev.file(store.LOG_FILE), 8):
-            out.write(f"  | {line}\n")
+            out.write(fmt.printable(f"  | {line}") + "\n")
     return state
 
 
@@ -179,32 +185,32 @@ def print_eval(path: Path) -> None:
     settings = evalstore.read_settings(path)
     cp = settings.get("checkpoint")
     cp_name = "base model" if cp == "base" else Path(cp).name if cp else "?"
-    print(f"{row['id']}  [{row['status']}]" + (f"  {row['error']}" if row.get("error") else ""))
-    print(f"  run         {row.get('run') or '-'}   checkpoint {cp_name} (step {settings.get('checkpoint_step')})")
-    print(f"  settings    {settings.get('mode')} mode, {settings.get('split')} split, device {settings.get('device')}"
+    _print(f"{row['id']}  [{row['status']}]" + (f"  {row['error']}" if row.get("error") else ""))
+    _print(f"  run         {row.get('run') or '-'}   checkpoint {cp_name} (step {settings.get('checkpoint_step')})")
+    _print(f"  settings    {settings.get('mode')} mode, {settings.get('split')} split, device {settings.get('device')}"
           f" -> {settings.get('device_actual') or '?'}, dtype {settings.get('dtype_actual') or settings.get('dtype') or 'auto'},"
           f" batch {settings.get('batch_size')}")
     if not summ:
         prog = store.Run(path).progress()
-        print(f"  progress    {prog.get('done', 0)}/{prog.get('total', '?')}")
+        _print(f"  progress    {prog.get('done', 0)}/{prog.get('total', '?')}")
         return
     f1 = f"   macro-F1 {summ['macro_f1']:.3f}" if summ.get("macro_f1") is not None else ""
-    print(f"  accuracy    {_pct(summ['accuracy'])} {_ci(summ['ci'])} (95% Wilson, n={summ['n']}){f1}")
+    _print(f"  accuracy    {_pct(summ['accuracy'])} {_ci(summ['ci'])} (95% Wilson, n={summ['n']}){f1}")
     errs = summ.get("errors") or {}
-    print("  answers     " + "  ".join(f"{_kind(k)} {errs.get(k, 0)}" for k in ERROR_KINDS if k != "other" or errs.get(k)))
+    _print("  answers     " + "  ".join(f"{_kind(k)} {errs.get(k, 0)}" for k in ERROR_KINDS if k != "other" or errs.get(k)))
     conf = summ.get("confusion") or {}
     if conf:
         order = list(summ.get("labels") or [])
         first = next(iter(conf.values()))
         cols = [c for c in order if c in first] + [c for c in first if c not in order]
         conf = {g: conf[g] for g in [*[x for x in order if x in conf], *[x for x in conf if x not in order]]}
-        print("  confusion   " + "gold \\ pred".ljust(12) + "".join(c[:13].rjust(14) for c in cols))
+        _print("  confusion   " + "gold \\ pred".ljust(12) + "".join(c[:13].rjust(14) for c in cols))
         for g, row_counts in conf.items():
-            print("              " + str(g).ljust(12) + "".join(str(row_counts[c]).rjust(14) for c in cols))
+            _print("              " + str(g).ljust(12) + "".join(str(row_counts[c]).rjust(14) for c in cols))
     if summ.get("per_temperature") and len(summ["per_temperature"]) > 1:
         for t, block in summ["per_temperature"].items():
             e = block.get("errors") or {}
-            print(f"  T={t:<8}  {_pct(block['accuracy'])} {_ci(block['ci'])}  empty {e.get('empty', 0)}  "
+            _print(f"  T={t:<8}  {_pct(block['accuracy'])} {_ci(block['ci'])}  empty {e.get('empty', 0)}  "
                   f"unparseable {e.get('unparseable', 0)}  hedged maybe {e.get('hedged_maybe', 0)}")
     speed = []
     if summ.get("tokens_per_s"):
@@ -213,9 +219,9 @@ def print_eval(path: Path) -> None:
         speed.append(f"{summ['examples_per_s']:.1f} examples/s")
     if summ.get("wall_s") is not None:
         speed.append(f"wall {summ['wall_s']:.1f}s")
-    print(f"  speed       {', '.join(speed) or '-'}  on {summ.get('device_name') or summ.get('device')}")
+    _print(f"  speed       {', '.join(speed) or '-'}  on {summ.get('device_name') or summ.get('device')}")
     for w in summ.get("warnings") or []:
-        print(f"  WARNING     {w}")
+        _print(f"  WARNING     {w}")
 
 
 # --- labtui evals ---------------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ def cmd_evals(args) -> int:
             path = evalstore.find_eval(ws, args.ref)
             if args.stop:
                 ok = stop_eval(store.Run(path))
-                print(f"{path.name}: {'stopping' if ok else 'not running'}", file=sys.stderr)
+                _print(f"{path.name}: {'stopping' if ok else 'not running'}", file=sys.stderr)
                 return 0
             if args.json:
                 _print_json({**evalstore.eval_row(path), "settings": evalstore.read_settings(path),
@@ -250,15 +256,15 @@ def cmd_evals(args) -> int:
         _print_json(rows)
         return 0
     if not rows:
-        print("no evaluations yet - start one with `labtui eval RUN`")
+        _print("no evaluations yet - start one with `labtui eval RUN`")
         return 0
-    print(f"{'RUN/EVAL':<70} {'STATUS':<10} {'MODE':<8} {'DEVICE':<6} {'STEP':>6} {'N':>5} {'ACCURACY':>9}  95% CI")
+    _print(f"{'RUN/EVAL':<70} {'STATUS':<10} {'MODE':<8} {'DEVICE':<6} {'SPLIT':<5} {'STEP':>6} {'N':>5} {'ACCURACY':>9}  95% CI")
     for r in rows:
         name = f"{r['run'] or '-'}/{r['id']}"
         flag = "  !" if r["degenerate"] else ""
-        print(f"{name[:70]:<70} {r['status']:<10} {r['mode'] or '-':<8} {r['device'] or '-':<6} "
-              f"{str(r['checkpoint_step'] if r['checkpoint_step'] is not None else '-'):>6} {str(r['n'] or '-'):>5} "
-              f"{_pct(r['accuracy']):>9}  {_ci(r['ci'])}{flag}")
+        step = "base" if r.get("checkpoint") == "base" else r["checkpoint_step"] if r["checkpoint_step"] is not None else "-"
+        _print(f"{name[:70]:<70} {r['status']!s:<10} {r['mode'] or '-'!s:<8} {r['device'] or '-'!s:<6} "
+               f"{r.get('split') or '-'!s:<5} {step!s:>6} {r['n'] or '-'!s:>5} {_pct(r['accuracy']):>9}  {_ci(r['ci'])}{flag}")
     return 0
 
 
@@ -274,10 +280,10 @@ def cmd_compare(args) -> int:
     a, b, ha, hb = evalstore.headline_pair(evalstore.resolve_ref(ws, args.a), evalstore.resolve_ref(ws, args.b))
     for tag, head in (("A", ha), ("B", hb)):
         if head is not None:
-            print(f"{tag}: {evalstore.which_line(head)}", file=sys.stderr)
+            _print(f"{tag}: {evalstore.which_line(head)}", file=sys.stderr)
     same = Path(a).resolve() == Path(b).resolve()
     if same:
-        print(f"warning: A and B are the same eval ({evalstore.source_name(a)}): every difference is 0 by "
+        _print(f"warning: A and B are the same eval ({evalstore.source_name(a)}): every difference is 0 by "
               f"construction", file=sys.stderr)
     try:
         res = evalstore.compare_sources(a, b, gold=args.gold, method=args.method, temperature=args.temperature)
@@ -290,24 +296,24 @@ def cmd_compare(args) -> int:
         _print_json(res)
         return 0
     w = max(len(res["name_a"]), len(res["name_b"]), 1)
-    print(f"A  {res['name_a']:<{w}}  accuracy {_pct(res['acc_a']):>6} {_ci(res['ci_a'])}  macro-F1 {res['macro_f1_a']:.3f}")
-    print(f"B  {res['name_b']:<{w}}  accuracy {_pct(res['acc_b']):>6} {_ci(res['ci_b'])}  macro-F1 {res['macro_f1_b']:.3f}")
-    print(f"   n = {res['n']} paired examples (95% Wilson intervals)")
+    _print(f"A  {res['name_a']:<{w}}  accuracy {_pct(res['acc_a']):>6} {_ci(res['ci_a'])}  macro-F1 {res['macro_f1_a']:.3f}")
+    _print(f"B  {res['name_b']:<{w}}  accuracy {_pct(res['acc_b']):>6} {_ci(res['ci_b'])}  macro-F1 {res['macro_f1_b']:.3f}")
+    _print(f"   n = {res['n']} paired examples (95% Wilson intervals)")
     lo, hi = res["diff_ci"]
-    print(f"difference B - A   {res['diff'] * 100:+.1f} points, 95% CI [{lo * 100:+.1f}, {hi * 100:+.1f}] ({res['diff_ci_method']})")
-    print(f"McNemar ({res['mcnemar_method']})   b = {res['b']} (A right, B wrong), c = {res['c']} (A wrong, B right), "
+    _print(f"difference B - A   {res['diff'] * 100:+.1f} points, 95% CI [{lo * 100:+.1f}, {hi * 100:+.1f}] ({res['diff_ci_method']})")
+    _print(f"McNemar ({res['mcnemar_method']})   b = {res['b']} (A right, B wrong), c = {res['c']} (A wrong, B right), "
           f"p {'' if format_p(res['mcnemar_p']).startswith('<') else '= '}{format_p(res['mcnemar_p'])} "
           f"{significance_marks(res['mcnemar_p'])}".rstrip())
-    print(f"Cohen's h          {res['cohens_h']:+.3f} ({h_magnitude(res['cohens_h'])})")
-    print()
-    print(f"  {'answers':<16}{'A':>8}{'B':>8}")
+    _print(f"Cohen's h          {res['cohens_h']:+.3f} ({h_magnitude(res['cohens_h'])})")
+    _print()
+    _print(f"  {'answers':<16}{'A':>8}{'B':>8}")
     for k in ERROR_KINDS:
         va, vb = res["errors_a"].get(k, 0), res["errors_b"].get(k, 0)
         if k == "other" and not (va or vb):
             continue
-        print(f"  {_kind(k):<16}{va:>8}{vb:>8}")
-    print()
-    print(f"verdict: {res['verdict']}")
+        _print(f"  {_kind(k):<16}{va:>8}{vb:>8}")
+    _print()
+    _print(f"verdict: {res['verdict']}")
     return 0
 
 
@@ -318,7 +324,7 @@ def cmd_export(args) -> int:
     ws = _workspace(args)
     path, head = evalstore.resolve_with_why(ws, args.eval)
     if head is not None:
-        print(evalstore.which_line(head), file=sys.stderr)
+        _print(evalstore.which_line(head), file=sys.stderr)
     records = evalstore.load_predictions(path, temperature=args.temperature)
     if args.format == "pubmedqa":
         text = json.dumps({i: r["pred"] for i, r in records.items()}, indent=1) + "\n"
@@ -328,11 +334,11 @@ def cmd_export(args) -> int:
     odd = sum(1 for r in records.values() if r["pred"] in (evalstore.EMPTY, evalstore.UNPARSEABLE))
     if args.output:
         store.atomic_write_text(Path(args.output), text)
-        print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
+        _print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     if odd:
-        print(f"note: {odd} prediction(s) are empty or unparseable and are written as \"\" / \"unparseable\"",
+        _print(f"note: {odd} prediction(s) are empty or unparseable and are written as \"\" / \"unparseable\"",
               file=sys.stderr)
     return 0
 
@@ -356,7 +362,7 @@ def cmd_parity(args) -> int:
     run = _run(ws, args.run)
     ok, name = cuda_available()
     if not ok:
-        print(f"parity: no GPU on this machine ({name}), so there is no CPU/GPU difference to check; "
+        _print(f"parity: no GPU on this machine ({name}), so there is no CPU/GPU difference to check; "
               f"evaluations here run on the CPU. Nothing to do.")
         return 0
     cfg = run.config()
@@ -366,22 +372,22 @@ def cmd_parity(args) -> int:
                              dtype=args.dtype, purpose="parity")
         s["base"] = args.base
         evs.append(el.create_eval(run, s, checkpoint=args.checkpoint or "latest", argv=args.argv))
-    print(f"parity on {name}: {args.n} examples, score mode, checkpoint {args.checkpoint or 'latest'}", file=sys.stderr)
+    _print(f"parity on {name}: {args.n} examples, score mode, checkpoint {args.checkpoint or 'latest'}", file=sys.stderr)
     for ev in evs:
         el.start_eval(ev)
     states = [follow_eval(ev) for ev in evs]
     for ev, st in zip(evs, states):
         if st.get("status") != "completed":
-            print(f"parity: the {evalstore.read_settings(ev.path).get('device')} eval {st.get('status')}: {st.get('error')}")
+            _print(f"parity: the {evalstore.read_settings(ev.path).get('device')} eval {st.get('status')}: {st.get('error')}")
             return 1
     report = parity_report(evs[0].path, evs[1].path)
     if args.json:
         _print_json(report)
     else:
-        print(f"CPU  accuracy {_pct(report['acc_cpu'])}   GPU accuracy {_pct(report['acc_gpu'])}   ({report['n']} examples)")
-        print(f"predictions agree on {report['agree']}/{report['n']} ({_pct(report['agreement'])}); "
+        _print(f"CPU  accuracy {_pct(report['acc_cpu'])}   GPU accuracy {_pct(report['acc_gpu'])}   ({report['n']} examples)")
+        _print(f"predictions agree on {report['agree']}/{report['n']} ({_pct(report['agreement'])}); "
               f"largest log-likelihood difference {report['max_loglik_diff']:.4g}")
-        print(report["verdict"])
+        _print(report["verdict"])
     return 0 if report["ok"] else 1
 
 
@@ -566,13 +572,13 @@ def cmd_doctor(args) -> int:
         return 1 if problems else 0
     for c in checks:
         mark = "ok  " if c["ok"] else "FAIL" if c["ok"] is False else "--  "
-        print(f"{mark} {c['name']:<14} {c['detail']}")
+        _print(f"{mark} {c['name']:<14} {c['detail']}")
         if c["ok"] is False and c.get("fix"):
-            print(f"     {'':<14} fix: {c['fix']}")
+            _print(f"     {'':<14} fix: {c['fix']}")
     if problems:
-        print(f"\n{len(problems)} problem(s) found")
+        _print(f"\n{len(problems)} problem(s) found")
         return 1
-    print("\nall fine")
+    _print("\nall fine")
     return 0
 
 
