@@ -35,13 +35,14 @@ def plant(run: store.Run, eval_id: str, correct: list[bool], *, step: int | str,
     return path
 
 
-def night(ws: store.Workspace, experiment: str = "demo-tuned", notes: str = "") -> tuple[store.Run, store.Run]:
+def night(ws: store.Workspace, experiment: str = "demo-tuned", notes: str = "",
+          tuned_id: str = "20261122-013000-demo-tuned-b002") -> tuple[store.Run, store.Run]:
     """The issue's night: a baseline (base model, N 300, 62.3%) and a tuned run of 120 steps whose final
     eval (checkpoint 120, N 300) scores 76.7% (+14.3 points, p < 0.001); then one more eval of
     checkpoint 80 on N 100 (44%), the newest of all."""
     ws.logs.mkdir(parents=True, exist_ok=True)
     base = make_run(ws, "20261122-010000-demo-baseline-a001", "demo-baseline", created=T0, steps=120, max_steps=120)
-    tuned = make_run(ws, "20261122-013000-demo-tuned-b002", experiment, created=T0 + 1800, steps=120, max_steps=120,
+    tuned = make_run(ws, tuned_id, experiment, created=T0 + 1800, steps=120, max_steps=120,
                      notes=notes)
     plant(base, BASE_EVAL, [True] * 187 + [False] * 113, step="base", created=T0 + 3600)
     plant(tuned, FINAL, [True] * 230 + [False] * 70, step=120, created=T0 + 7200)
@@ -145,7 +146,7 @@ async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws
     from tui import baseline
 
     nasty = "[/] [bad a[/"
-    base, tuned = night(ws, experiment="tuned[/x", notes=nasty)
+    base, tuned = night(ws, experiment="tuned[/x", notes=nasty, tuned_id="20261122-013000-tu[ned[b]-b002")
     baseline.set(ws, base.id)
     app = app_for(ws)
     async with app.run_test(size=(160, 40)) as pilot:
@@ -156,8 +157,8 @@ async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws
         table = screen.query_one("#history")
         main = next(r for r in screen.rows if r.run_id == tuned.id and not r.sub)
         sub = next(r for r in screen.rows if r.sub)
-        assert table.get_cell(main.key, "evaluated").plain == "checkpoint 120, N 300, score, cpu"
-        assert table.get_cell(sub.key, "evaluated").plain == "checkpoint 80, N 100, score, cpu"
+        assert table.get_cell(main.key, "evaluated").plain == "step 120 N300 score cpu"
+        assert table.get_cell(sub.key, "evaluated").plain == "step 80 N100 score cpu"
         assert table.get_cell(sub.key, "Δ base").plain == "-"
         assert table.get_cell(sub.key, "McNemar p").plain == "N 100 vs 300"  # the "-" says why
         assert table.get_cell(main.key, "notes").plain == nasty
@@ -171,7 +172,7 @@ async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws
         assert compare.error is None and compare.result["n"] == 300
         body = str(compare.query_one("#compare-body").render())
         assert "checkpoint 120, N 300, score, cpu" in body and "base model, N 300, score, cpu" in body
-        assert "tuned[/x" in body, body
+        assert "tu[ned[b]·b002 / checkpoint 120" in body, body
         assert "A: headline eval of its run: base model, with B's N and split" in body
         assert "same eval" not in body
 
@@ -252,3 +253,49 @@ def test_doctor_on_a_fresh_clone_reports_the_pubmedqa_files_as_needed_not_failed
     # a real problem in an experiment file still fails
     (tmp_path / "experiments" / "broken.yaml").write_text("model: {model_name_or_path: ./nowhere}\n")
     assert labtui(tmp_path, "doctor").returncode == 1
+
+
+@pytest.mark.anyio
+async def test_detail_lists_each_eval_with_what_it_evaluated(ws):
+    from tui.screens.detail import RunDetailScreen
+
+    base, tuned = night(ws)
+    app = app_for(ws)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 2)
+        screen = RunDetailScreen(tuned.id)
+        await app.push_screen(screen)
+        await until(pilot, lambda: "checkpoint 80" in str(screen.query_one("#detail-info").render()), what="evals")
+        info = str(screen.query_one("#detail-info").render())
+        assert f"{FINAL} completed checkpoint 120, N 300, score, cpu: 0.767 [" in info
+        assert f"{EXTRA} completed checkpoint 80, N 100, score, cpu: 0.440 [" in info
+
+
+@pytest.mark.anyio
+async def test_history_compare_key_without_a_baseline_says_why(ws):
+    base, tuned = night(ws)
+    app = app_for(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 2)
+        await pilot.press("h")
+        screen = app.screen
+        await until(pilot, lambda: screen.loaded and screen.cursor_row is not None, what="history")
+        assert screen.check_action("compare", ()) is None  # shown dimmed
+        await pilot.press("c")
+        assert app.screen is screen  # nothing opened
+        assert any("no baseline yet" in n.message for n in app._notifications)
+        await pilot.press("space", "down", "space")  # two rows selected: compare works without a baseline
+        assert screen.check_action("compare", ()) is True
+
+
+def test_evals_listing_shows_split_and_base_and_no_terminal_escapes(ws):
+    base, tuned = night(ws)
+    bad = plant(tuned, "20261122-050000-score-cpu-bad1", [True] * 10, step=80, created=T0 + 9900, split="eval")
+    store.atomic_write_json(bad / store.STATE_FILE, {"status": "failed", "error": "boom \x1b]0;pwned\x07\x1b[2J"})
+    proc = labtui(ws, "evals")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if BASE_EVAL in x)
+    assert " test " in line and " base " in line and "62.3%" in line
+    assert " eval " in next(x for x in proc.stdout.splitlines() if "bad1" in x)
+    shown = labtui(ws, "evals", f"{tuned.id}/bad1")
+    assert shown.returncode == 0 and "boom" in shown.stdout and "\x1b" not in shown.stdout + shown.stderr

@@ -19,18 +19,19 @@ from engine import store
 from engine.fmt import printable
 
 from .. import format as fmt
+from ..commands import HonestKeys
 from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
 from ..widgets.footer import LabFooter
 from ..widgets.run_list import STATUS_RICH
 from ..widgets.tables import cell_changes, fill, update_cells
 
 RELOAD_S = 10.0
-COLUMNS = ("", "run", "status", "acc [95% CI]", "evaluated", "Δ base", "McNemar p", "h", "changed vs parent", "dur",
+COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "evaluated", "changed vs parent", "dur",
            "loss", "eval loss", "notes")
 SHORT_REASON = {"different examples": "other examples", "error": "error"}
 
 
-class HistoryScreen(Screen):
+class HistoryScreen(HonestKeys, Screen):
     HELP_TITLE = "History"
     BINDINGS = [
         Binding("space", "toggle_select", "Select", id="select", tooltip="Select up to two rows to compare"),
@@ -155,13 +156,13 @@ class HistoryScreen(Screen):
             Text("" if r.sub else r.status, style=style),
             Text(fmt.accuracy_ci(r.accuracy, r.ci) + (" !" if r.degenerate else ""),
                  style="red" if r.degenerate else ""),
-            Text(printable(r.evaluated), style="dim" if r.sub else ""),
             Text("base" if r.is_baseline and not r.sub and r.accuracy is not None
                  else "…" if r.pending else fmt.signed_points(r.diff), justify="right"),
             # a "-" says why: not comparable ("N 100 vs 300", "other examples")
             Text(SHORT_REASON.get(nc, printable(nc)), style="dim") if nc else
             Text("…" if r.pending else fmt.p_value(r.p), style=p_style),
             Text("…" if r.pending else "-" if r.h is None else f"{r.h:+.2f}", justify="right"),
+            Text(printable(r.evaluated_short), style="dim" if r.sub else ""),
             Text(printable(r.changed or "-")),
             Text("" if r.sub else fmt.duration(r.duration), justify="right"),
             Text("" if r.sub else fmt.num(r.train_loss), justify="right"),
@@ -227,13 +228,18 @@ class HistoryScreen(Screen):
 
     # --- keys ---------------------------------------------------------------------------------
 
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action == "compare":
-            return bool(len(self.selected) == 2 or (self.cursor_row and self.app.baseline_id
-                                                    and self.cursor_row.run_id != self.app.baseline_id)) or None
-        if action in ("baseline", "detail", "evaluate", "toggle_select"):
-            return self.cursor_row is not None or None
-        return True
+    def why_disabled(self, action: str, parameters: tuple) -> str | None:
+        """Why a key cannot run now (HonestKeys dims it, and says this when it is pressed)."""
+        r = self.cursor_row
+        if action in ("compare", "baseline", "detail", "evaluate", "toggle_select") and r is None:
+            return "no rows yet" if self.loaded else "still loading"
+        if action == "compare" and len(self.selected) != 2:
+            base = self.app.baseline_id
+            if not base:
+                return "no baseline yet: press b on a run to mark it, or select two rows with space"
+            if r.run_id == base:
+                return "this row is the baseline: move to another run, or select two rows with space"
+        return None
 
     def action_toggle_select(self) -> None:
         r = self.cursor_row
