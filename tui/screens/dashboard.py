@@ -206,7 +206,7 @@ class DashboardScreen(HonestKeys, Screen):
             self.notify("baseline cleared")
         else:
             self.app.set_baseline(run_id)
-            self.notify(f"baseline: {run_id}")
+            self.notify(fmt.printable(f"baseline: {run_id}"), markup=False)
 
     def action_axis(self) -> None:
         chart = self.query_one(LossChart)
@@ -318,10 +318,12 @@ def call_engine(app, what: str, fn, *args, **kwargs) -> None:
     try:
         result = fn(*args, **kwargs)
     except engine_api.Unavailable as e:
-        app.call_from_thread(app.notify, str(e), title=what, severity="warning")
+        app.call_from_thread(app.notify, fmt.printable(str(e)), title=fmt.printable(what), severity="warning",
+                             markup=False)
         return
     except Exception as e:  # the engine's message is meant for the user
-        app.call_from_thread(app.notify, f"{type(e).__name__}: {e}" if not str(e) else str(e), title=f"{what} failed",
+        app.call_from_thread(app.notify, fmt.printable(f"{type(e).__name__}: {e}" if not str(e) else str(e)),
+                             title=fmt.printable(f"{what} failed"), markup=False,
                              severity="error", timeout=15)
         return
     if isinstance(result, str):
@@ -330,7 +332,7 @@ def call_engine(app, what: str, fn, *args, **kwargs) -> None:
         message = f"{what}: {result.id}"
     else:
         message = f"{what}: done"
-    app.call_from_thread(app.notify, message)
+    app.call_from_thread(app.notify, fmt.printable(message), markup=False)
     if getattr(result, "id", None):
         app.call_from_thread(app.select_run, result.id)  # a retry is a new run: show it
     app.call_from_thread(app.refresh_now)
