@@ -118,7 +118,8 @@ def latest_eval(run: store.Run, completed_only: bool = True) -> dict | None:
 # --- the headline eval: the one eval that stands for a run ----------------------------------------
 
 HEADLINE_RULE = ("the completed eval of the final checkpoint; with a baseline, one with the baseline's N and "
-                 "split; else the largest N on the test split; the newest of equals")
+                 "split; else the largest N on the test split; the newest of equals (or, asked for, of the best "
+                 "checkpoint: the lowest eval loss)")
 
 
 def _int(x) -> int | None:
@@ -164,16 +165,27 @@ def comparability(row: Mapping, base: Mapping) -> str | None:
 
 
 def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_step: int | None = None,
-                    against: str = "the baseline") -> dict | None:
+                    against: str = "the baseline", best_step: int | None = None, prefer: str = "final") -> dict | None:
     """The headline eval among a run's eval rows (HEADLINE_RULE), as a copy of its row with `rule`, `why`
     (why this one, in words) and `not_comparable` (why it cannot be paired with `base`, or None).
-    `final_step` is the run's last training step; `against` names `base` in `why`."""
+    `final_step` is the run's last training step; `against` names `base` in `why`. prefer="best": the
+    eval of `best_step`'s checkpoint (the lowest eval loss) where there is one, else the rule as usual."""
     cands = [dict(r) for r in rows if finished(r)]
     if not cands:
         return None
     matching = ([r for r in cands if comparability(r, base) is None and not _same_path(r, base)]
                 if base is not None else [])  # an eval is not paired with itself
     pool = matching or cands
+    best = _int(best_step) if prefer == "best" else None
+    best_note = None
+    if prefer == "best":
+        at_best = [r for r in pool if best is not None and _int(r.get("checkpoint_step")) == best]
+        if at_best:
+            pool = at_best
+        else:
+            best_note = ("the run recorded no eval loss, so it has no best checkpoint" if best is None
+                         else f"the best checkpoint (step {best}) has no eval" + (f" with {against}'s N and split"
+                                                                               if matching else ""))
 
     def step(r) -> int:
         s = _int(r.get("checkpoint_step"))
@@ -189,10 +201,12 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
     final = _int(final_step)
     if pick.get("checkpoint") == "base":
         why = ["base model"]
+    elif best is not None and best_note is None:
+        why = [f"best checkpoint (lowest eval loss, step {best})"]
     elif final is not None and step(pick) == final:
         why = ["final checkpoint"]
     elif step(pick) == top:
-        why = ["newest evaluated checkpoint" + (f" (the final one, step {final}, has no eval)" if final else "")]
+        why = ["newest evaluated checkpoint" + (f" (training reached step {final})" if final and final > top else "")]
     else:
         why = [f"newest checkpoint evaluated with {against}'s N and split"]
     if base is not None and matching:
@@ -207,6 +221,8 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
     if sum(1 for r in pool if step(r) == step(pick) and (_int(r.get("n")), r.get("split")) ==
            (_int(pick.get("n")), pick.get("split"))) > 1:
         why.append("the newest of equals")
+    if best_note:
+        why.insert(0, best_note)
     pick.update(rule=HEADLINE_RULE, why=", ".join(why),
                 not_comparable=comparability(pick, base) if base is not None else None)
     return pick
@@ -225,12 +241,16 @@ def _as_row(x: Any) -> dict | None:
     return eval_row(Path(x))
 
 
-def headline_eval(run: store.Run, baseline: Any = None, against: str = "the baseline") -> dict | None:
+def headline_eval(run: store.Run, baseline: Any = None, against: str = "the baseline",
+                  prefer: str = "final") -> dict | None:
     """The eval that stands for `run` in History, the dashboard, `compare RUN` and `export-predictions RUN`
     (HEADLINE_RULE): its eval row with `rule`, `why` and `not_comparable`; None when the run has no
-    completed eval. `baseline`: a run (its own headline eval), an eval row or an eval folder."""
+    completed eval. `baseline`: a run (its own headline eval), an eval row or an eval folder.
+    prefer="best": the eval of the best checkpoint (lowest eval loss) where there is one."""
     base = None if isinstance(baseline, store.Run) and baseline.path == run.path else _as_row(baseline)
-    return choose_headline(list_evals(run), base, _int(run.progress().get("step")), against)
+    progress = run.progress()
+    return choose_headline(list_evals(run), base, _int(progress.get("step")), against,
+                           _int(progress.get("best_step")), prefer)
 
 
 def which_line(row: Mapping) -> str:

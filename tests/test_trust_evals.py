@@ -173,7 +173,7 @@ async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws
         body = str(compare.query_one("#compare-body").render())
         assert "checkpoint 120, N 300, score, cpu" in body and "base model, N 300, score, cpu" in body
         assert "tu[ned[b]·b002 / checkpoint 120" in body, body
-        assert "A: headline eval of its run: base model, with B's N and split" in body
+        assert "headline eval of its run" not in body  # both sides are the evals the table shows
         assert "same eval" not in body
 
 
@@ -188,7 +188,8 @@ async def test_compare_screen_warns_when_both_sides_are_the_same_eval(ws):
         screen = CompareScreen(tuned, tuned.file("evals") / FINAL)
         await app.push_screen(screen)
         await until(pilot, lambda: screen.result is not None or screen.error, what="compare")
-        assert "A and B are the same eval" in str(screen.query_one("#compare-body").render())
+        body = str(screen.query_one("#compare-body").render())
+        assert "A and B are the same eval" in body and "A: headline eval of its run: final checkpoint" in body
         assert "same eval twice" in str(screen.query_one("#compare-title").render())
 
 
@@ -286,6 +287,10 @@ async def test_history_compare_key_without_a_baseline_says_why(ws):
         assert any("no baseline yet" in n.message for n in app._notifications)
         await pilot.press("space", "down", "space")  # two rows selected: compare works without a baseline
         assert screen.check_action("compare", ()) is True
+        await pilot.press("f")  # each run's headline: the best checkpoint's eval
+        assert screen.prefer == "best" and "headline best" in str(screen.query_one("#history-title").render())
+        await until(pilot, lambda: any("best checkpoint (step 100) has no eval" in r.why for r in screen.rows),
+                    what="rebuilt rows")
 
 
 def test_evals_listing_shows_split_and_base_and_no_terminal_escapes(ws):
@@ -299,3 +304,23 @@ def test_evals_listing_shows_split_and_base_and_no_terminal_escapes(ws):
     assert " eval " in next(x for x in proc.stdout.splitlines() if "bad1" in x)
     shown = labtui(ws, "evals", f"{tuned.id}/bad1")
     assert shown.returncode == 0 and "boom" in shown.stdout and "\x1b" not in shown.stdout + shown.stderr
+
+
+def test_best_checkpoint_headline_on_request(ws):
+    from tui.history_data import HistoryData
+    from tui.scan import row_for
+
+    base, tuned = night(ws)
+    progress = store.read_json(tuned.file(store.PROGRESS_FILE), {})
+    store.atomic_write_json(tuned.file(store.PROGRESS_FILE), dict(progress, best_step=80))
+    plant(tuned, "20261122-041000-score-cpu-b080", [True] * 210 + [False] * 90, step=80, created=T0 + 9100)
+    assert evalstore.headline_eval(tuned, base)["id"] == FINAL
+    head = evalstore.headline_eval(tuned, base, prefer="best")
+    assert head["id"].endswith("b080")
+    assert head["why"] == "best checkpoint (lowest eval loss, step 80), with the baseline's N and split"
+    rows = HistoryData(ws).build([row_for(base), row_for(tuned)], base.id, T0 + 10_000, prefer="best")
+    main = next(r for r in rows if r.run_id == tuned.id and not r.sub)
+    assert main.eval_id.endswith("b080") and main.diff == pytest.approx(23 / 300)
+    store.atomic_write_json(tuned.file(store.PROGRESS_FILE), dict(progress, best_step=40))
+    head = evalstore.headline_eval(tuned, base, prefer="best")
+    assert head["id"] == FINAL and head["why"].startswith("the best checkpoint (step 40) has no eval")

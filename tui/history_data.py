@@ -271,7 +271,7 @@ class HistoryData:
     # --- the rows -----------------------------------------------------------------------------
 
     def build(self, runs: list[RunRow] | tuple[RunRow, ...], baseline_id: str | None, now: float,
-              partial=None) -> list[HistRow]:
+              partial=None, prefer: str = "final") -> list[HistRow]:
         """The rows. With `partial`, and more than PARTIAL_AFTER comparisons not cached, `partial` is
         called first with the rows whose comparisons are not known yet marked `pending` (the first
         History after many new evaluations shows its table while it computes them)."""
@@ -280,11 +280,11 @@ class HistoryData:
             c.load()
             c.seen = set()
             try:
-                return self._build(runs, baseline_id, now, partial)
+                return self._build(runs, baseline_id, now, partial, prefer)
             finally:
                 c.save()
 
-    def _build(self, runs, baseline_id: str | None, now: float, partial=None) -> list[HistRow]:
+    def _build(self, runs, baseline_id: str | None, now: float, partial=None, prefer: str = "final") -> list[HistRow]:
         es = evals._evalstore()
         per_run: dict[str, list[dict]] = {}
         for r in runs:
@@ -293,15 +293,17 @@ class HistoryData:
             except Exception:  # noqa: BLE001 - no evalstore: runs without eval columns
                 rows = []
             per_run[r.id] = [e for e in rows if es.finished(e)]
-        steps = {r.id: r.step for r in runs}
-        base_row = None
-        if baseline_id and per_run.get(baseline_id):
-            base_row = es.choose_headline(per_run[baseline_id], None, steps.get(baseline_id))
+        by_id = {r.id: r for r in runs}
+
+        def headline(r: RunRow, base: dict | None) -> dict | None:
+            return es.choose_headline(per_run.get(r.id, []), base, r.step, best_step=r.best_step, prefer=prefer)
+
+        base_row = headline(by_id[baseline_id], None) if baseline_id in by_id else None
         base_dir = Path(base_row["path"]) if base_row else None
         order = []
         for r in sorted(runs, key=lambda x: x.created or 0, reverse=True):
             finished = per_run.get(r.id, [])
-            head = es.choose_headline(finished, base_row if r.id != baseline_id else None, r.step)
+            head = headline(r, base_row if r.id != baseline_id else None)
             if head is None:
                 order.append((r, None, False))
                 continue

@@ -1,7 +1,8 @@
 """`h`: every run and its evaluations in one sortable, filterable table, against the baseline.
 
 space selects rows (two at most), `c` compares the two selected (or the cursor row with the
-baseline), `b` marks the cursor row's run as the baseline, `o`/`O` sort, `/` filters.
+baseline), `b` marks the cursor row's run as the baseline, `f` switches each run's headline eval
+between its final and its best checkpoint's (engine.evalstore.choose_headline), `o`/`O` sort, `/` filters.
 Loading and comparing happen in a worker thread.
 """
 
@@ -37,6 +38,8 @@ class HistoryScreen(HonestKeys, Screen):
         Binding("space", "toggle_select", "Select", id="select", tooltip="Select up to two rows to compare"),
         Binding("c", "compare", "Compare", id="compare", tooltip="The two selected rows, or this row vs the baseline"),
         Binding("b", "baseline", "Baseline", id="baseline", tooltip="Mark this row's run as the baseline"),
+        Binding("f", "headline", "Final/best", id="headline",
+                tooltip="Each run's headline eval: its final checkpoint's, or its best checkpoint's (lowest eval loss)"),
         Binding("o", "sort(1)", "Sort", id="sort", tooltip="Cycle the sort column"),
         Binding("O", "sort(0)", "Reverse", id="reverse", show=False),
         Binding("slash", "filter", "Filter", id="filter"),
@@ -50,6 +53,7 @@ class HistoryScreen(HonestKeys, Screen):
         self.rows: list[HistRow] = []
         self.selected: list[str] = []  # row keys, in the order chosen (A first)
         self.sort_key = "created"
+        self.prefer = "final"  # the headline eval of each run: "final" or "best" checkpoint (f switches)
         self.reverse = True
         self.loaded = False
         self.comparing = False  # rows shown while their comparisons with the baseline are computed
@@ -91,14 +95,14 @@ class HistoryScreen(HonestKeys, Screen):
 
     def reload(self, *_) -> None:
         self._version += 1
-        self.load(self._version, tuple(self.app.runs), self.app.baseline_id, self.app.now())
+        self.load(self._version, tuple(self.app.runs), self.app.baseline_id, self.app.now(), self.prefer)
 
     @work(thread=True, group="history", exclusive=True, exit_on_error=False, description="history: evals and comparisons")
-    def load(self, version: int, runs, baseline_id, now) -> None:
+    def load(self, version: int, runs, baseline_id, now, prefer: str = "final") -> None:
         def first(rows: list[HistRow]) -> None:  # many comparisons to compute: the rows before them
             self.app.call_from_thread(self._loaded, version, rows, True)
 
-        rows = self.data.build(runs, baseline_id, now, partial=first)
+        rows = self.data.build(runs, baseline_id, now, partial=first, prefer=prefer)
         self.app.call_from_thread(self._loaded, version, rows)
 
     def _loaded(self, version: int, rows: list[HistRow], comparing: bool = False) -> None:
@@ -176,6 +180,7 @@ class HistoryScreen(HonestKeys, Screen):
         bits = [Content.from_markup("[b]History[/b] $n rows", n=str(len(self.rows)))]
         if self.filter_text:
             bits.append(Content.from_markup("filter '$text': $shown", text=printable(self.filter_text), shown=str(shown)))
+        bits.append(Content.from_markup(f"headline {self.prefer} ([b $accent]f[/])"))
         bits.append(Content.from_markup(f"sort $key {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])",
                                         key=self.sort_key))
         bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
@@ -266,8 +271,10 @@ class HistoryScreen(HonestKeys, Screen):
             return
         r = self.cursor_row
         base = self.app.baseline_id
-        if r and base and r.run_id != base:
-            self.app.push_screen(CompareScreen(store.Run(self.app.workspace.logs / base), self._source(r)))
+        if r and base and r.run_id != base:  # the baseline's eval the table compares with
+            shown = next((x for x in self.rows if x.run_id == base and not x.sub and x.eval_path), None)
+            a = shown.source if shown else store.Run(self.app.workspace.logs / base)
+            self.app.push_screen(CompareScreen(a, self._source(r)))
 
     def action_baseline(self) -> None:
         r = self.cursor_row
@@ -275,6 +282,10 @@ class HistoryScreen(HonestKeys, Screen):
             return
         self.app.set_baseline(None if self.app.baseline_id == r.run_id else r.run_id)
         self.refresh_bindings()
+
+    def action_headline(self) -> None:
+        self.prefer = "best" if self.prefer == "final" else "final"
+        self.reload()
 
     def action_sort(self, cycle: int) -> None:
         if cycle:
