@@ -109,7 +109,8 @@ def cmd_eval(args) -> int:
     if settings["device"] == "cuda":  # refused now, not 20 s later in the worker with a failed eval left behind
         ok, why = cuda_available()
         if not ok:
-            raise UsageError(f"--device cuda: no GPU here ({why}); use --device cpu (or auto)")
+            given = "--device cuda" if args.device else "eval.device: cuda (the experiment's)"
+            raise UsageError(f"{given}: no GPU here ({why}); use --device cpu (or auto)")
     if experiment_file is not None:
         holder = el.create_base_holder(ws, exp, args.argv)
     ev = el.create_eval(run, settings, checkpoint=args.checkpoint or "latest", argv=args.argv,

@@ -324,3 +324,18 @@ def test_best_checkpoint_headline_on_request(ws):
     store.atomic_write_json(tuned.file(store.PROGRESS_FILE), dict(progress, best_step=40))
     head = evalstore.headline_eval(tuned, base, prefer="best")
     assert head["id"] == FINAL and head["why"].startswith("the best checkpoint (step 40) has no eval")
+
+
+def test_history_says_other_examples_when_n_and_split_agree_but_the_ids_do_not(ws):
+    from tui.history_data import HistoryData
+    from tui.scan import row_for
+
+    base, tuned = night(ws)
+    other = make_run(ws, "20261122-014000-demo-sft-c003", "demo-sft", created=T0 + 2000, steps=120, max_steps=120)
+    path = plant(other, "20261122-031000-score-cpu-c120", [True] * 200 + [False] * 100, step=120, created=T0 + 7300)
+    recs = [json.loads(x) for x in (path / evalstore.PREDICTIONS_FILE).read_text().splitlines()]
+    (path / evalstore.PREDICTIONS_FILE).write_text("".join(json.dumps(dict(r, id="x" + r["id"])) + "\n" for r in recs))
+    rows = HistoryData(ws).build([row_for(base), row_for(other)], base.id, T0 + 10_000)
+    row = next(r for r in rows if r.run_id == other.id)
+    assert row.diff is None and row.not_comparable == "different examples"
+    assert "not evaluated on the same examples" in row.compare_error
