@@ -133,7 +133,8 @@ class LabtuiCallback(TrainerCallback):
     @staticmethod
     def _create_run() -> Path:
         ws = store.Workspace(os.environ.get("LABTUI_WORKSPACE") or os.getcwd())
-        script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "script"
+        # one name everywhere: the experiment is the same slug the run id carries (byo_train.py -> byo-train)
+        script = store.slugify(Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "script")
         run = ws.create_run(script, {
             "experiment": script, "kind": "script", "command": [sys.executable, *sys.argv],
             "description": f"started by hand: {' '.join(sys.argv)}", "workspace": str(ws.root),

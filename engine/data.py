@@ -8,7 +8,9 @@ deterministically. Imports `datasets` only for the hub path.
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def load_split_ids(path: Path) -> list[str]:
 def load_jsonl(path: Path) -> list[dict]:
     rows = []
     try:
-        with open(path) as f:
+        with open(_regular(path)) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -118,9 +120,19 @@ def load_hub(name: str, config: str | None, split: str) -> list[dict]:
     return out
 
 
+def _regular(path: Path) -> Path:
+    """Only regular files are read: a device (/dev/zero never ends), a FIFO or a folder is refused."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    return path
+
+
 def _read_json(path: Path):
     try:
-        with open(path) as f:
+        with open(_regular(path)) as f:
             return json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
@@ -175,6 +187,43 @@ def load_splits(cfg: dict, workspace: Path) -> Splits:
     if not train:
         raise ConfigError(f"{source}: no training examples left after the test and eval splits")
     return Splits(train=train, eval=eval_set, test=test, source=source)
+
+
+def gold_label(example: dict) -> str:
+    """The answer as the evaluation compares it with task.choices."""
+    return str(example.get("answer", "")).strip().lower()
+
+
+def check_splits(cfg: dict, workspace: Path) -> Splits | None:
+    """Before a run starts: the data loads, its labels are answers the task can score, and the
+    splits training and evaluation need are not empty. Raises ConfigError (exit 2). The hub format
+    is not checked here (it needs the network and `datasets`); returns None for it."""
+    ds, task = cfg["dataset"], cfg["task"]
+    if ds["format"] == "hub":
+        return None
+    splits = load_splits(cfg, workspace)
+    if ds["format"] != "jsonl_sft":
+        choices = list(task["choices"])
+        examples = splits.train + splits.eval + splits.test
+        bad = [e for e in examples if gold_label(e) not in choices]
+        if bad:
+            seen = sorted({gold_label(e) for e in bad})
+            shown = ", ".join(repr(x) for x in seen[:5]) + (", ..." if len(seen) > 5 else "")
+            raise ConfigError(f"{splits.source}: {len(bad)} of {len(examples)} examples have a label outside "
+                              f"task.choices {choices}: {shown} (e.g. id {bad[0]['id']}); they can never be scored "
+                              f"right - fix the data or list those answers in task.choices")
+        if not splits.test:
+            raise ConfigError(f"{splits.source}: the split leaves 0 test examples ({len(examples)} in all), so "
+                              f"`labtui eval` has nothing to score - use more data or a dataset.test_split file")
+    if int(ds.get("eval_size") or 0) > 0 and not splits.eval:
+        raise ConfigError(f"{splits.source}: dataset.eval_size is {ds['eval_size']} but the split leaves 0 eval "
+                          f"examples ({len(splits.train)} train); use more data or set dataset.eval_size: 0")
+    ev = cfg.get("eval") or {}
+    if ev.get("after_training"):
+        split = ev.get("split") or "test"
+        if not getattr(splits, split):
+            raise ConfigError(f"{splits.source}: eval.after_training evaluates the {split} split, which is empty")
+    return splits
 
 
 # --- prompts ----------------------------------------------------------------------------------

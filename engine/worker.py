@@ -183,6 +183,28 @@ def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
     return training
 
 
+def loss_on_of(cfg: dict) -> str:
+    """task.loss_on; configs written before the key existed get their trainer's default."""
+    from .config import loss_on_default
+
+    return (cfg.get("task") or {}).get("loss_on") or loss_on_default(cfg.get("trainer"))
+
+
+def plain_trainer_features(tokenizer, prompt: str, completion: str, max_length: int, loss_on: str) -> dict:
+    """One example for the plain Trainer: input ids = prompt + answer + EOS, cut to max_length by
+    dropping the prompt's start. loss_on "all" labels every token, as the causal-LM collator
+    (DataCollatorForLanguageModeling, mlm=False) does in a typical plain Trainer set-up; "answer"
+    masks the prompt (-100) so only the answer and EOS are learnt, as SFTTrainer does."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    answer = tokenizer(completion, add_special_tokens=False)["input_ids"] + eos
+    prompt_ids = prompt_ids[-max(1, max_length - len(answer)):]
+    ids = (prompt_ids + answer)[:max_length]
+    masked = [-100] * len(prompt_ids) if loss_on == "answer" else list(prompt_ids)
+    labels = (masked + answer)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
 def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
     import datasets
     import transformers
@@ -208,6 +230,7 @@ def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
         from trl import SFTConfig, SFTTrainer
 
         args.setdefault("max_length", task.get("max_length"))
+        args["completion_only_loss"] = loss_on_of(cfg) == "answer"  # task.loss_on, validated to agree
         sft_args = SFTConfig(**args)
         return SFTTrainer(
             model=model, args=sft_args, processing_class=tokenizer,
@@ -217,8 +240,8 @@ def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
         )
 
     # The plain transformers.Trainer baseline: labtui's own tokenisation (prompt, then answer + EOS;
-    # the loss on the answer only, as SFTTrainer does for prompt/completion data; an over-long
-    # prompt loses its start, never the answer) and a padding collator.
+    # an over-long prompt loses its start, never the answer) and a padding collator. The loss
+    # target is task.loss_on (see `plain_trainer_features`).
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     if peft_config is not None:
@@ -226,15 +249,10 @@ def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
 
         model = get_peft_model(model, peft_config)
     max_length = int(task.get("max_length") or 512)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    loss_on = loss_on_of(cfg)
 
     def tokenize(row):
-        prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
-        answer = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + eos
-        prompt = prompt[-max(1, max_length - len(answer)):]
-        ids = (prompt + answer)[:max_length]
-        labels = ([-100] * len(prompt) + answer)[:max_length]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+        return plain_trainer_features(tokenizer, row["prompt"], row["completion"], max_length, loss_on)
 
     def dataset(rows):
         return datasets.Dataset.from_list(rows).map(tokenize, remove_columns=["prompt", "completion"])

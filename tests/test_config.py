@@ -38,7 +38,8 @@ def test_extends_chain_and_diff_against_parent():
     assert exp.config["trainer"] == "sft"
     assert exp.config["lora"]["r"] == 16  # inherited from demo-tuned
     assert exp.config["training"]["max_steps"] == 120  # inherited from demo-baseline
-    assert exp.changed == {"trainer": ["trainer", "sft"]}  # only what this file names
+    # only what this file names, and the loss target that comes with the trainer (task.loss_on's default)
+    assert exp.changed == {"trainer": ["trainer", "sft"], "task.loss_on": ["all", "answer"]}
 
 
 def test_tuned_changes_only_hyperparameters():

@@ -287,7 +287,9 @@ async def test_launch_screen_creates_a_run_through_the_cli(ws):
             await pilot.press("down")
             assert screen.experiment.name == "tuned.yaml"
             info = str(screen.query_one("#exp-info").render())
-            assert "tuned.yaml → base.yaml" in info and "lora.r" in info and "4 → 16" in info
+            assert "tuned.yaml → base.yaml" in info and "1 change vs base" in info
+            changes = str(screen.query_one("#resolved").render())  # one `key: old → new` per line, first
+            assert "lora.r: 4 → 16" in changes
             screen.query_one("#f-training-max_steps").focus()
             await pilot.press("7")
             assert "training.max_steps=7" in screen.argv(queue=True)

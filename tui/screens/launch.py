@@ -19,11 +19,12 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.content import Content
 
-from engine.config import ConfigError, flatten, load_experiment
+from engine.config import ConfigError, check_field, flatten, load_experiment, parse_value
 
 from .. import cli_runner
-from ..config_view import config_lines, diff_lines
+from ..config_view import _scalar, config_lines
 from ..widgets.footer import LabFooter
 
 # The fields most often changed between runs; anything else goes in "more".
@@ -33,6 +34,20 @@ FIELDS = (
     ("lora.r", "LoRA r"),
     ("training.per_device_train_batch_size", "batch"),
 )
+
+
+def change_lines(changed: dict, parent: str, overridden: set[str]) -> list[Content]:
+    """What differs from the parent, one `key: old → new` per line, so a narrow terminal wraps a
+    long value instead of cutting the line before the new value; overrides say so."""
+    if not changed:
+        return []
+    out = [Content.from_markup("[b]changes vs $parent[/b]", parent=parent)]
+    for key, pair in changed.items():
+        old, new = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else (None, pair)
+        out.append(Content.from_markup("  [$warning]$key[/]: $old → [b]$new[/b]$how", key=key, old=_scalar(old),
+                                       new=_scalar(new), how=" (--set)" if key in overridden else ""))
+    out.append(Content(""))
+    return out
 
 
 def experiment_files(ws_experiments: Path) -> list[Path]:
@@ -65,8 +80,9 @@ class LaunchScreen(Screen):
                 with Horizontal(id="fields"):
                     for key, label in FIELDS:
                         with Vertical(classes="field"):
-                            yield Label(label)
+                            yield Label(label, id=f"l-{key.replace('.', '-')}")
                             yield Input(id=f"f-{key.replace('.', '-')}", classes="override")
+                yield Static(id="field-error")  # the schema's word on a typed value, under the fields
                 with Horizontal(id="more-row"):
                     yield Label("more --set", id="more-label")
                     yield Input(placeholder="key=value key=value (e.g. lora.lora_alpha=64)", id="more")
@@ -79,7 +95,7 @@ class LaunchScreen(Screen):
         ws = self.app.workspace
         self.files = experiment_files(ws.experiments)
         where = ws.experiments if ws.experiments.is_dir() else self.files[0].parent if self.files else ws.experiments
-        self.query_one("#launch-title", Static).update(f"[b]New run[/b] · experiments in {escape(str(where))}")
+        self.query_one("#launch-title", Static).update(Content.from_markup("[b]New run[/b] · experiments in $where", where=str(where)))
         options = self.query_one("#experiments", OptionList)
         options.border_title = "Experiment"
         self.query_one("#resolved-box").border_title = "Resolved config (changes highlighted)"
@@ -89,8 +105,8 @@ class LaunchScreen(Screen):
             options.highlighted = 0
             self.preview()
         else:
-            self._status(f"[$error]no experiment files in {escape(str(ws.experiments))}: copy the shipped "
-                         f"experiments/ folder there[/]")
+            self._status(Content.from_markup("[$error]no experiment files in $where: copy the shipped experiments/ "
+                                             "folder there[/]", where=str(ws.experiments)))
         options.focus()
 
     # --- the form -----------------------------------------------------------------------------
@@ -132,15 +148,53 @@ class LaunchScreen(Screen):
     def _edited(self) -> None:
         self.preview()
 
+    def _input(self, key: str) -> Input:
+        return self.query_one(f"#f-{key.replace('.', '-')}", Input)
+
+    def field_errors(self) -> dict[str, str]:
+        """{field key, or "more": the schema's error} for typed values it refuses: checked in this
+        process as you type (engine.config.check_field, the CLI's own schema). The training
+        libraries check the rest in the subprocess when the run starts."""
+        errors: dict[str, str] = {}
+        for key, _ in FIELDS:
+            text = self._input(key).value.strip()
+            error = check_field(key, parse_value(text)) if text else None
+            if error:
+                errors[key] = error
+        more = self.query_one("#more", Input).value.strip()
+        for item in (self.overrides()[len(self._filled()):] if more else []):
+            key, sep, text = item.partition("=")
+            error = check_field(key.strip(), parse_value(text.strip())) if sep and text.strip() else None
+            if error and "more" not in errors:
+                errors["more"] = error
+        return errors
+
+    def _filled(self) -> list[str]:
+        return [key for key, _ in FIELDS if self._input(key).value.strip()]
+
+    def _mark_fields(self, errors: dict[str, str]) -> None:
+        for key, label in FIELDS:
+            widget = self.query_one(f"#l-{key.replace('.', '-')}", Label)
+            widget.update(Content.from_markup("[$error]✗ $label[/]", label=label) if key in errors else Content(label))
+        more = self.query_one("#more-label", Label)
+        more.update(Content.from_markup("[$error]more ✗[/]") if "more" in errors else Content("more --set"))
+
     def preview(self) -> None:
         path = self.experiment
         if path is None:
             return
+        errors = self.field_errors()
+        self._mark_fields(errors)
+        field_error = self.query_one("#field-error", Static)
+        field_error.display = bool(errors)
+        field_error.update(Content.from_markup("[$error]✗ $text[/]", text="; ".join(errors.values())) if errors else "")
         try:
+            if errors:
+                raise ConfigError(next(iter(errors.values())) + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
             exp = load_experiment(path, self.overrides())
         except ConfigError as e:
             self.preview_ok = False
-            self._status(f"[$error]{escape(str(e))}[/]")
+            self._status(Content.from_markup("[$error]✗ $error_text[/]", error_text=str(e)))
             self.query_one("#resolved", Static).update("")
             self.refresh_bindings()
             return
@@ -148,25 +202,30 @@ class LaunchScreen(Screen):
         cfg = exp.config
         for key, _ in FIELDS:
             value = flatten(cfg).get(key)
-            self.query_one(f"#f-{key.replace('.', '-')}", Input).placeholder = "-" if value is None else f"{value}"
-        chain = " → ".join(p.name for p in exp.chain)
-        lines = [f"[b]{escape(path.name)}[/b]" + (f"  [$text-muted]extends: {escape(chain)}[/]" if len(exp.chain) > 1 else "")]
+            self._input(key).placeholder = "-" if value is None else f"{value}"
+        info = [Content.from_markup("[b]$name[/b]", name=path.name)]
+        if len(exp.chain) > 1:
+            info[0] = info[0] + Content.from_markup("  [$text-muted]extends: $chain[/]",
+                                                    chain=" → ".join(p.name for p in exp.chain))
         if cfg.get("description"):
-            lines.append(f"[$text-muted]{escape(cfg['description'])}[/]")
+            info.append(Content.from_markup("[$text-muted]$text[/]", text=str(cfg["description"])))
         changed = exp.changed
-        parent = (exp.parent_config or {}).get("name")
+        parent = (exp.parent_config or {}).get("name") or "the file"
         if changed:
-            lines.append(f"changes vs {escape(parent or 'the file')}: " + ", ".join(diff_lines(changed)))
-        self.query_one("#exp-info", Static).update("\n".join(lines))
+            info.append(Content.from_markup("$n vs [b]$parent[/b]: listed first below", parent=str(parent),
+                                            n=f"{len(changed)} change" + ("s" if len(changed) > 1 else "")))
+        self.query_one("#exp-info", Static).update(Content("\n").join(info))
         marks = {k: "$warning" for k in changed}
         marks.update({k: "$accent" for k in flatten(exp.overrides)})
         shown = {k: v for k, v in cfg.items() if k not in ("description", "name")}
-        self.query_one("#resolved", Static).update("\n".join(config_lines(shown, marks)))
+        lines = change_lines(changed, str(parent), set(flatten(exp.overrides)))
+        lines += [Content.from_markup(line) for line in config_lines(shown, marks)]
+        self.query_one("#resolved", Static).update(Content("\n").join(lines))
         cmd = cli_runner.display(self.argv(queue=False))
-        self._status(f"[$text-muted]{escape(cmd)}[/]  [b $accent]ctrl+s[/] start  [b $accent]ctrl+t[/] queue")
+        self._status(Content.from_markup("[$text-muted]$cmd[/]  [b $accent]ctrl+s[/] start  [b $accent]ctrl+t[/] queue", cmd=cmd))
         self.refresh_bindings()
 
-    def _status(self, text: str) -> None:
+    def _status(self, text: str | Content) -> None:
         self.query_one("#launch-status", Static).update(text)
 
     # --- starting -----------------------------------------------------------------------------
@@ -203,7 +262,7 @@ class LaunchScreen(Screen):
         self.last_result = result
         self.refresh_bindings()
         if not result.ok:
-            self._status(f"[$error]could not start: {escape(result.message)}[/]")
+            self._status(Content.from_markup("[$error]could not start: $message[/]", message=result.message))
             return
         ids = result.ids
         verb = "queued" if queue else "started"
