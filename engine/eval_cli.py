@@ -586,19 +586,27 @@ def cmd_doctor(args) -> int:
 # --- registration --------------------------------------------------------------------------------------
 
 
+def _choices(key: str) -> str:
+    from .config import CHOICES
+
+    return "{" + ",".join(CHOICES[f"eval.{key}"]) + "}"
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run's checkpoint (or a base model) on the test split")
     p.add_argument("run", help="run id, unique prefix or 'last'; or an experiment file with --base")
     p.add_argument("--checkpoint", "-c", help="latest (default), best, a step number, or a checkpoint folder")
     p.add_argument("--base", action="store_true", help="the base model without the adapter (the baseline row)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default) picks the GPU when there is one")
+    # the choices come from the experiment schema (engine.config.CHOICES) and are checked by settings_from,
+    # so `--split tset` and `eval.split: tset` in a file are refused in the same words
+    p.add_argument("--device", metavar=_choices("device"), help="auto (default) picks the GPU when there is one")
     p.add_argument("--n", type=int, help="number of examples, 0 for all (default: the experiment's eval.n)")
-    p.add_argument("--split", choices=("test", "eval", "train"), help="default test")
-    p.add_argument("--mode", choices=("score", "generate"), help="score: log-likelihood of each choice (default); "
+    p.add_argument("--split", metavar=_choices("split"), help="default test")
+    p.add_argument("--mode", metavar=_choices("mode"), help="score: log-likelihood of each choice (default); "
                    "generate: parse the generated answer")
     p.add_argument("--temperature", type=float, nargs="+", metavar="T", help="generate mode: one or more temperatures (0 = greedy)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="default: model.dtype of the experiment")
+    p.add_argument("--dtype", metavar=_choices("dtype"), help="default: model.dtype of the experiment")
     p.add_argument("--max-new-tokens", type=int, help="generate mode (default 5)")
     p.add_argument("--seed", type=int, help="sampling seed (default 0)")
     p.add_argument("--foreground", "-f", action="store_true", help="wait, show progress, print the summary")
@@ -633,7 +641,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", "-c")
     p.add_argument("--base", action="store_true")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", metavar=_choices("dtype"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parity)
 

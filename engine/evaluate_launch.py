@@ -15,13 +15,13 @@ from pathlib import Path
 import yaml
 
 from . import launcher, store
-from .config import DEFAULTS, ConfigError
+from .config import CHOICES, DEFAULTS, ConfigError, check_field
 from .evalstore import EVAL_FILE, EvalNotFound
 
-MODES = ("score", "generate")
-DEVICES = ("auto", "cpu", "cuda")
-SPLITS = ("test", "eval", "train")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+MODES, DEVICES, SPLITS, DTYPES = (CHOICES[f"eval.{k}"] for k in ("mode", "device", "split", "dtype"))  # one schema
+# the `labtui eval` flag of each eval.json setting: a value given on the command line is named by its flag
+FLAGS = {"n": "--n", "mode": "--mode", "device": "--device", "split": "--split", "temperatures": "--temperature",
+         "batch_size": "--batch-size", "max_new_tokens": "--max-new-tokens", "dtype": "--dtype", "seed": "--seed"}
 ADAPTER_DIR = "adapter"  # the final LoRA adapter the worker saves when training completes
 
 
@@ -110,25 +110,20 @@ def _by_step(run, step, cps, problems, adapter, final_step, available, what) -> 
 
 
 def settings_from(cfg: dict, **given) -> dict:
-    """eval.json's settings: what was given (None = the experiment's `eval:` default)."""
+    """eval.json's settings: what was given (None = the experiment's `eval:` default), each checked
+    against the experiment schema (engine.config.check_field): a bad value is refused with the same
+    words as in an experiment file, named by its flag when it was given (`--split must be one of ...`)."""
     d = eval_defaults(cfg)
-    s = {k: (given.get(k) if given.get(k) is not None else d.get(k))
-         for k in ("n", "mode", "device", "split", "temperatures", "batch_size", "max_new_tokens", "dtype", "seed")}
-    s["temperatures"] = [float(t) for t in (s["temperatures"] or [0.0])]
-    if s["mode"] not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {s['mode']!r}")
-    if s["device"] not in DEVICES:
-        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {s['device']!r}")
-    if s["split"] not in SPLITS:
-        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {s['split']!r}")
-    if s["dtype"] not in (None, *DTYPES):
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {s['dtype']!r}")
-    if int(s["batch_size"]) < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {s['batch_size']}")
-    if s["n"] is not None and int(s["n"]) < 0:
-        raise ConfigError(f"--n must be 0 (all) or more, got {s['n']}")
-    if any(t < 0 for t in s["temperatures"]):
-        raise ConfigError("--temperature values must be 0 (greedy) or more")
+    s = {k: (given.get(k) if given.get(k) is not None else d.get(k)) for k in FLAGS}
+    if isinstance(s["temperatures"], (list, tuple)):
+        s["temperatures"] = list(s["temperatures"]) or [0.0]
+    elif s["temperatures"] is None:
+        s["temperatures"] = [0.0]
+    for key, flag in FLAGS.items():
+        err = check_field(f"eval.{key}", s[key])
+        if err:
+            raise ConfigError(flag + err[len(f"eval.{key}"):] if given.get(key) is not None else err)
+    s["temperatures"] = [float(t) for t in s["temperatures"]]
     if s["mode"] == "score" and s["temperatures"] != [0.0] and given.get("temperatures"):
         raise ConfigError("--temperature is for --mode generate; score mode is deterministic")
     s["purpose"] = given.get("purpose") or "eval"

@@ -339,3 +339,27 @@ def test_history_says_other_examples_when_n_and_split_agree_but_the_ids_do_not(w
     row = next(r for r in rows if r.run_id == other.id)
     assert row.diff is None and row.not_comparable == "different examples"
     assert "not evaluated on the same examples" in row.compare_error
+
+
+# --- 7. one schema for the eval settings' choices ------------------------------------------------------------
+
+
+def test_eval_choices_come_from_the_experiment_schema_and_are_refused_alike(ws):
+    import yaml
+
+    from engine.config import check_field
+
+    base, tuned = night(ws)
+    before = sorted(p.name for p in tuned.file("evals").iterdir())
+    proc = labtui(ws, "eval", tuned.id, "--split", "tset")
+    file_words = check_field("eval.split", "tset")
+    assert file_words.startswith("eval.split must be one of test, eval, train, got 'tset'")
+    assert proc.returncode == 2 and proc.stderr == f"labtui: error: --split{file_words[len('eval.split'):]}\n"
+    cfg = yaml.safe_load(tuned.file(store.CONFIG_FILE).read_text())  # a run made before eval.split was checked
+    cfg["eval"]["split"] = "tset"
+    tuned.file(store.CONFIG_FILE).write_text(yaml.safe_dump(cfg))
+    proc = labtui(ws, "eval", tuned.id)
+    assert proc.returncode == 2 and proc.stderr == f"labtui: error: {file_words}\n"
+    proc = labtui(ws, "eval", tuned.id, "--split", "test", "--dtype", "bf16")
+    assert proc.returncode == 2 and "--dtype must be one of auto, float32, bfloat16, float16" in proc.stderr
+    assert sorted(p.name for p in tuned.file("evals").iterdir()) == before

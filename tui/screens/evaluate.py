@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from textual.worker import get_current_worker
 
 from engine import store
+from engine.config import CHOICES
 from engine.fmt import printable
 
 from .. import cli_runner, evals, messages
@@ -25,8 +26,8 @@ from .. import format as fmt
 from ..widgets.footer import LabFooter
 from ..widgets.number_input import NumberInput
 
-DEVICES = {"cpu": "CPU", "cuda": "GPU (cuda)"}
-MODES = ("score", "generate")
+DEVICES = {"cpu": "CPU", "cuda": "GPU (cuda)"}  # the two `d` switches between (eval.device's auto is the CLI's)
+MODES = CHOICES["eval.mode"]  # the experiment schema's, as `labtui eval --mode` checks them
 POLL_S = 0.5
 
 
