@@ -266,7 +266,9 @@ def experiments(ws: store.Workspace) -> None:
     """A parent and a child experiment over a local model folder and data file (nothing is trained)."""
     (ws.root / "model").mkdir()
     (ws.root / "model" / "config.json").write_text("{}")
-    (ws.root / "data.json").write_text("{}")
+    from engine.demo import synth_pubmedqa
+
+    (ws.root / "data.json").write_text(json.dumps(synth_pubmedqa(20)))  # `labtui run` checks the data's labels
     (ws.root / "experiments").mkdir()
     (ws.root / "experiments" / "base.yaml").write_text(
         "description: the parent\nmodel:\n  model_name_or_path: ./model\ntrainer: trainer\nlora:\n  r: 4\n"
