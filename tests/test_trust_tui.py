@@ -17,15 +17,13 @@ from textual.widgets import Log, Static
 from engine import alerts, store
 from engine.fmt import last_cr_segment
 from test_tui_app import app_for, until
-from test_tui_data import T0, clock, make_eval, make_run
+from test_tui_data import T0, make_eval, make_run
 from tui import messages
-from tui.monitor import EvalInfo
 from tui.scan import RunRow
 from tui.screens.log import LogScreen
 from tui.tail import TailSnapshot
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.run_list import RunList
-from tui.widgets.run_panels import StatusPanel, SystemPanel, ThroughputPanel, status_text, system_text, throughput_text
+from tui.widgets.run_panels import StatusPanel, SystemPanel, ThroughputPanel, system_text, throughput_text
 
 pytestmark = pytest.mark.anyio
 
