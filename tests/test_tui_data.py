@@ -113,8 +113,11 @@ def make_run(ws: store.Workspace, run_id: str, experiment: str, *, status: str =
             f.write(f"{{'loss': '{loss0:.3f}', 'step': {step}}}\n")
         if error:
             f.write(f"[labtui] {status}: {error}\n")
-    for step in checkpoints:
-        (path / store.CHECKPOINTS_DIR / f"checkpoint-{step}").mkdir(parents=True)
+    for step in checkpoints:  # complete as a save leaves them (engine.store.checkpoint_problem)
+        cp = path / store.CHECKPOINTS_DIR / f"checkpoint-{step}"
+        cp.mkdir(parents=True)
+        (cp / store.CHECKPOINT_STATE_FILE).write_text(store.dumps({"global_step": step}) + "\n")
+        (cp / "adapter_model.safetensors").write_bytes(b"\0" * 8)
     if notes:
         run.write_notes(notes)
     return run
