@@ -182,5 +182,10 @@ def cmd_demo(ws: store.Workspace, args) -> int:
         return follow_many(runs)
     from tui.app import LabApp
 
-    LabApp(workspace=ws).run()
+    app = LabApp(workspace=ws)
+    if reuse:  # said on the dashboard too: the lines above are hidden while it is open
+        note = (f"{len(reuse)} of the demo runs are already here ({', '.join(sorted(reuse))}): not queued again. "
+                "`labtui demo --again` queues fresh ones.")
+        app.call_later(lambda: app.notify(note, title="labtui demo", timeout=15))
+    app.run()
     return 0

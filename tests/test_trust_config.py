@@ -262,6 +262,32 @@ def test_demo_twice_reuses_the_demo_runs(workspace, capsys, monkeypatch):
     assert rc == 0 and len(workspace.runs()) == 7
 
 
+def test_demo_again_with_the_dashboard_says_so_there(workspace, monkeypatch):
+    """In a terminal `labtui demo` opens the dashboard, which hides what it printed: it says so there."""
+    import asyncio
+
+    from tui.app import LabApp
+
+    monkeypatch.setattr(launcher, "start", lambda run, **k: None)
+    for name in ("demo-baseline", "demo-tuned", "demo-sft"):
+        run = launcher.create_training_run(workspace, load_experiment(workspace.experiments / f"{name}.yaml"))
+        run.update_state(status="completed")
+    opened: list[LabApp] = []
+    monkeypatch.setattr(LabApp, "run", lambda self, *a, **k: opened.append(self))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert cli.main(["--workspace", str(workspace.root), "demo"]) == 0
+    assert len(workspace.runs()) == 3 and len(opened) == 1
+
+    async def shown() -> list[str]:
+        async with opened[0].run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            return [n.message for n in opened[0]._notifications]
+
+    (note,) = asyncio.run(shown())
+    assert "3 of the demo runs are already here" in note and "labtui demo --again" in note
+
+
 def test_hand_started_callback_run_has_one_name(tmp_path, monkeypatch):
     from engine.callback import LabtuiCallback
 
