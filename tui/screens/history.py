@@ -180,7 +180,8 @@ class HistoryScreen(HonestKeys, Screen):
         bits = [Content.from_markup("[b]History[/b] $n rows", n=str(len(self.rows)))]
         if self.filter_text:
             bits.append(Content.from_markup("filter '$text': $shown", text=printable(self.filter_text), shown=str(shown)))
-        bits.append(Content.from_markup(f"headline {self.prefer} ([b $accent]f[/])"))
+        if self.prefer == "best":  # the default (the final checkpoint's eval) goes without saying
+            bits.append(Content.from_markup("headline best ([b $accent]f[/])"))
         bits.append(Content.from_markup(f"sort $key {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])",
                                         key=self.sort_key))
         bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
