@@ -28,11 +28,6 @@ def list_evals(run: store.Run) -> list[dict]:
     return _evalstore().list_evals(run)
 
 
-def latest_eval(run: store.Run) -> dict | None:
-    """The newest completed evaluation that is not a parity check."""
-    return _evalstore().latest_eval(run)
-
-
 def eval_row(path: Path) -> dict:
     return _evalstore().eval_row(path)
 
