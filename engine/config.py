@@ -214,15 +214,18 @@ def _template_error(template: str) -> str | None:
 
 def _choices_error(value: list) -> str | None:
     if not value or not all(isinstance(c, str) and c.strip() for c in value):
-        return f"task.choices must be a list of non-empty strings, got {value!r}"
+        return f"task.choices must be a list of non-empty strings, got {repr(value)[:80]}"
     if len(set(value)) != len(value):
-        return f"task.choices lists an answer twice: {value!r}"
+        return f"task.choices lists an answer twice: {repr(value)[:80]}"
+    odd = [c for c in value if c != c.strip().lower()]
+    if odd:  # evaluation compares them with the data's answers lowercased and stripped
+        return f"task.choices are matched to the data's answers in lower case: write {odd[0].strip().lower()!r}, not {odd[0]!r}"
     return None
 
 
 def _temperatures_error(value: list) -> str | None:
     if not value or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0 for t in value):
-        return f"eval.temperatures must be a list of numbers, 0 (greedy) or more, got {value!r}"
+        return f"eval.temperatures must be a list of numbers, 0 (greedy) or more, got {repr(value)[:80]}"
     return None
 
 
@@ -307,7 +310,8 @@ def check_field(dotted_key: str, value: Any) -> str | None:
     if value is None:
         return None if spec.nullable else f"{dotted_key} must be set, got null"
     kind = spec.kind
-    got = f", got {value!r}"
+    shown = repr(value)
+    got = f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
     is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),

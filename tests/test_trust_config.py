@@ -141,6 +141,8 @@ def test_check_field_answers_for_one_key():
     assert check_field("trainer", None) == "trainer must be set, got null"
     assert check_field("training.some_library_key", object()) is None  # the libraries check those
     assert check_field("task.choices", ["yes", "yes"]).startswith("task.choices lists an answer twice")
+    assert "write 'yes', not 'Yes'" in check_field("task.choices", ["Yes", "no"])  # never matched otherwise
+    assert check_field("lora.r", list(range(1000))).endswith("...")  # one short line, whatever was given
 
 
 def test_choices_come_from_one_place():
