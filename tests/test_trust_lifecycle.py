@@ -378,7 +378,7 @@ def test_stop_never_signals_a_process_without_a_recorded_start_time(tmp_path):
 
 
 def test_retry_of_a_copied_folder_runs_in_the_workspace_given(tmp_path):
-    elsewhere = "/nonexistent/someone-elses-workspace"
+    elsewhere = str(tmp_path / "someone-elses-workspace")  # named in run.json, absent here
     ws = _ws(tmp_path / "mine")
     _occupy_slot(ws)  # keeps the retried training run queued: no worker starts
     copied = _stopped_train_run(ws, root=elsewhere)
@@ -392,11 +392,12 @@ def test_retry_of_a_copied_folder_runs_in_the_workspace_given(tmp_path):
 def test_retry_of_a_command_run_shows_the_command_and_needs_yes(tmp_path):
     ws = _ws(tmp_path, concurrency=2)
     old = ws.create_run("script", {"experiment": "script", "kind": "script", "script_command": QUICK, "cwd": "/elsewhere",
-                                   "workspace": "/nonexistent/ws"})
+                                   "workspace": str(tmp_path / "someone-elses-workspace")})
     old.update_state(status="completed", ended=time.time(), exit_code=0)
     out = labtui(ws.root, "retry", old.id)  # no terminal to ask on (CI)
     assert out.returncode == 2 and "add --yes" in out.stderr and "hello from the command" in out.stderr
     assert [r.id for r in ws.runs()] == [old.id]  # nothing created
+    assert not (tmp_path / "someone-elses-workspace").exists()
     out = labtui(ws.root, "retry", old.id, "--yes", check=True)
     assert "running again:" in out.stderr and "hello from the command" in out.stderr
     new = ws.run(out.stdout.strip())
