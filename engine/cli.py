@@ -213,11 +213,10 @@ def cmd_demo(args) -> int:
 def cmd_tui(args) -> int:
     ws = workspace_from(args)
     try:
-        from tui.app import LabApp
+        from tui.app import main as tui_main
     except ImportError as e:
         raise UsageError(f"the TUI is not available: {e}") from None
-    LabApp(workspace=ws).run()
-    return 0
+    return tui_main(ws)
 
 
 # --- parser -----------------------------------------------------------------------------------

@@ -65,13 +65,24 @@ def is_eval_dir(path: Path) -> bool:
     return (path / EVAL_FILE).exists() or (store.read_json(path / store.RUN_FILE, {}) or {}).get("kind") == "eval"
 
 
+# The fields eval_row reads, with their types: a wrong-typed one (a hand-edited or damaged file) reads as missing.
+_SETTINGS_FIELDS = {
+    "mode": store.as_text, "device": store.as_text, "device_actual": store.as_text, "checkpoint": store.as_text,
+    "checkpoint_step": store.as_whole, "split": store.as_text, "purpose": store.as_text, "n": store.as_whole,
+}
+_SUMMARY_FIELDS = {
+    "device": store.as_text, "n": store.as_whole, "accuracy": store.as_finite, "ci": store.as_reals,
+    "macro_f1": store.as_finite, "degenerate": store.as_flag, "warnings": store.as_texts, "partial": store.as_flag,
+}
+
+
 def eval_row(path: Path) -> dict:
     """The row of `labtui evals` and the TUI: cheap (four small JSON files)."""
     path = Path(path)
     ev = store.Run(path)
     info = ev.info()
-    settings = store.read_json(path / EVAL_FILE, {}) or {}
-    summary = store.read_json(path / SUMMARY_FILE, {}) or {}
+    settings = store.clean(store.read_json(path / EVAL_FILE, {}), _SETTINGS_FIELDS)
+    summary = store.clean(store.read_json(path / SUMMARY_FILE, {}), _SUMMARY_FIELDS)
     progress = ev.progress()
     state = ev.state()
     return {
@@ -723,7 +734,7 @@ def columns(source: Any) -> Columns | None:
         return None
     key = [st.st_size, st.st_mtime_ns]
     try:
-        cached = Columns.from_json((path / COLUMNS_FILE).read_text(), key)
+        cached = Columns.from_json(store.read_text(path / COLUMNS_FILE), key)
     except OSError:
         cached = None
     if cached is not None:

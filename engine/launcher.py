@@ -45,7 +45,7 @@ def create_training_run(ws: store.Workspace, exp: Experiment, argv: list[str] | 
 
 def create_script_run(ws: store.Workspace, command: list[str], argv: list[str] | None = None,
                       name: str | None = None) -> store.Run:
-    name = name or _script_name(command)
+    name = name or store.slugify(_script_name(command))  # the name its id carries, everywhere
     info = {
         "experiment": name, "kind": "script", "description": shlex.join(command), "parent": None,
         "changed": {}, "script_command": command, "command": argv or [], "workspace": str(ws.root),

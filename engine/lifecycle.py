@@ -169,10 +169,9 @@ def retry(run: store.Run, ws: store.Workspace | None = None, now: bool = False, 
         meta.update(parent=run.id, cwd=str(_cwd_in(ws, info)))
         store.atomic_write_json(new.file(store.RUN_FILE), meta)
         return _started_or_queued(ws, new, now, False, f"started {new.id}, running again: {command}")
-    try:
-        config_text = run.file(store.CONFIG_FILE).read_text()
-    except (FileNotFoundError, UnicodeDecodeError):
-        raise LifecycleError(f"{run.id} has no readable config.yaml to retry with") from None
+    config_text = store.read_text(run.file(store.CONFIG_FILE), "")
+    if not config_text.strip():
+        raise LifecycleError(f"{run.id} has no readable config.yaml to retry with")
     meta = {k: info.get(k) for k in ("experiment", "experiment_file", "chain", "description", "kind", "overrides")}
     meta.update(parent=run.id, parent_experiment=info.get("experiment"), changed={}, command=["labtui", "retry", run.id],
                 workspace=str(ws.root))

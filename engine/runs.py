@@ -188,4 +188,4 @@ def cmd_demo(ws: store.Workspace, args) -> int:
                 "`labtui demo --again` queues fresh ones.")
         app.call_later(lambda: app.notify(note, title="labtui demo", timeout=15))
     app.run()
-    return 0
+    return app.return_code or 0

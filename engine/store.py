@@ -211,6 +211,11 @@ def as_texts(x: Any) -> list | None:
     return x if isinstance(x, list) and all(isinstance(v, str) for v in x) else None
 
 
+def as_reals(x: Any) -> list | None:
+    """A list of finite numbers: an interval."""
+    return x if isinstance(x, list) and all(as_finite(v) is not None for v in x) else None
+
+
 def as_changed(x: Any) -> dict | None:
     """run.json's `changed`, {key: [parent value, value]}: the well-formed entries."""
     if not isinstance(x, dict):

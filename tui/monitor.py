@@ -308,7 +308,10 @@ class Monitor:
             return
         data = b""
         if size > log["offset"]:
-            with open(path, "rb") as f:
+            f = store.open_regular(path)  # a FIFO or a link to another file is not the run's log
+            if f is None:
+                return
+            with f:
                 f.seek(log["offset"])
                 data = f.read(LOG_CHUNK_BYTES)
         log["offset"] += len(data)

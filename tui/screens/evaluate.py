@@ -97,14 +97,16 @@ class EvalScreen(Screen):
         best = run.progress().get("best_step")
         if best is not None:
             options.append((f"best (step {best})", "best"))
-        options += [(f"step {p.name.split('-')[1]}", p.name.split("-")[1]) for p in reversed(run.checkpoints())]
+        checkpoints = run.checkpoints()
+        complete = [p for p in checkpoints if store.checkpoint_problem(p) is None]  # a half-written one cannot be evaluated
+        options += [(f"step {p.name.split('-')[1]}", p.name.split("-")[1]) for p in reversed(complete)]
         self.query_one("#checkpoint", Select).set_options(options)
         self.query_one("#checkpoint", Select).value = "latest"
         row = self.app.row(self.run_id)
         status = row.status if row else "?"
         self.query_one("#eval-title", Static).update(Content.from_markup(
             "[b]Evaluate[/b] $run · $status · $n checkpoint(s)", run=printable(self.run_id), status=printable(status),
-            n=str(len(run.checkpoints()))))
+            n=str(len(complete)) + (f" (+{len(checkpoints) - len(complete)} incomplete)" if len(complete) < len(checkpoints) else "")))
         table = self.query_one("#eval-list", DataTable)
         table.border_title = "Evaluations of this run"
         for label in ("eval", "status", "device", "mode", "step", "n", "accuracy [95% CI]", "notes"):

@@ -1,0 +1,103 @@
+"""Issue 11, the seams between the areas: a TUI that had to stop exits non-zero, the log screen reads
+only the run's own log, an eval's damaged summary reads as missing, a command run has one name, and
+the Evaluate screen offers only checkpoints that can be evaluated."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from textual.widgets import Log, Select
+
+from engine import cli, evalstore, launcher, store
+from test_tui_app import app_for, until
+from test_tui_data import make_eval, make_run
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> store.Workspace:
+    monkeypatch.setenv("LABTUI_TUI_LOG", str(tmp_path / "tui.log"))
+    w = store.Workspace(tmp_path / "ws")
+    w.logs.mkdir(parents=True)
+    return w
+
+
+def test_the_cli_passes_on_the_tuis_exit_status(ws, monkeypatch):
+    """`labtui` with no command: a dashboard that died on an error must not exit 0."""
+    import tui.app
+
+    seen = {}
+
+    def died(workspace, **kw):
+        seen["ws"] = workspace
+        return 1
+
+    monkeypatch.setattr(tui.app, "main", died)
+    assert cli.main(["--workspace", str(ws.root)]) == 1
+    assert seen["ws"].root == ws.root
+
+
+async def test_the_log_screen_does_not_follow_a_log_linked_elsewhere(ws, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret line\n")
+    run = make_run(ws, "20261122-010000-logs-a001", "logs", status="running", live=True)
+    log_file = run.file(store.LOG_FILE)
+    log_file.unlink(missing_ok=True)
+    log_file.symlink_to(secret)
+    app = app_for(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.selected_id == run.id)
+        await pilot.press("l")
+        await pilot.pause(1.5)  # a few monitor ticks
+        log = app.screen.query_one(Log)
+        assert not any("top secret" in ln for ln in log.lines)
+        assert app.is_running
+
+
+def test_an_evals_wrong_typed_settings_and_summary_read_as_missing(ws):
+    run = make_run(ws, "20261122-010000-ev-a001", "ev")
+    path = make_eval(run, "20261122-030000-eval-b001", [True, False, True])
+    summary = json.loads((path / evalstore.SUMMARY_FILE).read_text())
+    summary.update(device=5, accuracy="high", n="three", ci="wide")
+    (path / evalstore.SUMMARY_FILE).write_text(json.dumps(summary))
+    settings = json.loads((path / evalstore.EVAL_FILE).read_text())
+    settings.update(mode=["score"], checkpoint_step="last")
+    (path / evalstore.EVAL_FILE).write_text(json.dumps(settings))
+    row = evalstore.eval_row(path)
+    assert row["device"] == "cpu"  # the settings' device, the summary's being wrong-typed
+    assert row["accuracy"] is None and row["ci"] is None
+    assert row["mode"] is None and row["checkpoint_step"] is None
+    assert row["n"] == 3  # the settings' n, the summary's being wrong-typed
+
+
+def test_a_command_run_is_named_as_its_id_says(ws):
+    run = launcher.create_script_run(ws, ["python", "byo_train.py", "--lr", "5e-5"], ["labtui", "run"])
+    assert run.info()["experiment"] == "byo-train"
+    assert "-byo-train-" in run.id
+
+
+async def test_the_evaluate_screen_offers_only_complete_checkpoints(ws):
+    run = make_run(ws, "20261122-010000-cp-a001", "cp")
+    for step, complete in ((40, True), (80, False)):
+        cp = run.file(store.CHECKPOINTS_DIR) / f"checkpoint-{step}"
+        cp.mkdir(parents=True)
+        if complete:
+            (cp / store.CHECKPOINT_STATE_FILE).write_text("{}")
+            (cp / store.CHECKPOINT_WEIGHTS[0]).write_bytes(b"w" * 8)
+    app = app_for(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.selected_id == run.id)
+        await pilot.press("e")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "EvalScreen", what="the Evaluate screen")
+        await pilot.pause(0.2)
+        values = [value for _, value in app.screen.query_one("#checkpoint", Select)._options]
+        assert "40" in values and "80" not in values
+        assert os.path.isdir(run.file(store.CHECKPOINTS_DIR) / "checkpoint-80")  # nothing removed
