@@ -113,8 +113,7 @@ def _eval_lines(run: store.Run) -> list[str]:
     rows = evalstore.list_evals(run)
     if not rows:
         return []
-    headline = getattr(evalstore, "headline_eval", None)
-    top = headline(run) if headline else None
+    top = evalstore.headline_eval(run)
     lines = []
     for row in rows:
         acc = row.get("accuracy")
