@@ -14,20 +14,9 @@ from engine import cli, evalstore, launcher, store
 from test_tui_app import app_for, until
 from test_tui_data import make_eval, make_run
 
+from test_trust_tui import anyio_backend, ws  # noqa: F401 - the fixtures: asyncio, an empty workspace
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch) -> store.Workspace:
-    monkeypatch.setenv("LABTUI_TUI_LOG", str(tmp_path / "tui.log"))
-    w = store.Workspace(tmp_path / "ws")
-    w.logs.mkdir(parents=True)
-    return w
 
 
 def test_the_cli_passes_on_the_tuis_exit_status(ws, monkeypatch):
