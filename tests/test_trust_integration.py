@@ -90,3 +90,24 @@ async def test_the_evaluate_screen_offers_only_complete_checkpoints(ws):
         values = [value for _, value in app.screen.query_one("#checkpoint", Select)._options]
         assert "40" in values and "80" not in values
         assert os.path.isdir(run.file(store.CHECKPOINTS_DIR) / "checkpoint-80")  # nothing removed
+
+
+async def test_the_dashboard_headline_pairs_with_the_baseline_as_history_does(ws):
+    """With a baseline marked, the dashboard's accuracy is the eval History shows for the run: the one
+    with the baseline's N and split, not a larger newer one."""
+    from tui import baseline
+
+    base = make_run(ws, "20261122-010000-base-a001", "base")
+    make_eval(base, "20261122-030000-ev-base", [True, False, True])  # N 3
+    run = make_run(ws, "20261122-020000-tuned-a002", "tuned", created=base.info()["created"] + 60)
+    make_eval(run, "20261122-030000-ev-same-n", [True, True, True])  # N 3: 1.000
+    make_eval(run, "20261122-040000-ev-more-n", [True, False, False, False, False, False])  # N 6, newer: 0.167
+    app = app_for(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: run.id in app.evals, what="the evals")
+        assert app.evals[run.id].headline["id"] == "20261122-040000-ev-more-n"  # no baseline: the largest N
+        baseline.set(ws, base.id)
+        app.monitor.wake()
+        await until(pilot, lambda: app.evals[run.id].headline["id"] == "20261122-030000-ev-same-n",
+                    what="the headline against the baseline")
+        assert app.evals[base.id].headline["id"] == "20261122-030000-ev-base"

@@ -29,7 +29,7 @@ from typing import Callable
 from engine import store
 from textual.message import Message
 
-from . import engine_api, messages
+from . import baseline, engine_api, messages
 from .scan import RunRow, Scanner
 from .tail import RunTail
 
@@ -192,12 +192,27 @@ class Monitor:
             info = self._eval_info(row)
             if info is not None:
                 infos[row.id] = info
+        if infos:
+            infos = self._headlines(infos)
         for gone in set(self._eval_cache) - {r.id for r in self.rows}:
             del self._eval_cache[gone]
         if infos != self.evals:
             self.evals = infos
             if post:
                 self.post(messages.EvalsScanned(infos))
+
+    def _headlines(self, infos: dict[str, EvalInfo]) -> dict[str, EvalInfo]:
+        """Each run's headline eval by engine.evalstore's rule, against the baseline's headline eval
+        (its N and split) when a baseline is marked: the figure History shows for the run."""
+        from engine import evalstore
+
+        steps = {r.id: r.step for r in self.rows}
+        base_id = baseline.get(self.ws)
+        base = infos.get(base_id) if base_id else None
+        base_row = evalstore.choose_headline(base.rows, None, steps.get(base_id)) if base else None
+        return {rid: replace(info, headline=base_row if rid == base_id else
+                             evalstore.choose_headline(info.rows, base_row, steps.get(rid)))
+                for rid, info in infos.items()}
 
     def _eval_info(self, row: RunRow) -> EvalInfo | None:
         folder = self.ws.logs / row.id / "evals"
@@ -224,9 +239,7 @@ class Monitor:
             if all(isinstance(x, (int, float)) for x in (rate, done, total)) and rate > 0 and total >= done:
                 eta = (total - done) / rate
             running.append({**r, "eta_s": eta})
-        choose = getattr(evalstore, "choose_headline", None)
-        headline = choose(rows, None, row.step) if choose else None
-        info = EvalInfo(headline=headline, running=tuple(running), rows=rows)
+        info = EvalInfo(running=tuple(running), rows=rows)  # the headline: _headlines, with the baseline
         # the eval folders still going: their files are rewritten, which changes the folder's mtime
         watched = tuple((r["path"], _mtime_ns(r["path"])) for r in rows if r.get("status") not in store.FINAL)
         self._eval_cache[row.id] = (top, watched, info)
