@@ -196,7 +196,7 @@ def test_bring_your_own_script_streams_metrics(workspace):
     run = workspace.run(run_id)
     state = wait_for(run)
     assert state["status"] == "completed" and state["exit_code"] == 0
-    assert run.info()["kind"] == "script" and run.info()["experiment"] == "my_train"
+    assert run.info()["kind"] == "script" and run.info()["experiment"] == "my-train"
     train = [r for r in store.read_jsonl(run.file(store.METRICS_FILE)) if r["kind"] == "train"]
     assert [r["step"] for r in train] == [2, 4, 6, 8] and all(r["tokens"] > 0 for r in train)
     assert "my script finished" in run.file(store.LOG_FILE).read_text()

@@ -228,6 +228,9 @@ class Monitor:
         from engine import evalstore  # light, but not needed before the first eval
 
         run = store.Run(self.ws.logs / row.id)
+        # each eval folder's mtime before its files are read: a change made during the read is seen
+        # at the next tick (taken after the read, it would hide that change for good)
+        before = {str(p): _mtime_ns(p) for p in run.evals()}
         rows = tuple(evalstore.list_evals(run))
         running = []
         for r in rows:
@@ -241,7 +244,7 @@ class Monitor:
             running.append({**r, "eta_s": eta})
         info = EvalInfo(running=tuple(running), rows=rows)  # the headline: _headlines, with the baseline
         # the eval folders still going: their files are rewritten, which changes the folder's mtime
-        watched = tuple((r["path"], _mtime_ns(r["path"])) for r in rows if r.get("status") not in store.FINAL)
+        watched = tuple((r["path"], before.get(r["path"])) for r in rows if r.get("status") not in store.FINAL)
         self._eval_cache[row.id] = (top, watched, info)
         return info
 
