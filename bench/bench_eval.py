@@ -56,8 +56,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from engine import evaluate, evaluate_launch, store
-    from engine.config import load_experiment
+    from labtui.engine import evaluate, evaluate_launch, store
+    from labtui.engine.config import load_experiment
 
     ws_root = synth.demo_workspace(cache=args.cache)
     ws = store.Workspace(ws_root)
@@ -85,7 +85,7 @@ def main() -> None:
         return evaluate.Evaluation(ev)
 
     # the floor's inputs: the prompts exactly as score mode builds and orders them
-    from engine.data import format_answer, format_prompt
+    from labtui.engine.data import format_answer, format_prompt
 
     limit = evaluate.model_max_positions(model, tokenizer)
     prompts = []

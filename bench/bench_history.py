@@ -58,11 +58,11 @@ def main() -> None:
     rep = Report("history", args, f"History with {n_runs:,} evaluated runs")
 
     cli, inproc = [], []
-    from engine import store
+    from labtui.engine import store
 
     for _ in range(repeats):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "engine.cli", "--workspace", str(ws), "runs", "--json"],
+        out = subprocess.run([sys.executable, "-m", "labtui.engine.cli", "--workspace", str(ws), "runs", "--json"],
                              capture_output=True, text=True, env=child_env(), cwd=str(ROOT), check=True)
         cli.append(time.perf_counter() - t)
         rows = json.loads(out.stdout)

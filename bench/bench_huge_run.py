@@ -36,8 +36,8 @@ from bench_start import median_phases, probe
 LOADER = """
 import json, sys, time
 t = time.perf_counter()
-from tui import tail as tail_mod
-from tui.tail import RunTail
+from labtui.tui import tail as tail_mod
+from labtui.tui.tail import RunTail
 if sys.argv[2] == "jsonl":
     tail_mod.INDEX_MIN_BYTES = tail_mod.INDEX_BATCH_BYTES = 1 << 62
 t1 = time.perf_counter()
@@ -71,7 +71,7 @@ print(json.dumps({"import_s": t1 - t, "load_s": t2 - t1, "train_count": len(trai
 
 def run_json(code: str, *args: str, timeout: float = 1800) -> dict:
     env = child_env()
-    env["PYTHONPATH"] += os.pathsep + str(ROOT / "bench")
+    env["PYTHONPATH"] = str(ROOT / "bench")  # its own helpers (synth, common); labtui is installed
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
                          cwd=str(ROOT), timeout=timeout)
     if out.returncode:

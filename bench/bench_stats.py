@@ -35,7 +35,7 @@ def main() -> None:
     wait_quiet(timeout=args.wait_quiet)
     rep = Report("stats", args, f"Statistics: compare of two {n:,}-example prediction sets")
 
-    from engine import evalstore, stats
+    from labtui.engine import evalstore, stats
 
     evalstore.compare_sources(a, b)  # warm the page cache and imports
     total, cold, load, st = [], [], [], []
@@ -64,7 +64,7 @@ def main() -> None:
     cli = []
     for _ in range(max(1, repeats // 2)):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "engine.cli", "--workspace", str(a.parents[3]), "compare",
+        out = subprocess.run([sys.executable, "-m", "labtui.engine.cli", "--workspace", str(a.parents[3]), "compare",
                               str(a), str(b), "--json"], capture_output=True, text=True, env=child_env())
         cli.append(time.perf_counter() - t)
         if out.returncode:

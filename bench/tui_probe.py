@@ -44,14 +44,14 @@ def main() -> None:
     ap.add_argument("--ingest-seconds", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--entry", choices=("cli", "app"), default="cli",
-                    help="cli: engine.cli.main([]), as the `labtui` command; app: LabApp(workspace).run(), "
+                    help="cli: labtui.engine.cli.main([]), as the `labtui` command; app: LabApp(workspace).run(), "
                          "what the CLI calls once it has parsed its arguments")
     args = ap.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
 
     if args.entry == "cli":
-        import engine.cli
-    import tui.app
+        import labtui.engine.cli
+    import labtui.tui.app
     MARKS["imported"] = time.time()
     heavy = [m for m in ("torch", "transformers", "peft", "trl", "datasets") if m in sys.modules]
 
@@ -59,10 +59,10 @@ def main() -> None:
 
     from common import rss_mib
 
-    from tui import tail as tail_mod
-    from tui.screens.dashboard import DashboardScreen
-    from tui.screens.history import HistoryScreen
-    from tui.widgets.loss_chart import LossChart
+    from labtui.tui import tail as tail_mod
+    from labtui.tui.screens.dashboard import DashboardScreen
+    from labtui.tui.screens.history import HistoryScreen
+    from labtui.tui.widgets.loss_chart import LossChart
 
     if args.no_index:
         tail_mod.INDEX_MIN_BYTES = tail_mod.INDEX_BATCH_BYTES = 1 << 62
@@ -75,7 +75,7 @@ def main() -> None:
             return False
 
     info: dict = {"heavy_modules": heavy, "refresh_ms": [], "run_data_ms": [], "latency_ms": [], "polls": []}
-    App = tui.app.LabApp
+    App = labtui.tui.app.LabApp
     state = {"app": None, "posted": {}, "done": False, "writer": None}
 
     def mark(name: str, **extra) -> None:
@@ -149,7 +149,7 @@ def main() -> None:
 
     App.on_mount = on_mount
 
-    from tui.widgets import run_list as run_list_mod
+    from labtui.tui.widgets import run_list as run_list_mod
 
     orig_fill = run_list_mod.fill
 
@@ -270,11 +270,11 @@ def main() -> None:
     _ = LossChart
     os.environ.pop("LABTUI_THEME", None)
     if args.entry == "cli":
-        engine.cli.main(["--workspace", args.workspace])
+        labtui.engine.cli.main(["--workspace", args.workspace])
     else:
-        from engine import store
+        from labtui.engine import store
 
-        tui.app.LabApp(workspace=store.Workspace(args.workspace)).run()
+        labtui.tui.app.LabApp(workspace=store.Workspace(args.workspace)).run()
     if state["writer"] is not None and state["writer"].poll() is None:
         state["writer"].kill()
     from common import peak_rss_mib

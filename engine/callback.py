@@ -3,7 +3,7 @@
 labtui's own worker uses it, and any script with a `transformers.Trainer` or `trl.SFTTrainer`
 adds it with one line:
 
-    from engine.callback import LabtuiCallback
+    from labtui.engine.callback import LabtuiCallback
     trainer.add_callback(LabtuiCallback())
 
 Started by `labtui run -- python my_train.py`, it writes into that run (the launcher sets

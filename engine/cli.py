@@ -212,7 +212,7 @@ def cmd_demo(args) -> int:
 def cmd_tui(args) -> int:
     ws = workspace_from(args)
     try:
-        from tui.app import main as tui_main
+        from labtui.tui.app import main as tui_main
     except ImportError as e:
         raise UsageError(f"the TUI is not available: {e}") from None
     return tui_main(ws)
@@ -275,7 +275,7 @@ def _extra_commands():
     out = []
     for name in ("lifecycle_cli", "eval_cli"):
         try:
-            mod = __import__(f"engine.{name}", fromlist=["register"])
+            mod = __import__(f"labtui.engine.{name}", fromlist=["register"])
         except ImportError:
             continue
         out.append(mod.register)
@@ -324,6 +324,6 @@ def _permission_line(e: OSError) -> str:
 
 if __name__ == "__main__":
     # run the canonical module, so `engine.cli.UsageError` raised elsewhere is this one
-    from engine.cli import main as _main
+    from labtui.engine.cli import main as _main
 
     sys.exit(_main())

@@ -551,7 +551,7 @@ def threading_main() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="engine.evaluate")
+    ap = argparse.ArgumentParser(prog="labtui.engine.evaluate")
     ap.add_argument("eval_dir")
     args = ap.parse_args(argv)
     path = Path(args.eval_dir)

@@ -192,7 +192,7 @@ def create_base_holder(ws: store.Workspace, exp, argv: list[str] | None = None) 
 
 
 def worker_command(ev: store.Run) -> list[str]:
-    return [sys.executable, "-m", "engine.evaluate", str(ev.path)]
+    return [sys.executable, "-m", "labtui.engine.evaluate", str(ev.path)]
 
 
 def start_eval(ev: store.Run):

@@ -65,7 +65,7 @@ def worker_command(run: store.Run, resume: bool = False) -> list[str]:
     info = run.info()
     if info.get("kind") == "script":
         return list(info["script_command"])
-    return [sys.executable, "-m", "engine.worker", str(run.path), *(["--resume"] if resume else [])]
+    return [sys.executable, "-m", "labtui.engine.worker", str(run.path), *(["--resume"] if resume else [])]
 
 
 def start(run: store.Run, resume: bool = False, command: list[str] | None = None) -> subprocess.Popen:
@@ -79,9 +79,8 @@ def start(run: store.Run, resume: bool = False, command: list[str] | None = None
     log = open(run.file(store.LOG_FILE), "ab")
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.supervisor", str(run.path), "--", *command],
+            [sys.executable, "-m", "labtui.engine.supervisor", str(run.path), "--", *command],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, cwd=cwd, env=env,
         )

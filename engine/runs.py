@@ -180,7 +180,7 @@ def cmd_demo(ws: store.Workspace, args) -> int:
         print("the demo runs above are reused; `labtui demo --again` queues fresh ones", file=sys.stderr)
     if args.no_tui or not sys.stdin.isatty() or not sys.stdout.isatty():
         return follow_many(runs)
-    from tui.app import LabApp
+    from labtui.tui.app import LabApp
 
     app = LabApp(workspace=ws)
     if reuse:  # said on the dashboard too: the lines above are hidden while it is open

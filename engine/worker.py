@@ -20,7 +20,7 @@ from .errors import explain
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="engine.worker")
+    ap = argparse.ArgumentParser(prog="labtui.engine.worker")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)

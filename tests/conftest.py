@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import store
+from labtui.engine import store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa"
@@ -26,7 +26,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 @pytest.fixture(scope="session")
 def demo_assets(tmp_path_factory) -> Path:
     """A folder holding demo/ (tiny model + synthetic data), built once for the whole session."""
-    from engine import demo
+    from labtui.engine import demo
 
     root = tmp_path_factory.mktemp("demo-assets")
     demo.prepare(root, log=lambda m: None)
@@ -44,9 +44,9 @@ def workspace(tmp_path, demo_assets) -> store.Workspace:
 def labtui(ws: store.Workspace | Path, *args: str, timeout: float = 300, check: bool = False, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess against a workspace."""
     root = ws.root if isinstance(ws, store.Workspace) else Path(ws)
-    env = dict(os.environ, LABTUI_WORKSPACE=str(root), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, LABTUI_WORKSPACE=str(root))
     env.update(kw.pop("env", {}))
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "labtui.engine.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(root), stdin=subprocess.DEVNULL, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"labtui {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats as sps
 
 from conftest import SHARED_PUBMEDQA, labtui
-from engine import evalstore, store
-from engine.config import ConfigError
+from labtui.engine import evalstore, store
+from labtui.engine.config import ConfigError
 
 GOLD_FILE = SHARED_PUBMEDQA / "test_ground_truth.json"
 needs_pubmedqa = pytest.mark.skipif(not GOLD_FILE.exists(), reason=f"PubMedQA is not at {SHARED_PUBMEDQA} (../shared/data/pubmedqa from the repo root)")
@@ -265,7 +265,7 @@ def test_eval_readers_import_no_torch():
 
 
 def test_parity_report_counts_agreement_and_the_largest_loglik_difference(tmp_path):
-    from engine.eval_cli import parity_report
+    from labtui.engine.eval_cli import parity_report
 
     def planted(name, rows):
         d = tmp_path / name

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli
-from engine.config import ConfigError, deep_merge, diff, load_experiment, parse_overrides, parse_value
+from labtui.engine import cli
+from labtui.engine.config import ConfigError, deep_merge, diff, load_experiment, parse_overrides, parse_value
 
 from conftest import ROOT
 
@@ -152,7 +152,7 @@ def test_bad_set_value(workspace, capsys):
 
 def test_shipped_experiments_all_validate(workspace):
     """Every file in experiments/ parses; the GPU recipes name a hub model, the demos validate fully."""
-    from engine.runs import load_and_validate
+    from labtui.engine.runs import load_and_validate
 
     for f in sorted((ROOT / "experiments").glob("*.yaml")):
         exp = load_experiment(f)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from engine import store
+from labtui.engine import store
 
 from conftest import SHARED_PUBMEDQA, fast_overrides, labtui, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, fast_overrides, labtui, wait_for
-from engine import evalstore, store
+from labtui.engine import evalstore, store
 
 N = 40  # examples per eval: the after-training eval and the score evals below share them
 
@@ -208,7 +208,7 @@ def test_unpaired_compare_is_refused(trained, more_evals):
 
 
 def test_bad_references_exit_2_with_one_message(trained, capsys):
-    from engine import cli
+    from labtui.engine import cli
 
     ws, run = trained
     cases = [
@@ -245,7 +245,7 @@ def test_evals_listing_and_detail(trained):
 def test_parity_on_a_cpu_only_machine_says_so_and_exits_0(trained, capsys):
     import torch
 
-    from engine import cli
+    from labtui.engine import cli
 
     ws, run = trained
     if torch.cuda.is_available():
@@ -257,7 +257,7 @@ def test_parity_on_a_cpu_only_machine_says_so_and_exits_0(trained, capsys):
 
 
 def test_stop_a_running_eval_keeps_a_partial_summary(trained, more_evals):
-    from engine.eval_cli import stop_eval
+    from labtui.engine.eval_cli import stop_eval
 
     ws, run = trained
     proc = labtui(ws, "eval", run.id, "--mode", "generate", "--temperature", "0", "0.5", "1.0", "--n", "0",

@@ -8,8 +8,8 @@ import sys
 from conftest import ROOT
 
 HEAVY = ("torch", "transformers", "peft", "trl", "datasets")
-LIGHT_MODULES = ["engine.store", "engine.config", "engine.stats", "engine.cli", "engine.launcher", "engine.queue",
-                 "engine.lifecycle", "engine.lifecycle_cli", "engine.runs", "engine.sysmon", "engine.supervisor"]
+LIGHT_MODULES = ["labtui.engine.store", "labtui.engine.config", "labtui.engine.stats", "labtui.engine.cli", "labtui.engine.launcher", "labtui.engine.queue",
+                 "labtui.engine.lifecycle", "labtui.engine.lifecycle_cli", "labtui.engine.runs", "labtui.engine.sysmon", "labtui.engine.supervisor"]
 
 
 def loaded_after(statement: str) -> list[str]:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine import store
+from labtui.engine import store
 
 from conftest import ROOT, fast_overrides, labtui, wait_for
 
@@ -33,7 +33,7 @@ def wait_step(run: store.Run, step: int, timeout: float = 180) -> None:
 
 
 def test_run_survives_its_launching_shell_being_killed(workspace):
-    env = dict(os.environ, LABTUI_WORKSPACE=str(workspace.root), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, LABTUI_WORKSPACE=str(workspace.root))
     shell = subprocess.Popen(
         ["bash", "-c", f"{sys.executable} -m engine.cli run experiments/demo-sft.yaml {' '.join(fast_overrides(30))} > id.txt; sleep 600"],
         cwd=workspace.root, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
@@ -175,7 +175,7 @@ import sys
 import datasets, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 sys.path.insert(0, {root!r})
-from engine.callback import LabtuiCallback
+from labtui.engine.callback import LabtuiCallback
 
 tok = AutoTokenizer.from_pretrained("demo/tiny-llama")
 model = AutoModelForCausalLM.from_pretrained("demo/tiny-llama")
@@ -224,7 +224,7 @@ def test_failing_command_is_failed_with_its_last_line(workspace):
 def test_periodic_progress_writes_leave_the_training_thread_and_never_go_back_in_time():
     import threading
 
-    from engine.callback import LatestWriter
+    from labtui.engine.callback import LatestWriter
 
     w = LatestWriter()
     entered, gate, out = threading.Event(), threading.Event(), []

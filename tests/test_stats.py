@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import stats  # noqa: E402
-from engine.stats import (  # noqa: E402
+from labtui.engine import stats  # noqa: E402
+from labtui.engine.stats import (  # noqa: E402
     DIFF_CI_METHOD, McNemarResult, UnpairedError, cohens_h, compare, confusion_matrix,
     detectable_difference, format_p, h_magnitude, macro_f1, mcnemar, paired,
     paired_diff_interval, required_n, significance_marks, wilson_interval,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine import store
+from labtui.engine import store
 
 
 def test_reader_is_incremental_and_leaves_a_partial_last_line(tmp_path):

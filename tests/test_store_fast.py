@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from engine import store
+from labtui.engine import store
 
 
 def records(n: int = 50) -> list[dict]:

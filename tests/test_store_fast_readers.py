@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import evalstore, store
+from labtui.engine import evalstore, store
 from test_tui_data import T0, make_eval, make_run, paired_sets
-from tui import history_data, scan
-from tui import tail as tail_mod
-from tui.history_data import HistoryData
-from tui.series import Series
-from tui.tail import RunTail
+from labtui.tui import history_data, scan
+from labtui.tui import tail as tail_mod
+from labtui.tui.history_data import HistoryData
+from labtui.tui.series import Series
+from labtui.tui.tail import RunTail
 
 
 def close(a: float, b: float) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli, config, launcher, store
-from engine.config import CHOICES, ConfigError, check_field, load_experiment
+from labtui.engine import cli, config, launcher, store
+from labtui.engine.config import CHOICES, ConfigError, check_field, load_experiment
 
 from conftest import ROOT, SHARED_PUBMEDQA, fast_overrides, labtui, wait_for
 
@@ -205,7 +205,7 @@ def test_no_eval_or_no_test_examples_is_refused(workspace, capsys, no_start):
 
 @pytest.mark.skipif(not SHARED_PUBMEDQA.is_dir(), reason="../shared/data/pubmedqa is not beside this checkout")
 def test_real_pubmedqa_labels_are_checked(workspace, capsys, no_start):
-    from engine.data import check_splits
+    from labtui.engine.data import check_splits
 
     sets = ["dataset.path=" + str(SHARED_PUBMEDQA / "ori_pqal.json"),
             "dataset.test_split=" + str(SHARED_PUBMEDQA / "test_ground_truth.json")]
@@ -239,7 +239,7 @@ def test_override_run_description_names_the_overrides(workspace, capsys):
 
 
 def test_demo_twice_reuses_the_demo_runs(workspace, capsys, monkeypatch):
-    from engine import runs as runs_mod
+    from labtui.engine import runs as runs_mod
 
     started: list[str] = []
     monkeypatch.setattr(launcher, "start", lambda run, **k: started.append(run.id))
@@ -268,7 +268,7 @@ def test_demo_again_with_the_dashboard_says_so_there(workspace, monkeypatch):
     """In a terminal `labtui demo` opens the dashboard, which hides what it printed: it says so there."""
     import asyncio
 
-    from tui.app import LabApp
+    from labtui.tui.app import LabApp
 
     monkeypatch.setattr(launcher, "start", lambda run, **k: None)
     for name in ("demo-baseline", "demo-tuned", "demo-sft"):
@@ -291,7 +291,7 @@ def test_demo_again_with_the_dashboard_says_so_there(workspace, monkeypatch):
 
 
 def test_hand_started_callback_run_has_one_name(tmp_path, monkeypatch):
-    from engine.callback import LabtuiCallback
+    from labtui.engine.callback import LabtuiCallback
 
     monkeypatch.setenv("LABTUI_WORKSPACE", str(tmp_path))
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "byo_train.py"), "--lr", "5e-5"])
@@ -317,7 +317,7 @@ def test_loss_on_defaults_per_trainer_and_is_visible():
 def test_plain_trainer_labels_follow_loss_on(demo_assets):
     from transformers import AutoTokenizer
 
-    from engine.worker import plain_trainer_features
+    from labtui.engine.worker import plain_trainer_features
 
     tok = AutoTokenizer.from_pretrained(demo_assets / "tiny-llama")
     prompt, answer = "Context: aspirin helped.\nQuestion: Does aspirin help?\nAnswer:", " yes"
@@ -370,7 +370,7 @@ def screen_lines(widget) -> list[str]:
 async def test_launch_checks_values_as_you_type_at_80_columns(tmp_path):
     import shutil
 
-    from tui.app import LabApp
+    from labtui.tui.app import LabApp
 
     shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
     ws = store.Workspace(tmp_path)

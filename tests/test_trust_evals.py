@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, labtui
-from engine import evalstore, store
+from labtui.engine import evalstore, store
 from test_tui_app import app_for, fake_pynvml, until
 from test_tui_data import T0, make_eval, make_run
 
@@ -89,8 +89,8 @@ def test_headline_with_a_baseline_prefers_the_baselines_n_and_split(ws):
 
 
 def test_history_rows_use_the_headline_and_say_why_a_difference_is_missing(ws):
-    from tui.history_data import HistoryData
-    from tui.scan import row_for
+    from labtui.tui.history_data import HistoryData
+    from labtui.tui.scan import row_for
 
     base, tuned = night(ws)
     rows = HistoryData(ws).build([row_for(base), row_for(tuned)], base.id, T0 + 10_000)
@@ -143,7 +143,7 @@ def anyio_backend() -> str:
 
 @pytest.mark.anyio
 async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws):
-    from tui import baseline
+    from labtui.tui import baseline
 
     nasty = "[/] [bad a[/"
     base, tuned = night(ws, experiment="tuned[/x", notes=nasty, tuned_id="20261122-013000-tu[ned[b]-b002")
@@ -179,7 +179,7 @@ async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws
 
 @pytest.mark.anyio
 async def test_compare_screen_warns_when_both_sides_are_the_same_eval(ws):
-    from tui.screens.compare import CompareScreen
+    from labtui.tui.screens.compare import CompareScreen
 
     base, tuned = night(ws)
     app = app_for(ws)
@@ -199,8 +199,8 @@ async def test_compare_screen_warns_when_both_sides_are_the_same_eval(ws):
 @pytest.mark.anyio
 @pytest.mark.parametrize("gpu", [False, True])
 async def test_evaluate_screen_refuses_the_gpu_where_there_is_none(ws, monkeypatch, gpu):
-    from engine import sysmon
-    from tui.screens.evaluate import EvalScreen
+    from labtui.engine import sysmon
+    from labtui.tui.screens.evaluate import EvalScreen
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working=gpu))
     monkeypatch.setattr(sysmon, "_nvml_state", {"ok": None, "error": None})
@@ -258,7 +258,7 @@ def test_doctor_on_a_fresh_clone_reports_the_pubmedqa_files_as_needed_not_failed
 
 @pytest.mark.anyio
 async def test_detail_lists_each_eval_with_what_it_evaluated(ws):
-    from tui.screens.detail import RunDetailScreen
+    from labtui.tui.screens.detail import RunDetailScreen
 
     base, tuned = night(ws)
     app = app_for(ws)
@@ -307,8 +307,8 @@ def test_evals_listing_shows_split_and_base_and_no_terminal_escapes(ws):
 
 
 def test_best_checkpoint_headline_on_request(ws):
-    from tui.history_data import HistoryData
-    from tui.scan import row_for
+    from labtui.tui.history_data import HistoryData
+    from labtui.tui.scan import row_for
 
     base, tuned = night(ws)
     progress = store.read_json(tuned.file(store.PROGRESS_FILE), {})
@@ -327,8 +327,8 @@ def test_best_checkpoint_headline_on_request(ws):
 
 
 def test_history_says_other_examples_when_n_and_split_agree_but_the_ids_do_not(ws):
-    from tui.history_data import HistoryData
-    from tui.scan import row_for
+    from labtui.tui.history_data import HistoryData
+    from labtui.tui.scan import row_for
 
     base, tuned = night(ws)
     other = make_run(ws, "20261122-014000-demo-sft-c003", "demo-sft", created=T0 + 2000, steps=120, max_steps=120)
@@ -347,7 +347,7 @@ def test_history_says_other_examples_when_n_and_split_agree_but_the_ids_do_not(w
 def test_eval_choices_come_from_the_experiment_schema_and_are_refused_alike(ws):
     import yaml
 
-    from engine.config import check_field
+    from labtui.engine.config import check_field
 
     base, tuned = night(ws)
     before = sorted(p.name for p in tuned.file("evals").iterdir())

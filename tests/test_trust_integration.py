@@ -10,7 +10,7 @@ import os
 import pytest
 from textual.widgets import Log, Select
 
-from engine import cli, evalstore, launcher, store
+from labtui.engine import cli, evalstore, launcher, store
 from test_tui_app import app_for, until
 from test_tui_data import make_eval, make_run
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 def test_the_cli_passes_on_the_tuis_exit_status(ws, monkeypatch):
     """`labtui` with no command: a dashboard that died on an error must not exit 0."""
-    import tui.app
+    import labtui.tui.app
 
     seen = {}
 
@@ -29,7 +29,7 @@ def test_the_cli_passes_on_the_tuis_exit_status(ws, monkeypatch):
         seen["ws"] = workspace
         return 1
 
-    monkeypatch.setattr(tui.app, "main", died)
+    monkeypatch.setattr(labtui.tui.app, "main", died)
     assert cli.main(["--workspace", str(ws.root)]) == 1
     assert seen["ws"].root == ws.root
 
@@ -95,7 +95,7 @@ async def test_the_evaluate_screen_offers_only_complete_checkpoints(ws):
 async def test_the_dashboard_headline_pairs_with_the_baseline_as_history_does(ws):
     """With a baseline marked, the dashboard's accuracy is the eval History shows for the run: the one
     with the baseline's N and split, not a larger newer one."""
-    from tui import baseline
+    from labtui.tui import baseline
 
     base = make_run(ws, "20261122-010000-base-a001", "base")
     make_eval(base, "20261122-030000-ev-base", [True, False, True])  # N 3

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import launcher, queue, store
+from labtui.engine import launcher, queue, store
 
 from conftest import fast_overrides, labtui, wait_for
 
@@ -93,7 +93,7 @@ def _stopped_train_run(ws: store.Workspace, root: str | None = None) -> store.Ru
 
 
 def test_resume_and_eval_use_the_newest_complete_checkpoint_and_say_why(tmp_path, capsys):
-    from engine.evaluate_launch import resolve_checkpoint
+    from labtui.engine.evaluate_launch import resolve_checkpoint
 
     ws = _ws(tmp_path)
     run = _stopped_train_run(ws)
@@ -178,7 +178,7 @@ def test_a_deleted_or_corrupt_queue_file_is_rebuilt_from_the_queued_runs(tmp_pat
 
 
 def test_the_tui_monitor_starts_the_next_queued_run_when_nobody_else_does(tmp_path):
-    from tui.monitor import Monitor
+    from labtui.tui.monitor import Monitor
 
     ws = _ws(tmp_path)
     holder = _occupy_slot(ws)
@@ -427,7 +427,7 @@ def _screen_text(screen) -> str:
 
 @pytest.mark.anyio
 async def test_tui_resume_and_retry_ask_before_exceeding_the_limit_or_running_a_command(tmp_path):
-    from tui.app import LabApp
+    from labtui.tui.app import LabApp
 
     ws = _ws(tmp_path)
     _occupy_slot(ws)
@@ -461,7 +461,7 @@ async def test_tui_resume_and_retry_ask_before_exceeding_the_limit_or_running_a_
 @pytest.mark.anyio
 async def test_tui_launch_start_now_asks_when_the_slot_is_taken(tmp_path):
     from conftest import ROOT
-    from tui.app import LabApp
+    from labtui.tui.app import LabApp
 
     ws = _ws(tmp_path)
     shutil.copytree(ROOT / "experiments", ws.experiments)

@@ -14,16 +14,16 @@ import pytest
 from textual.content import Content
 from textual.widgets import Log, Static
 
-from engine import alerts, store
-from engine.fmt import last_cr_segment
+from labtui.engine import alerts, store
+from labtui.engine.fmt import last_cr_segment
 from test_tui_app import app_for, until
 from test_tui_data import T0, make_eval, make_run
-from tui import messages
-from tui.scan import RunRow
-from tui.screens.log import LogScreen
-from tui.tail import TailSnapshot
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.run_panels import StatusPanel, SystemPanel, ThroughputPanel, system_text, throughput_text
+from labtui.tui import messages
+from labtui.tui.scan import RunRow
+from labtui.tui.screens.log import LogScreen
+from labtui.tui.tail import TailSnapshot
+from labtui.tui.widgets.loss_chart import LossChart
+from labtui.tui.widgets.run_panels import StatusPanel, SystemPanel, ThroughputPanel, system_text, throughput_text
 
 pytestmark = pytest.mark.anyio
 
@@ -168,7 +168,7 @@ async def test_a_panel_that_cannot_draw_says_so_and_the_app_goes_on(ws):
 
 
 async def test_the_monitors_failure_is_shown_in_the_title_bar_and_cleared_when_it_recovers(ws, monkeypatch):
-    from tui.scan import Scanner
+    from labtui.tui.scan import Scanner
 
     make_run(ws, "20261122-010000-done-a001", "done")
     app = app_for(ws)
@@ -307,7 +307,7 @@ async def test_dashboard_shows_headline_accuracy_and_running_evals(ws):
 
 
 async def test_a_dimmed_key_says_why_and_the_palette_lists_it_greyed(ws):
-    from tui.commands import LabCommands
+    from labtui.tui.commands import LabCommands
 
     make_run(ws, "20261122-010000-done-a001", "done")
     app = app_for(ws)

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from textual.content import Content
 
-from engine import stats, store
+from labtui.engine import stats, store
 from test_tui_data import T0, clock, make_eval, make_run, paired_sets
-from tui import baseline
-from tui import format as fmt
-from tui.app import LabApp
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.run_list import RunList, order
-from tui.widgets.run_panels import StatusPanel, gpu_text
+from labtui.tui import baseline
+from labtui.tui import format as fmt
+from labtui.tui.app import LabApp
+from labtui.tui.widgets.loss_chart import LossChart
+from labtui.tui.widgets.run_list import RunList, order
+from labtui.tui.widgets.run_panels import StatusPanel, gpu_text
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests (no pytest-asyncio needed)
@@ -79,7 +79,7 @@ def test_tui_imports_no_heavy_library():
 
 
 def test_every_screen_imports_no_heavy_library():
-    mods = ", ".join(f"tui.screens.{m}" for m in ("dashboard", "launch", "evaluate", "history", "compare", "detail",
+    mods = ", ".join(f"labtui.tui.screens.{m}" for m in ("dashboard", "launch", "evaluate", "history", "compare", "detail",
                                                    "log", "help"))
     code = f"import {mods}, tui.history_data, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -233,7 +233,7 @@ def fake_pynvml(working: bool = True) -> types.ModuleType:
 
 
 def fake_gpu(monkeypatch, working: bool = True) -> None:
-    from engine import sysmon
+    from labtui.engine import sysmon
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working))
     monkeypatch.setattr(sysmon, "_nvml_state", {"ok": None, "error": None})
@@ -241,8 +241,8 @@ def fake_gpu(monkeypatch, working: bool = True) -> None:
 
 @pytest.mark.parametrize("working", [True, False])
 def test_gpu_panel_from_the_supervisors_samples(ws, monkeypatch, working):
-    from engine import sysmon
-    from tui.tail import RunTail
+    from labtui.engine import sysmon
+    from labtui.tui.tail import RunTail
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working))
     monkeypatch.setattr(sysmon, "_nvml_state", {"ok": None, "error": None})
@@ -266,7 +266,7 @@ def experiments(ws: store.Workspace) -> None:
     """A parent and a child experiment over a local model folder and data file (nothing is trained)."""
     (ws.root / "model").mkdir()
     (ws.root / "model" / "config.json").write_text("{}")
-    from engine.demo import synth_pubmedqa
+    from labtui.engine.demo import synth_pubmedqa
 
     (ws.root / "data.json").write_text(json.dumps(synth_pubmedqa(20)))  # `labtui run` checks the data's labels
     (ws.root / "experiments").mkdir()
@@ -363,7 +363,7 @@ async def test_eval_form_device_toggle_reaches_the_evals_settings(ws, monkeypatc
 
 
 async def test_a_degenerate_gpu_eval_offers_the_cpu_rerun(ws, monkeypatch):
-    from tui.cli_runner import CliResult
+    from labtui.tui.cli_runner import CliResult
 
     fake_gpu(monkeypatch)
 
@@ -438,7 +438,7 @@ async def test_baseline_and_compare_show_the_mcnemar_p_of_the_stats_module(ws):
 
 
 async def test_history_fills_in_many_new_comparisons_in_the_rows_it_shows(ws):
-    from tui import history_data
+    from labtui.tui import history_data
 
     a, b = paired_sets(n=300, b=12, c=36)
     runs = []
@@ -502,7 +502,7 @@ async def test_log_screen_follows_the_log(ws):
 
 
 async def test_palette_lists_the_actions_that_make_sense_now(ws):
-    from tui.commands import LabCommands
+    from labtui.tui.commands import LabCommands
 
     make_run(ws, "20261122-010000-done-a001", "done")
     app = app_for(ws)

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tui import format as fmt
-from tui.series import Ema, Series, downsample, ema
+from labtui.tui import format as fmt
+from labtui.tui.series import Ema, Series, downsample, ema
 
 
 def test_ema_is_tensorboards_debiased_ema_worked_by_hand():
@@ -100,9 +100,9 @@ def test_a_bucket_with_only_nan_is_kept_as_a_mark():
 
 
 def test_series_is_pure_python():
-    import tui.series
+    import labtui.tui.series
 
-    src = open(tui.series.__file__).read()
+    src = open(labtui.tui.series.__file__).read()
     imports = [ln for ln in src.splitlines() if ln.startswith(("import ", "from "))]
     assert imports == ["from __future__ import annotations", "import math", "from dataclasses import dataclass",
                        "from typing import Iterable, Sequence"]
@@ -132,8 +132,8 @@ def test_truncate_forgets_the_steps_a_resumed_run_redoes():
 
 
 def test_run_tail_applies_resumes(tmp_path):
-    from engine import store
-    from tui.tail import RunTail
+    from labtui.engine import store
+    from labtui.tui.tail import RunTail
 
     path = tmp_path / "run"
     path.mkdir()

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from engine import store
+from labtui.engine import store
 from test_tui_data import build_night, clock
-from tui import baseline
-from tui.app import LabApp
+from labtui.tui import baseline
+from labtui.tui.app import LabApp
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

@@ -23,8 +23,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT, labtui, wait_for
-from engine import alerts, store
-from engine.watchdog import loss_spike, overfitting
+from labtui.engine import alerts, store
+from labtui.engine.watchdog import loss_spike, overfitting
 
 GiB = 2**30
 
@@ -172,9 +172,9 @@ def test_degenerate_eval_reaches_the_training_run_through_the_supervisor(tmp_pat
                "cpu_rerun_command": f"labtui eval {run.id} --device cpu",
                "warnings": ["degenerate output: 'maybe' is 100% of the 40 predictions (gold has 10% 'maybe')"]}
     writer = f"import json; json.dump({summary!r}, open('summary.json', 'w'))"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     for _ in range(2):  # the same eval ending twice raises it once
-        subprocess.run([sys.executable, "-m", "engine.supervisor", str(ev_dir), "--", sys.executable, "-c",
+        subprocess.run([sys.executable, "-m", "labtui.engine.supervisor", str(ev_dir), "--", sys.executable, "-c",
                         f"import os; os.chdir({str(ev_dir)!r}); {writer}"], env=env, timeout=60, check=True)
     got = alerts.read_alerts(run)
     assert [a["kind"] for a in got] == ["degenerate_eval"]
@@ -188,7 +188,7 @@ def test_degenerate_eval_reaches_the_training_run_through_the_supervisor(tmp_pat
 
 
 def _watchdog(tmp_path, **settings):
-    from engine.watchdog import Watchdog
+    from labtui.engine.watchdog import Watchdog
 
     run = _bare_run(store.Workspace(tmp_path))
     return run, Watchdog(run, {"engine": {"alerts": settings}})
@@ -217,7 +217,7 @@ def test_watchdog_train_records(tmp_path):
 
 def test_watchdog_fingerprint_sees_frozen_weights(tmp_path):
     import torch
-    from engine.watchdog import WatchdogStop
+    from labtui.engine.watchdog import WatchdogStop
 
     run, wd = _watchdog(tmp_path, frozen_steps=2)
     model = torch.nn.Sequential(torch.nn.Linear(300, 3), torch.nn.Linear(3, 3))
@@ -255,7 +255,7 @@ def test_watchdog_fingerprint_sees_frozen_weights(tmp_path):
 
 def test_watchdog_stop_on(tmp_path):
     """stop_on asks the Trainer to save and stop at once; the run ends with WatchdogStop at train end."""
-    from engine.watchdog import WatchdogStop
+    from labtui.engine.watchdog import WatchdogStop
 
     run, wd = _watchdog(tmp_path, stop_on=["loss_spike", "nan_loss"])
     args = SimpleNamespace(fp16=False, output_dir=str(tmp_path), metric_for_best_model=None)
@@ -355,12 +355,12 @@ def planted(tmp_path_factory, demo_assets):
     ws = store.Workspace(root)
     files = [_plant(root, name, *plant) for name, plant in PLANTS.items()]
     env = dict(os.environ, LABTUI_WORKSPACE=str(root))
-    cmd = [sys.executable, "-m", "engine.cli", "run"]
+    cmd = [sys.executable, "-m", "labtui.engine.cli", "run"]
     stall = subprocess.Popen([*cmd, _plant(root, "stall", *STALL)], cwd=root, text=True, stdin=subprocess.DEVNULL,
-                             env={**env, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])},
+                             env={**env, "PYTHONPATH": str(fake)},  # NVML faked at the library boundary
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rest = subprocess.run([*cmd, *files], cwd=root, text=True, stdin=subprocess.DEVNULL, capture_output=True,
-                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+                          env=env, timeout=300)
     assert rest.returncode == 0, rest.stderr
     out, err = stall.communicate(timeout=300)
     assert stall.returncode == 0, err

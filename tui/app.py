@@ -19,8 +19,8 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import get_current_worker
 
-from engine import store
-from engine.fmt import printable
+from labtui.engine import store
+from labtui.engine.fmt import printable
 
 from . import baseline, messages
 from .commands import LabCommands

@@ -14,11 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def cli_argv(workspace: str | os.PathLike, *args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", "--workspace", str(workspace), *args]
+    return [sys.executable, "-m", "labtui.engine.cli", "--workspace", str(workspace), *args]
 
 
 def run_argv(workspace, experiment_file, overrides: list[str] = (), queue: bool = False) -> list[str]:
@@ -82,11 +81,9 @@ class CliResult:
 
 def run_cli(argv: list[str], cwd: str | os.PathLike | None = None, timeout: float = 900) -> CliResult:
     """Run a CLI command to completion (call it from a worker thread, never the UI thread)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                              stdin=subprocess.DEVNULL, env=env)
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         return CliResult(tuple(argv), 124, out, f"timed out after {timeout:.0f}s")

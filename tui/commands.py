@@ -24,7 +24,7 @@ from textual import events
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
-from engine.fmt import printable
+from labtui.engine.fmt import printable
 
 
 class HonestKeys:

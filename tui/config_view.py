@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from textual.content import Content
 
-from engine.fmt import printable
+from labtui.engine.fmt import printable
 
 
 def _scalar(v) -> str:

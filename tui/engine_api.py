@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from engine import store
+from labtui.engine import store
 
 
 class Unavailable(RuntimeError):
@@ -19,7 +19,7 @@ class Unavailable(RuntimeError):
 
 def _module(name: str) -> ModuleType | None:
     try:
-        return importlib.import_module(f"engine.{name}")
+        return importlib.import_module(f"labtui.engine.{name}")
     except ImportError:
         return None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine import store
+from labtui.engine import store
 
 from . import engine_api
 from .format import short_id
@@ -39,7 +39,7 @@ def summary(path: Path) -> dict:
 def gpu_here() -> tuple[bool, str]:
     """(whether this machine has an NVIDIA GPU, its name or why not), from NVML through engine.sysmon:
     no torch, so the TUI stays light. The eval's own `labtui eval --device cuda` checks torch too."""
-    from engine import sysmon
+    from labtui.engine import sysmon
 
     found = sysmon.gpus()
     if found:
@@ -68,7 +68,7 @@ def compare(a: Any, b: Any) -> dict:
     eval directory. Raises ValueError with the engine's message when a side has no finished
     evaluation or the two were not evaluated on the same examples."""
     es = _evalstore()
-    from engine import stats
+    from labtui.engine import stats
 
     try:
         return es.compare_sources(a, b)

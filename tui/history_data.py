@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import store
+from labtui.engine import store
 
 from . import evals
 from . import format as fmt
@@ -253,7 +253,7 @@ class HistoryData:
         ca, cb = self._correctness(a), self._correctness(b)
         if ca and cb and ca["ids"] == cb["ids"] and ca["gold"] == cb["gold"] and ca["n"] == cb["n"]:
             # the same examples and answers: what compare_sources computes, from the cached bits
-            from engine import stats
+            from labtui.engine import stats
 
             import numpy as np
 

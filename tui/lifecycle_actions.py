@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine import fmt, store
+from labtui.engine import fmt, store
 
 from . import engine_api
 

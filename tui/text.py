@@ -13,7 +13,7 @@ from typing import Iterable
 
 from textual.content import Content
 
-from engine.fmt import printable
+from labtui.engine.fmt import printable
 
 NEWLINE = Content("\n")
 

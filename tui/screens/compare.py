@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static
 
-from engine.fmt import printable
+from labtui.engine.fmt import printable
 
 from .. import evals
 from .. import format as fmt

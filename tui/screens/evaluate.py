@@ -17,9 +17,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from textual.worker import get_current_worker
 
-from engine import store
-from engine.config import CHOICES
-from engine.fmt import printable
+from labtui.engine import store
+from labtui.engine.config import CHOICES
+from labtui.engine.fmt import printable
 
 from .. import cli_runner, evals, messages
 from .. import format as fmt

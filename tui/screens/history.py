@@ -16,8 +16,8 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
-from engine import store
-from engine.fmt import printable
+from labtui.engine import store
+from labtui.engine.fmt import printable
 
 from .. import format as fmt
 from ..commands import HonestKeys

@@ -21,7 +21,7 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.content import Content
 
-from engine.config import ConfigError, check_field, flatten, load_experiment, parse_value
+from labtui.engine.config import ConfigError, check_field, flatten, load_experiment, parse_value
 
 from .. import cli_runner
 from ..config_view import _scalar, config_lines

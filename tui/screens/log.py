@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Log, Static
 
-from engine.fmt import last_cr_segment, printable
+from labtui.engine.fmt import last_cr_segment, printable
 
 from .. import messages
 from ..guard import guarded

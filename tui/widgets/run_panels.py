@@ -14,7 +14,7 @@ import time
 from textual.content import Content
 from textual.widgets import Static
 
-from engine import alerts as alerts_mod
+from labtui.engine import alerts as alerts_mod
 
 from .. import format as fmt
 from ..monitor import EvalInfo
