@@ -103,17 +103,6 @@ def alert_settings(cfg: dict | None) -> dict:
 # --- records ----------------------------------------------------------------------------------
 
 
-def _clean(x: Any) -> Any:
-    """NaN/Inf become strings so alerts.jsonl and `show --json` stay valid JSON for every reader."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def make_alert(kind: str, message: str, hint: str = "", *, step: int | None = None,
                severity: str | None = None, data: dict | None = None, t: float | None = None) -> dict:
     severity = severity or KINDS.get(kind, ("warning", ""))[0]
@@ -121,7 +110,7 @@ def make_alert(kind: str, message: str, hint: str = "", *, step: int | None = No
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     return {"kind": kind, "severity": severity, "step": None if step is None else int(step),
             "t": time.time() if t is None else float(t), "message": message, "hint": hint,
-            "data": _clean(dict(data or {}))}
+            "data": store.jsonable(dict(data or {}))}
 
 
 def read_alerts(run: store.Run) -> list[dict]:

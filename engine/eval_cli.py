@@ -24,7 +24,7 @@ UsageError = ConfigError
 
 
 def _workspace(args) -> store.Workspace:
-    from .cli import workspace_from
+    from .cli_base import workspace_from
 
     return workspace_from(args)
 
@@ -40,24 +40,13 @@ def _run(ws: store.Workspace, ref: str) -> store.Run:
         raise UsageError(str(e)) from None
 
 
-def _jsonable(obj):
-    """inf and NaN are not JSON for most readers: they travel as strings, like `labtui runs --json`."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def _print(*parts, **kw) -> None:
     """print with every part made printable: run data (ids, errors, warnings) carries no terminal escapes."""
     print(*(fmt.printable(p) for p in parts), **kw)
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(_jsonable(obj), indent=2, default=str))
+    print(json.dumps(store.jsonable(obj), indent=2, default=str))
 
 
 def _pct(x) -> str:

@@ -816,10 +816,7 @@ def find_eval(ws: store.Workspace, ref: str) -> Path:
 
 
 def _pick(paths: list[Path], ref: str, where: str) -> Path:
-    exact = [p for p in paths if p.name == ref]
-    if exact:
-        return exact[0]
-    matches = [p for p in paths if p.name.startswith(ref)] or [p for p in paths if ref in p.name]
+    matches = store.matching(paths, ref, lambda p: p.name)
     if len(matches) == 1:
         return matches[0]
     if not matches:

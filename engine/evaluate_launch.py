@@ -149,17 +149,9 @@ def create_eval(run: store.Run | None, settings: dict, *, checkpoint: str | int 
     else:
         cp_path, cp_step = resolve_checkpoint(run, checkpoint)
     ws_root = str(workspace or home.info().get("workspace") or home.path.parent.parent)
-    evals = home.file(store.EVALS_DIR)
-    evals.mkdir(parents=True, exist_ok=True)
     tag = "parity" if settings.get("purpose") == "parity" else settings["mode"]
-    while True:
-        eval_id = store.new_run_id(f"{tag}-{settings['device']}")
-        path = evals / eval_id
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
-            time.sleep(0.01)
+    path = store.new_run_dir(home.file(store.EVALS_DIR), f"{tag}-{settings['device']}")
+    eval_id = path.name
     now = time.time()
     ev = store.Run(path)
     store.atomic_write_json(path / store.RUN_FILE, {

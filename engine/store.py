@@ -725,6 +725,40 @@ def new_run_id(name: str, now: float | None = None) -> str:
     return f"{stamp}-{slugify(name)}-{secrets.token_hex(2)}"
 
 
+def new_run_dir(parent: Path, name: str) -> Path:
+    """A new, empty folder `parent/<new_run_id(name)>` (runs and evals alike): the id is taken by
+    creating the folder, so two processes never get the same one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = parent / new_run_id(name)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def matching(items: list, ref: str, key: Callable[[Any], str]) -> list:
+    """How a run or eval reference picks among `items`: the item whose key is `ref`, else those
+    whose key starts with it, else those whose key contains it (the caller says what 0 or 2+ mean)."""
+    exact = [x for x in items if key(x) == ref]
+    if exact:
+        return exact[:1]
+    return [x for x in items if key(x).startswith(ref)] or [x for x in items if ref in key(x)]
+
+
+def jsonable(x: Any) -> Any:
+    """`x` with NaN/Inf as strings ("nan", "inf") at any depth, and dict keys as strings: NaN is not
+    JSON for most readers, so every JSON labtui prints or appends carries them so."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
 # --- process liveness -------------------------------------------------------------------------
 
 
@@ -962,10 +996,10 @@ class Run:
             "created": info.get("created"),
             "started": state.get("started"),
             "ended": state.get("ended"),
-            "train_loss": _num(progress.get("train_loss")),
-            "eval_loss": _num(progress.get("best_eval_loss")),
+            "train_loss": jsonable(progress.get("train_loss")),
+            "eval_loss": jsonable(progress.get("best_eval_loss")),
             "best_step": progress.get("best_step"),
-            "tokens_per_s": _num(progress.get("tokens_per_s")),
+            "tokens_per_s": jsonable(progress.get("tokens_per_s")),
             "parent": info.get("parent"),
             "pid": state.get("pid"),
             "heartbeat": state.get("heartbeat"),
@@ -976,13 +1010,6 @@ class Run:
             "checkpoint": cp,
             "host": state.get("host"),
         }
-
-
-def _num(x: Any) -> Any:
-    """NaN/Inf are not valid JSON for most consumers; the CLI's JSON carries them as strings."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return x
 
 
 class Workspace:
@@ -1019,10 +1046,7 @@ class Workspace:
                 raise RunNotFound(f"no runs in {self.logs}")
             # the newest by creation time: ids made in the same second sort by name, not by age
             return max(runs, key=lambda r: ((r.info() or {}).get("created") or 0, r.id))
-        for r in runs:
-            if r.id == ref:
-                return r
-        matches = [r for r in runs if r.id.startswith(ref)] or [r for r in runs if ref in r.id]
+        matches = matching(runs, ref, lambda r: r.id)
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -1033,15 +1057,8 @@ class Workspace:
         raise RunNotFound(f"'{ref}' matches {len(matches)} runs: {names}{more}; give more of the id")
 
     def create_run(self, name: str, info: dict, config_text: str | None = None) -> Run:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        while True:
-            run_id = new_run_id(name)
-            path = self.logs / run_id
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                continue
+        path = new_run_dir(self.logs, name)
+        run_id = path.name
         run = Run(path)
         now = time.time()
         atomic_write_json(path / RUN_FILE, {"id": run_id, "created": now, **info})
