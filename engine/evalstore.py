@@ -544,10 +544,6 @@ def source_name(source: Any) -> str:
     return p.name
 
 
-def _labels_of(*record_sets: Mapping[str, dict]) -> list[str]:
-    return _labels_for({r.get("gold") for recs in record_sets for r in recs.values()})
-
-
 def _labels_for(golds: set) -> list[str]:
     """The answer classes: yes, no, maybe, then any other gold answer, sorted."""
     seen = dict.fromkeys(["yes", "no", "maybe"])
@@ -556,38 +552,21 @@ def _labels_for(golds: set) -> list[str]:
 
 def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None = None, method: str = "exact",
                     temperature: float | None = None) -> dict:
-    """stats.compare of two prediction sources (anything load_predictions takes, or {id: record})
-    plus, for display: name_a, name_b, labels (the answer classes), errors_a, errors_b,
-    macro_f1_a, macro_f1_b. A run stands for its headline eval (headline_pair). Raises
-    stats.UnpairedError when the example ids differ."""
+    """compare_columns of two prediction sources (anything load_predictions takes, or {id: record}
+    as it gives them). A run stands for its headline eval (headline_pair); an eval folder is read
+    from its columns file when no gold file or temperature is given. Raises stats.UnpairedError
+    when the example ids differ."""
     if not isinstance(a, Mapping) and not isinstance(b, Mapping):
         a, b, _, _ = headline_pair(a, b)
+    ca = cb = None
     if gold is None and temperature is None and not isinstance(a, Mapping) and not isinstance(b, Mapping):
         ca, cb = columns(a), columns(b)
-        if ca is not None and cb is not None:
-            return _compare_columns(ca, cb, source_name(a), source_name(b), method)
-    gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
-    ra = a if isinstance(a, Mapping) else load_predictions(a, gold_map, temperature)
-    rb = b if isinstance(b, Mapping) else load_predictions(b, gold_map, temperature)
-    try:
-        result = stats.compare({i: r["correct"] for i, r in ra.items()}, {i: r["correct"] for i, r in rb.items()}, method=method)
-    except stats.UnpairedError as e:
-        raise _unpaired(e, len(ra), len(rb)) from None
-    gold_diff = [i for i in ra if ra[i].get("gold") != rb[i].get("gold")]
-    labels = _labels_of(ra, rb)
-    ids = sorted(ra)
-    result.update(
-        name_a=source_name(a) if not isinstance(a, Mapping) else "A",
-        name_b=source_name(b) if not isinstance(b, Mapping) else "B",
-        labels=labels,
-        errors_a=error_counts(ra.values(), labels),
-        errors_b=error_counts(rb.values(), labels),
-        macro_f1_a=stats.macro_f1([ra[i]["gold"] for i in ids], [ra[i]["pred"] for i in ids], labels),
-        macro_f1_b=stats.macro_f1([rb[i]["gold"] for i in ids], [rb[i]["pred"] for i in ids], labels),
-        gold_mismatch=len(gold_diff),
-    )
-    _warn_gold(result, len(gold_diff), gold_diff[0] if gold_diff else None)
-    return result
+    if ca is None or cb is None:
+        gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
+        ca, cb = (Columns.from_records(x if isinstance(x, Mapping) else load_predictions(x, gold_map, temperature))
+                  for x in (a, b))
+    return compare_columns(ca, cb, source_name(a) if not isinstance(a, Mapping) else "A",
+                           source_name(b) if not isinstance(b, Mapping) else "B", method)
 
 
 def _unpaired(e: Exception, n_a: int, n_b: int) -> stats.UnpairedError:
@@ -747,8 +726,12 @@ def columns(source: Any) -> Columns | None:
     return cols
 
 
-def _compare_columns(ca: Columns, cb: Columns, name_a: str, name_b: str, method: str) -> dict:
-    """compare_sources on columns: the same result, from counts instead of records."""
+def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "B", method: str = "exact") -> dict:
+    """The one paired comparison of two evals' predictions (B minus A), paired by example id:
+    stats.compare_paired of their correctness (pred == gold) plus, for display: name_a, name_b,
+    labels (the answer classes), errors_a, errors_b, macro_f1_a, macro_f1_b, gold_mismatch (a
+    warning in the verdict when the gold answers differ). Raises stats.UnpairedError when the
+    example ids differ."""
     import numpy as np
 
     if ca.ids != cb.ids:  # not the same examples in the same order

@@ -35,3 +35,34 @@ def test_runs_and_evals_are_picked_by_the_same_prefix_rule(tmp_path):
 def test_runs_and_evals_take_their_ids_from_one_mkdir(tmp_path):
     made = {store.new_run_dir(tmp_path / "logs", "x").name for _ in range(50)}
     assert len(made) == 50 and all(n.endswith(("-x-" + n[-4:])) for n in made)
+
+
+def test_history_compares_through_the_one_compare_and_keeps_no_correctness_of_its_own(tmp_path, monkeypatch):
+    from test_tui_data import T0, make_eval, make_run, paired_sets
+
+    from labtui.tui import history_data, scan
+
+    ws = store.Workspace(tmp_path)
+    a, b = paired_sets()
+    runs = []
+    for i, correct in enumerate((a, b)):
+        run = make_run(ws, f"20260101-00000{i}-demo-{i:04x}", "demo", created=T0 + i)
+        make_eval(run, f"20260101-01000{i}-cpu-score-{i:04x}", correct)
+        runs.append(run)
+    calls = []
+    real = evalstore.compare_columns
+    monkeypatch.setattr(evalstore, "compare_columns", lambda *a, **k: calls.append(1) or real(*a, **k))
+    built = history_data.HistoryData(ws).build(scan.Scanner(ws).scan(), runs[0].id, T0)
+    row = next(r for r in built if r.run_id == runs[1].id)
+    ref = evalstore.compare_sources(runs[0], runs[1])
+    assert calls and (row.diff, row.p, row.verdict) == (ref["diff"], ref["mcnemar_p"], ref["verdict"])
+    cache = json.loads((ws.logs / history_data.CACHE_FILE).read_text())
+    assert "correct" not in cache  # the evals' columns files are the one copy of their answers
+
+
+def test_records_and_columns_are_compared_by_the_same_code(tmp_path):
+    recs_a = {f"q{i}": {"gold": "yes", "pred": "yes" if i % 3 else "no"} for i in range(30)}
+    recs_b = {f"q{i}": {"gold": "yes", "pred": "yes" if i % 5 else "maybe"} for i in reversed(range(30))}
+    got = evalstore.compare_sources(recs_a, recs_b)
+    want = evalstore.compare_columns(evalstore.Columns.from_records(recs_a), evalstore.Columns.from_records(recs_b))
+    assert got == want and got["errors_b"]["hedged_maybe"] == 6

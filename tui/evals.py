@@ -1,8 +1,7 @@
 """Evaluations as the TUI shows them, read through `engine.evalstore`.
 
-evalstore imports engine.stats and numpy where they are used, so this module imports it lazily: call
-these from worker threads, never while the dashboard opens. Where evalstore is missing, the
-functions raise `engine_api.Unavailable` and screens say so. No Textual here.
+Imported by the screens that show evaluations (not while the dashboard opens); call these from
+worker threads: they read files, and a comparison may read every prediction. No Textual here.
 """
 
 from __future__ import annotations
@@ -10,30 +9,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from labtui.engine import store
+from labtui.engine import evalstore, stats, store
 
-from . import engine_api
 from .format import short_id
-
-
-def _evalstore():
-    mod = engine_api._module("evalstore")
-    if mod is None:
-        raise engine_api.Unavailable("evaluations need engine/evalstore.py, which this installation does not have")
-    return mod
 
 
 def list_evals(run: store.Run) -> list[dict]:
     """The run's evaluations, oldest first (rows of `labtui evals`)."""
-    return _evalstore().list_evals(run)
+    return evalstore.list_evals(run)
 
 
 def eval_row(path: Path) -> dict:
-    return _evalstore().eval_row(path)
+    return evalstore.eval_row(path)
 
 
 def summary(path: Path) -> dict:
-    return _evalstore().read_summary(path)
+    return evalstore.read_summary(path)
+
+
+def settings_text(row: dict, short: bool = False) -> str:
+    """What an eval evaluated, in a few words (engine.evalstore.eval_settings_text)."""
+    return evalstore.eval_settings_text(row, short=short)
 
 
 def gpu_here() -> tuple[bool, str]:
@@ -50,16 +46,15 @@ def gpu_here() -> tuple[bool, str]:
 
 def headline_eval(run: store.Run, baseline: Any = None) -> dict | None:
     """engine.evalstore.headline_eval: the eval that stands for the run (its row, with `why`)."""
-    return _evalstore().headline_eval(run, baseline)
+    return evalstore.headline_eval(run, baseline)
 
 
 def pair(a: Any, b: Any) -> tuple[Any, Any, dict | None, dict | None]:
     """engine.evalstore.headline_pair: each run replaced by its headline eval folder, paired with the
     other side; (a, b, headline row of a or None, of b or None). ValueError when a run has none."""
-    es = _evalstore()
     try:
-        return es.headline_pair(a, b)
-    except es.EvalNotFound as e:
+        return evalstore.headline_pair(a, b)
+    except evalstore.EvalNotFound as e:
         raise ValueError(str(e)) from None
 
 
@@ -67,12 +62,9 @@ def compare(a: Any, b: Any) -> dict:
     """engine.evalstore.compare_sources (B minus A). Sources: a store.Run (its headline eval) or an
     eval directory. Raises ValueError with the engine's message when a side has no finished
     evaluation or the two were not evaluated on the same examples."""
-    es = _evalstore()
-    from labtui.engine import stats
-
     try:
-        return es.compare_sources(a, b)
-    except (stats.UnpairedError, es.EvalNotFound) as e:
+        return evalstore.compare_sources(a, b)
+    except (stats.UnpairedError, evalstore.EvalNotFound) as e:
         raise ValueError(str(e)) from None
 
 
@@ -87,4 +79,4 @@ def describe(src: Any) -> str:
     path = Path(src)
     run = store.Run(path.parent.parent)
     row = eval_row(path)
-    return f"{short_id(run.id, run.info().get('experiment'))} / {_evalstore().eval_settings_text(row)}"
+    return f"{short_id(run.id, run.info().get('experiment'))} / {settings_text(row)}"

@@ -7,27 +7,23 @@ McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker
 no Textual here.
 
 What it reads is cached, so History opens fast with a thousand evaluated runs: a finished eval's
-row by the modification times and sizes of its JSON files; each eval's per-example correctness
-(ids and gold answers in the file's order, correct or not, read once from
-engine.evalstore.columns) and
-each comparison by its predictions.jsonl's; so the baseline is read once, not once per row, and a
-comparison of two evals of the same examples with the same gold answers is engine.stats.compare
-on the cached correctness (what compare_sources computes, without reading the files again). The
-cache is shared by every History screen of the process and kept in `logs/.labtui-history-cache.json`
+row by the modification times and sizes of its JSON files, and each comparison by both
+predictions.jsonl's. A comparison is engine.evalstore.compare_columns (what `labtui compare`
+computes) on the evals' columns (engine.evalstore.columns); the baseline's columns are read once
+per build, not once per row. The cache is shared by every History screen of the process and kept in `logs/.labtui-history-cache.json`
 (written by the TUI, atomically; stale entries are recomputed, a damaged file is ignored), so the
 next session starts warm too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtui.engine import store
+from labtui.engine import evalstore, store
 
 from . import evals
 from . import format as fmt
@@ -82,7 +78,7 @@ def _mtime(path: Path) -> int:
 
 
 CACHE_FILE = ".labtui-history-cache.json"
-CACHE_VERSION = 3  # 2: correctness digests and bits in the predictions' file order; 3: rows with split
+CACHE_VERSION = 4  # 2: correctness digests and bits in the predictions' file order; 3: rows with split; 4: no bits
 EVAL_FILES = (store.RUN_FILE, "eval.json", "summary.json", store.PROGRESS_FILE, store.STATE_FILE)
 PREDICTIONS = "predictions.jsonl"
 PARTIAL_AFTER = 20  # more comparisons than this to compute: the rows are shown first, without them
@@ -97,10 +93,6 @@ def _stamp(path: Path) -> list[int]:
         return [0, -1]
 
 
-def _digest(items: list[str]) -> str:
-    return hashlib.sha1("\x1f".join(items).encode()).hexdigest()
-
-
 class _Cache:
     """Eval rows, per-example correctness and comparisons of one workspace (see the module's doc)."""
 
@@ -111,7 +103,7 @@ class _Cache:
         self.loaded = False
         self.dirty = False
         self.rows: dict[str, list] = {}  # eval dir (relative to logs/) -> [key, row]
-        self.correct: dict[str, list] = {}  # eval dir -> [predictions stamp, {n, ids, gold, bits}]
+        self.columns: dict[str, tuple] = {}  # eval dir -> (predictions stamp, Columns), this build only
         self.pairs: dict[str, list] = {}  # "A\nB" -> [stamps, result dict or error text]
         self.seen: set[str] = set()
 
@@ -122,7 +114,7 @@ class _Cache:
         try:
             data = json.loads(self.path.read_text())
             if data.get("version") == CACHE_VERSION:
-                self.rows, self.correct, self.pairs = data["rows"], data["correct"], data["pairs"]
+                self.rows, self.pairs = data["rows"], data["pairs"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
 
@@ -134,7 +126,6 @@ class _Cache:
         keep = self.seen
         data = {"version": CACHE_VERSION,
                 "rows": {k: v for k, v in self.rows.items() if k in keep},
-                "correct": {k: v for k, v in self.correct.items() if k in keep},
                 "pairs": {k: v for k, v in self.pairs.items() if all(x in keep for x in k.split("\n"))}}
         try:
             store.atomic_write_text(self.path, json.dumps(data, separators=(",", ":")))
@@ -186,7 +177,7 @@ class HistoryData:
                 row = dict(hit[1], path=where)
             else:
                 path = Path(where)
-                if not evals._evalstore().is_eval_dir(path):
+                if not evalstore.is_eval_dir(path):
                     continue
                 row = evals.eval_row(path)
                 if row.get("status") in store.FINAL:
@@ -196,31 +187,21 @@ class HistoryData:
             out.append(row)
         return out
 
-    def _correctness(self, path: Path) -> dict | None:
-        """{n, ids, gold, bits} of an eval's first-temperature predictions (as compare_sources pairs
-        them); None when they cannot be read (the full comparison then says why)."""
+    def _columns(self, path: Path):
+        """The eval's columns (engine.evalstore.columns), kept for this build: the baseline's are
+        read once, not once per row. None when they cannot be read (the comparison then says why)."""
         c = self._cache
         rel = c.rel(path)
         stamp = _stamp(os.path.join(path, PREDICTIONS))
-        hit = c.correct.get(rel)
+        hit = c.columns.get(rel)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        try:  # the eval's columns file: ids and answers without parsing every prediction
-            cols = evals._evalstore().columns(Path(path))
+        try:
+            cols = evalstore.columns(Path(path))
         except Exception:  # noqa: BLE001
             return None
-        if cols is None:
-            return None
-        import numpy as np
-
-        # in the file's order: evals of the same examples by the same model list them in the same order
-        # (longest prompts first); any other pair goes through compare_sources, which pairs by id
-        info = {"n": len(cols.ids), "ids": _digest(cols.ids),
-                "gold": _digest([cols.labels[g] for g in cols.gold.tolist()]),
-                "bits": ((cols.gold == cols.pred).astype(np.uint8) + ord("0")).tobytes().decode("ascii")}
-        c.correct[rel] = [stamp, info]
-        c.dirty = True
-        return info
+        c.columns[rel] = (stamp, cols)
+        return cols
 
     def cached_pair(self, a: Path, b: Path) -> dict | str | None:
         """The cached comparison of a and b if it is still valid, else None (nothing computed)."""
@@ -250,22 +231,11 @@ class HistoryData:
             return result
 
     def _compare(self, a: Path, b: Path) -> dict | str:
-        ca, cb = self._correctness(a), self._correctness(b)
-        if ca and cb and ca["ids"] == cb["ids"] and ca["gold"] == cb["gold"] and ca["n"] == cb["n"]:
-            # the same examples and answers: what compare_sources computes, from the cached bits
-            from labtui.engine import stats
-
-            import numpy as np
-
-            def bits(info: dict):
-                return np.frombuffer(info["bits"].encode("ascii"), dtype=np.uint8) == ord("1")
-
-            res = stats.compare_paired(bits(ca), bits(cb))
-        else:
-            try:
-                res = evals.compare(a, b)
-            except Exception as e:  # noqa: BLE001 - the message is shown in the row
-                return str(e)
+        ca, cb = self._columns(a), self._columns(b)
+        try:
+            res = evalstore.compare_columns(ca, cb) if ca is not None and cb is not None else evals.compare(a, b)
+        except Exception as e:  # noqa: BLE001 - the message is shown in the row
+            return str(e)
         return {k: res.get(k) for k in RESULT_KEYS}
 
     # --- the rows -----------------------------------------------------------------------------
@@ -279,24 +249,24 @@ class HistoryData:
         with c.lock:
             c.load()
             c.seen = set()
+            c.columns = {}
             try:
                 return self._build(runs, baseline_id, now, partial, prefer)
             finally:
                 c.save()
 
     def _build(self, runs, baseline_id: str | None, now: float, partial=None, prefer: str = "final") -> list[HistRow]:
-        es = evals._evalstore()
         per_run: dict[str, list[dict]] = {}
         for r in runs:
             try:
                 rows = self.eval_rows(r.id)
-            except Exception:  # noqa: BLE001 - no evalstore: runs without eval columns
+            except Exception:  # noqa: BLE001 - evals that cannot be read: the run without eval columns
                 rows = []
-            per_run[r.id] = [e for e in rows if es.finished(e)]
+            per_run[r.id] = [e for e in rows if evalstore.finished(e)]
         by_id = {r.id: r for r in runs}
 
         def headline(r: RunRow, base: dict | None) -> dict | None:
-            return es.choose_headline(per_run.get(r.id, []), base, r.step, best_step=r.best_step, prefer=prefer)
+            return evalstore.choose_headline(per_run.get(r.id, []), base, r.step, best_step=r.best_step, prefer=prefer)
 
         base_row = headline(by_id[baseline_id], None) if baseline_id in by_id else None
         base_dir = Path(base_row["path"]) if base_row else None
@@ -312,7 +282,7 @@ class HistoryData:
                       if e["path"] != head["path"]]
         for k, (r, e, sub) in enumerate(order):
             if e is not None and base_row is not None and Path(e["path"]) != base_dir:
-                order[k] = (r, dict(e, not_comparable=es.comparability(e, base_row)), sub)
+                order[k] = (r, dict(e, not_comparable=evalstore.comparability(e, base_row)), sub)
         compare = self.compare_cached
         if partial is not None and base_dir is not None:
             known = {path: self.cached_pair(base_dir, path) for path in
@@ -337,11 +307,10 @@ class HistoryData:
         if e is None:
             return HistRow(key=f"run:{r.id}", label=label, **common)
         path = Path(e["path"])
-        es = evals._evalstore()
         fields = dict(eval_path=str(path), eval_id=e["id"], accuracy=e.get("accuracy"),
                       ci=tuple(e["ci"]) if isinstance(e.get("ci"), (list, tuple)) else None, n=e.get("n"),
                       device=e.get("device"), mode=e.get("mode"), degenerate=bool(e.get("degenerate")),
-                      evaluated=es.eval_settings_text(e), evaluated_short=es.eval_settings_text(e, short=True), why=e.get("why") or "")
+                      evaluated=evalstore.eval_settings_text(e), evaluated_short=evalstore.eval_settings_text(e, short=True), why=e.get("why") or "")
         if base_dir is not None and path != base_dir:
             if e.get("not_comparable"):
                 fields.update(compare_error=f"not comparable with the baseline's eval: {e['not_comparable']}",

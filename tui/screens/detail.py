@@ -122,10 +122,9 @@ class RunDetailScreen(HonestKeys, Screen):
     def load_evals(self) -> None:
         try:
             rows = evals.list_evals(self.run)
-            es = evals._evalstore()
             lines = [markup("  $id $status $evaluated: $acc" + (" [$error]degenerate[/]" if r.get("degenerate") else "")
                             + (" (parity)" if r.get("purpose") == "parity" else ""),
-                            id=r.get("id"), status=r.get("status"), evaluated=es.eval_settings_text(r),
+                            id=r.get("id"), status=r.get("status"), evaluated=evals.settings_text(r),
                             acc=fmt.accuracy_ci(r.get("accuracy"), r.get("ci")))
                      for r in rows] or ["  none yet (e evaluates)"]
         except Exception as e:  # noqa: BLE001

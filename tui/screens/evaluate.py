@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from textual.worker import get_current_worker
@@ -48,14 +49,17 @@ class EvalScreen(Screen):
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
 
+    # start and parity wait while an eval runs; u needs a degenerate GPU eval to repeat on the CPU
+    # (bindings=True: the footer follows them)
+    busy: reactive[bool] = reactive(False, bindings=True)
+    degenerate_gpu: reactive[dict | None] = reactive(None, bindings=True)  # the settings to repeat on the CPU
+
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
         self.device = "cpu"
         self.mode = "score"
-        self.busy = False
         self.eval_dir: Path | None = None
-        self.degenerate_gpu: dict | None = None  # the settings to repeat on the CPU
         self.last_argv: list[str] | None = None
         self.last_result: cli_runner.CliResult | None = None
         self._gpu: tuple[bool, str] | None = None
@@ -146,7 +150,6 @@ class EvalScreen(Screen):
             f"mode    {choice(((m, m) for m in MODES), self.mode, 'm')}")
         self.query_one("#temps", Input).disabled = self.mode != "generate"
         self.query_one("#eval-command", Static).update(Content(printable(cli_runner.display(self.argv()))))
-        self.refresh_bindings()
 
     @on(Input.Changed)
     @on(Select.Changed)
@@ -204,7 +207,6 @@ class EvalScreen(Screen):
         self.busy = True
         self.degenerate_gpu = None
         self.last_argv = argv
-        self.refresh_bindings()
         self._status("[$accent]starting: $command[/]", command=cli_runner.display(argv))
         self.launch(argv)
 
@@ -217,7 +219,6 @@ class EvalScreen(Screen):
         self.last_result = result
         if not result.ok or not result.ids:
             self.busy = False
-            self.refresh_bindings()
             self._status("[$error]eval did not start: $why[/]", why=result.message or "no eval id printed")
             return
         self.eval_dir = self.run.file(store.EVALS_DIR) / result.ids[0]
@@ -253,7 +254,7 @@ class EvalScreen(Screen):
         if status == "completed":
             text = "[b]eval $name: accuracy $acc[/b] ($evaluated)"
             values = dict(name=name, acc=fmt.accuracy_ci(row.get("accuracy"), row.get("ci")),
-                          evaluated=evals._evalstore().eval_settings_text(row))
+                          evaluated=evals.settings_text(row))
             if row.get("degenerate"):
                 text += "\n[$error]degenerate: $degenerate[/]"
                 values["degenerate"] = "; ".join(str(w) for w in row.get("warnings") or [])
@@ -264,7 +265,6 @@ class EvalScreen(Screen):
             text = "[$error]eval $name $status: $message[/]"
             values = dict(name=name, status=status, message=row.get("error") or "")
         self._status(text, **values)
-        self.refresh_bindings()
         self.load_evals()
 
     # --- parity and the list ------------------------------------------------------------------
@@ -273,7 +273,6 @@ class EvalScreen(Screen):
         if self.busy:
             return
         self.busy = True
-        self.refresh_bindings()
         self._status("[$accent]parity: the same examples on CPU and GPU (this can take a while)…[/]")
         self.parity(cli_runner.parity_argv(self.app.workspace.root, self.run_id))
 
@@ -285,7 +284,6 @@ class EvalScreen(Screen):
     def _parity_done(self, result: cli_runner.CliResult) -> None:
         self.busy = False
         self.last_result = result
-        self.refresh_bindings()
         text = result.stdout.strip() or result.message
         style = "" if result.ok else "$error"
         self._status(f"[{style}]$text[/]" if style else "$text", text=text)
