@@ -563,11 +563,12 @@ class IndexedJsonlWriter(JsonlWriter):
         super().close()
 
 
-def read_metrics_index(path: Path, index_path: Path | None = None):
+def read_metrics_index(path: Path, index_path: Path | None = None, offset: int = 0, limit: int | None = None):
     """`(entries, end)`: the entries of metrics.idx that cover `path` (metrics.jsonl) contiguously from
-    byte 0, as a numpy structured array (`index_dtype()`), and the byte offset they cover up to.
-    None when there is no usable index; the caller then reads the JSONL. The last entry is checked
-    against its line, so an index that does not describe this file is not used."""
+    the line at byte `offset` (0: the whole file; else where a reader stopped), at most `limit` of
+    them, as a numpy structured array (`index_dtype()`), and the byte offset they cover up to.
+    None when no usable index covers that offset; the caller then reads the JSONL. The last entry
+    is checked against its line, so an index that does not describe this file is not used."""
     import numpy as np
 
     path = Path(path)
@@ -578,10 +579,14 @@ def read_metrics_index(path: Path, index_path: Path | None = None):
     try:
         n = os.stat(index_path).st_size // dtype.itemsize
         size = os.stat(path).st_size
-        entries = np.fromfile(index_path, dtype=dtype, count=n) if n else None
+        start = _find_entry(index_path, dtype, n, offset) if n else None
+        if start is None:
+            return None
+        count = n - start if limit is None else min(n - start, limit)
+        entries = np.fromfile(index_path, dtype=dtype, count=count, offset=start * dtype.itemsize)
     except (OSError, ValueError):
         return None
-    if entries is None or not len(entries) or entries["offset"][0] != 0:
+    if not len(entries):
         return None
     ends = entries["offset"] + entries["length"]
     gaps = np.flatnonzero(entries["offset"][1:] != ends[:-1])
@@ -602,6 +607,37 @@ def read_metrics_index(path: Path, index_path: Path | None = None):
     if not line.endswith(b"\n") or _kind_code(_parse_line(line)) != int(last["kind"]) & KIND_MASK:
         return None
     return entries[:k], int(ends[k - 1])
+
+
+def _find_entry(index_path: Path, dtype, n: int, offset: int) -> int | None:
+    """The number of the entry of metrics.idx whose line starts at byte `offset` of metrics.jsonl
+    (entries are in file order), by bisection reading one entry a step; None if none does."""
+    size = dtype.itemsize
+    pos = dtype.fields["offset"][1]
+    f = open_regular(index_path)
+    if f is None:
+        return None
+    with f:
+        def at(i: int) -> int:
+            f.seek(i * size + pos)
+            return int.from_bytes(f.read(8), "little")
+
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if at(mid) < offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < n and at(lo) == offset else None
+
+
+def indexed_record(f: BinaryIO, entry) -> dict | None:
+    """The record of the line an index entry points at (`f`: metrics.jsonl opened in binary mode);
+    None when that line is not a well-formed metric record."""
+    f.seek(int(entry["offset"]))
+    rec = _parse_line(f.read(int(entry["length"])))
+    return rec if isinstance(rec, dict) and metric_ok(rec) else None
 
 
 def _loads_lines(chunk: bytes) -> list[dict] | None:
@@ -676,6 +712,30 @@ class Rewinder:
                 self.last_step = max(self.last_step, _step_of(rec))
             kept.append(rec)
         return kept, rewind
+
+    def feed_entries(self, entries) -> tuple[Any, int | None]:
+        """`feed` on metrics.idx entries (read_metrics_index) instead of records: (a boolean mask of
+        the entries kept, rewind step or None). A resumed `start` is an entry of kind start with value 1."""
+        import numpy as np
+
+        code = entries["kind"] & KIND_MASK
+        step = entries["step"]
+        step = np.where(np.isfinite(step), step, 0.0)
+        keep = np.ones(len(entries), dtype=bool)
+        steps_seen = (code == KIND_CODES["train"]) | (code == KIND_CODES["eval"])
+        last_step, prev, rewind = self.last_step, 0, None
+        for i in np.flatnonzero((code == KIND_CODES["start"]) & (entries["value"] == 1.0)).tolist():
+            if np.any(steps_seen[prev:i]):
+                last_step = max(last_step, int(step[prev:i][steps_seen[prev:i]].max()))
+            s = int(step[i])
+            if s < last_step:
+                rewind = s if rewind is None else min(rewind, s)
+                keep[:i] &= ~(steps_seen[:i] & (step[:i] > s))
+            last_step, prev = s, i + 1
+        if np.any(steps_seen[prev:]):
+            last_step = max(last_step, int(step[prev:][steps_seen[prev:]].max()))
+        self.last_step = last_step
+        return keep, rewind
 
 
 def _step_of(rec: dict) -> int:

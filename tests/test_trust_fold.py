@@ -66,3 +66,32 @@ def test_records_and_columns_are_compared_by_the_same_code(tmp_path):
     got = evalstore.compare_sources(recs_a, recs_b)
     want = evalstore.compare_columns(evalstore.Columns.from_records(recs_a), evalstore.Columns.from_records(recs_b))
     assert got == want and got["errors_b"]["hedged_maybe"] == 6
+
+
+def _write_metrics(path, records):
+    w = store.IndexedJsonlWriter(path)
+    for r in records:
+        w.write(r)
+    w.close()
+
+
+def test_one_metrics_index_reader_from_any_line_and_one_rewinder_for_records_and_entries(tmp_path):
+    recs = [{"kind": "start", "step": 0, "t": 0.0}]
+    recs += [{"kind": "train", "step": s, "loss": 1.0 / s, "t": float(s)} for s in range(1, 11)]
+    recs += [{"kind": "start", "resumed": True, "step": 6, "t": 20.0}]  # steps 7.. are done again
+    recs += [{"kind": "train", "step": s, "loss": 2.0 / s, "t": 20.0 + s} for s in range(7, 13)]
+    path = tmp_path / store.METRICS_FILE
+    _write_metrics(path, recs)
+    entries, end = store.read_metrics_index(path)
+    assert len(entries) == len(recs) and end == path.stat().st_size
+    middle = int(entries[5]["offset"])
+    part, end2 = store.read_metrics_index(path, offset=middle, limit=4)
+    assert [int(e["offset"]) for e in part] == [int(e["offset"]) for e in entries[5:9]]
+    assert end2 == int(entries[8]["offset"] + entries[8]["length"])
+    assert store.read_metrics_index(path, offset=middle + 1) is None  # not the start of a line
+    with open(path, "rb") as f:
+        assert store.indexed_record(f, entries[3]) == recs[3]
+    kept, rewind = store.Rewinder().feed(recs)
+    mask, rewind2 = store.Rewinder().feed_entries(entries)
+    assert rewind == rewind2 == 6
+    assert [r for r, k in zip(recs, mask) if k] == kept

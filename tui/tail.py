@@ -163,75 +163,37 @@ class RunTail:
         checked before any state changes; None when the index does not cover that offset."""
         import numpy as np
 
-        idx_path = self.metrics.path.with_suffix(".idx")
-        if not store.is_regular(idx_path):
+        got = store.read_metrics_index(self.metrics.path, offset=self.metrics.offset, limit=INDEX_CHUNK)
+        if got is None:
             return None
-        dtype = store.index_dtype()
-        try:
-            n = os.stat(idx_path).st_size // dtype.itemsize
-        except OSError:
-            return None
-        if n == 0:
-            return None
-        start = _find_entry(idx_path, dtype, n, self.metrics.offset)
-        if start is None:
-            return None
-        entries = np.fromfile(idx_path, dtype=dtype, count=min(n - start, INDEX_CHUNK),
-                              offset=start * dtype.itemsize)
-        more = n - start > len(entries)
-        ends = entries["offset"] + entries["length"]
-        gaps = np.flatnonzero(entries["offset"][1:] != ends[:-1])
-        k = int(gaps[0]) + 1 if gaps.size else len(entries)
-        k = min(k, int(np.searchsorted(ends[:k], self.metrics.size(), side="right")))
-        if k == 0:
-            return None
-        more = more and k == len(entries)
-        entries, end = entries[:k], int(ends[k - 1])
+        entries, end = got
+        count = len(entries)
+        rewinder = store.Rewinder()  # the resumes, applied to a copy until _fold
+        rewinder.last_step = self.rewinder.last_step
+        keep, rewind = rewinder.feed_entries(entries)
+        if not keep.all():
+            entries = entries[keep]
         code = entries["kind"] & store.KIND_MASK
         has_value = (entries["kind"] & store.HAS_VALUE) != 0
-        step = np.nan_to_num(entries["step"], nan=0.0)
-        # resumes, as engine.store.Rewinder.feed applies them to one batch
-        keep = np.ones(k, dtype=bool)
-        steps_seen = (code == 1) | (code == 2)
-        last_step, prev, rewind = self.rewinder.last_step, 0, None
-        for i in np.flatnonzero((code == 3) & (entries["value"] == 1.0)).tolist():
-            if np.any(steps_seen[prev:i]):
-                last_step = max(last_step, int(step[prev:i][steps_seen[prev:i]].max()))
-            s = int(step[i])
-            if s < last_step:
-                rewind = s if rewind is None else min(rewind, s)
-                keep[:i] &= ~(steps_seen[:i] & (step[:i] > s))
-            last_step, prev = s, i + 1
-        if np.any(steps_seen[prev:]):
-            last_step = max(last_step, int(step[prev:][steps_seen[prev:]].max()))
-        if not keep.all():
-            kept = np.flatnonzero(keep)
-            code, has_value, entries = code[kept], has_value[kept], entries[kept]
         lines: dict[str, dict | None] = {}
         recent: list[float] = []
         f = store.open_regular(self.metrics.path)
         if f is None:
             return None
         with f:
-            def record(i: int) -> dict | None:
-                f.seek(int(entries["offset"][i]))
-                rec = store._parse_line(f.read(int(entries["length"][i])))
-                return rec if isinstance(rec, dict) and store.metric_ok(rec) else None
-
-            if store._kind_code(record(len(entries) - 1)) != code[-1]:
-                return None  # the index does not describe this file
-            for kind, c in (("train", 1), ("eval", 2), ("start", 3), ("end", 4), ("memory", 5)):
-                where = np.flatnonzero(code == c)
+            for kind in ("train", "eval", "start", "end", "memory"):
+                where = np.flatnonzero(code == store.KIND_CODES[kind])
                 if where.size:
-                    lines[kind] = record(int(where[-1]))
-            for i in reversed(np.flatnonzero(code == 1)[-8 * SPARK_LEN:].tolist()):
-                tps = (record(i) or {}).get("tokens_per_s")
+                    lines[kind] = store.indexed_record(f, entries[int(where[-1])])
+            for i in reversed(np.flatnonzero(code == store.KIND_CODES["train"])[-8 * SPARK_LEN:].tolist()):
+                tps = (store.indexed_record(f, entries[i]) or {}).get("tokens_per_s")
                 if isinstance(tps, (int, float)):
                     recent.append(float(tps))
                     if len(recent) == SPARK_LEN:
                         break
-        return {"entries": entries, "code": code, "has_value": has_value, "end": end, "count": k, "more": more,
-                "last_step": last_step, "rewind": rewind, "lines": lines, "recent": recent[::-1]}
+        return {"entries": entries, "code": code, "has_value": has_value, "end": end, "count": count,
+                "more": count == INDEX_CHUNK, "rewinder": rewinder, "rewind": rewind, "lines": lines,
+                "recent": recent[::-1]}
 
     def _fold(self, b: dict) -> None:
         import numpy as np
@@ -240,14 +202,14 @@ class RunTail:
         if b["rewind"] is not None:
             for name in ("train", "eval"):
                 self.series[(name, "step")].truncate(b["rewind"])
-        self.rewinder.last_step = b["last_step"]
+        self.rewinder = b["rewinder"]
         t = entries["t"]
         if self.t0 is None:
             timed = np.flatnonzero(np.isfinite(t))
             if timed.size:
                 self.t0 = float(t[timed[0]])
-        for name, c in (("train", 1), ("eval", 2)):
-            sel = (code == c) & has_value
+        for name in ("train", "eval"):
+            sel = (code == store.KIND_CODES[name]) & has_value
             y, x_step, x_t = entries["value"][sel], entries["step"][sel], t[sel]
             ok = np.isfinite(x_step)
             self.series[(name, "step")].extend_arrays(x_step[ok], y[ok])
@@ -381,23 +343,3 @@ def eta_seconds(last_train: dict | None, start: dict | None) -> float | None:
     if not isinstance(pace, (int, float)) or not math.isfinite(pace) or pace <= 0:
         return None
     return (total - step) / pace
-
-
-def _find_entry(idx_path, dtype, n: int, offset: int) -> int | None:
-    """The index of the entry of metrics.idx whose line starts at byte `offset` of metrics.jsonl
-    (entries are in file order), by bisection reading one 40-byte entry a step; None if none does."""
-    size = dtype.itemsize
-    pos = dtype.fields["offset"][1]
-    with open(idx_path, "rb") as f:
-        def at(i: int) -> int:
-            f.seek(i * size + pos)
-            return int.from_bytes(f.read(8), "little")
-
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if at(mid) < offset:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo if lo < n and at(lo) == offset else None
