@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import demo, fmt, launcher, store
+from . import demo, fmt, launcher, queue, store
 from .follow import follow_progress
-from .config import ConfigError, Experiment, check_files, load_experiment, validate_with_libraries
+from .config import ConfigError, Experiment, check_files, load_experiment
+from .libcheck import validate_with_libraries
 
 DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")
 
@@ -85,12 +86,7 @@ def follow_many(runs: list[store.Run]) -> int:
 def follow(run: store.Run, out=sys.stderr) -> int:
     """Wait for a run, drawing a progress bar; Ctrl-C asks it to stop (checkpoint, then `stopped`)."""
 
-    def stop(r: store.Run) -> None:
-        try:
-            from .lifecycle import stop as stop_run
-        except ImportError:
-            return
-        stop_run(r)
+    from .lifecycle import stop
 
     state = follow_progress(run, lambda st, prog: progress_line(run.id, st, prog), stop,
                             worth_a_line=lambda _, prog: prog.get("step", 0) % 10 == 0,
@@ -158,15 +154,9 @@ def cmd_demo(ws: store.Workspace, args) -> int:
     todo = [f for f in files if f.stem not in reuse]
     exps = [load_and_validate(ws, f, []) for f in todo]
     new = [launcher.create_training_run(ws, exp, ["labtui", "demo"]) for exp in exps]
-    try:
-        from . import queue
-
-        for run in new:
-            queue.enqueue(ws, run)
-        queue.advance(ws)
-    except ImportError:
-        for run in new:
-            launcher.start(run)
+    for run in new:
+        queue.enqueue(ws, run)
+    queue.advance(ws)
     runs = []
     for f in files:
         if f.stem in reuse:
@@ -178,14 +168,11 @@ def cmd_demo(ws: store.Workspace, args) -> int:
         print(run.id)
     if reuse:
         print("the demo runs above are reused; `labtui demo --again` queues fresh ones", file=sys.stderr)
-    if args.no_tui or not sys.stdin.isatty() or not sys.stdout.isatty():
+    open_tui = getattr(args, "open_tui", None)  # the `labtui` command hands it in (labtui.main)
+    if args.no_tui or open_tui is None or not sys.stdin.isatty() or not sys.stdout.isatty():
         return follow_many(runs)
-    from labtui.tui.app import LabApp
-
-    app = LabApp(workspace=ws)
+    note = None
     if reuse:  # said on the dashboard too: the lines above are hidden while it is open
         note = (f"{len(reuse)} of the demo runs are already here ({', '.join(sorted(reuse))}): not queued again. "
                 "`labtui demo --again` queues fresh ones.")
-        app.call_later(lambda: app.notify(note, title="labtui demo", timeout=15))
-    app.run()
-    return app.return_code or 0
+    return open_tui(ws, note=note)

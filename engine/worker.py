@@ -59,6 +59,7 @@ def environment(device: str | None = None) -> dict:
 
 def train(run: store.Run, resume: bool = False) -> int:
     from .callback import LabtuiCallback
+    from .watchdog import Watchdog
 
     cfg = run.config()
     info = run.info()
@@ -67,7 +68,7 @@ def train(run: store.Run, resume: bool = False) -> int:
     cb = LabtuiCallback(run.path, empty_cache_every=int(eng.get("empty_cache_every") or 0),
                         sample_interval=float(eng.get("sample_interval") or 5.0))
     try:
-        watchdog = _make_watchdog(run, cfg, cb)
+        watchdog = Watchdog(run, cfg, cb)
         cb.watchdog = watchdog
         trainer = build_trainer(run, cfg, workspace, cb)
         store.atomic_write_json(run.file(store.ENV_FILE), {**environment(), "workspace_git": _git_commit(workspace),
@@ -80,8 +81,7 @@ def train(run: store.Run, resume: bool = False) -> int:
             checkpoint = str(cp)
             print(f"[labtui] resuming from {run.checkpoint_note()} ({cp})", flush=True)
         print(f"[labtui] training {info.get('experiment')} ({run.id})", flush=True)
-        if watchdog is not None:
-            watchdog.on_trainer(trainer)  # checks before the first step (engine/watchdog.py)
+        watchdog.on_trainer(trainer)  # checks before the first step (engine/watchdog.py)
         trainer.train(resume_from_checkpoint=checkpoint)
         status = "stopped" if cb.stop_requested else "completed"
         if status == "completed" and cfg.get("lora") is not None:
@@ -100,14 +100,6 @@ def train(run: store.Run, resume: bool = False) -> int:
             traceback.print_exc()
         print(f"[labtui] {status}: {message}", flush=True)
         return 1
-
-
-def _make_watchdog(run, cfg, cb):
-    try:
-        from .watchdog import Watchdog
-    except ImportError:
-        return None
-    return Watchdog(run, cfg, cb)
 
 
 def _git_commit(path: Path) -> str | None:
@@ -166,7 +158,7 @@ TRAINING_DEFAULTS = {
 
 
 def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
-    from .config import with_platform_defaults
+    from .libcheck import with_platform_defaults
 
     training = with_platform_defaults({**TRAINING_DEFAULTS, **(cfg.get("training") or {})}, cfg["trainer"])
     if has_eval and "eval_strategy" not in training and "evaluation_strategy" not in training:

@@ -95,3 +95,18 @@ def test_one_metrics_index_reader_from_any_line_and_one_rewinder_for_records_and
     mask, rewind2 = store.Rewinder().feed_entries(entries)
     assert rewind == rewind2 == 6
     assert [r for r, k in zip(recs, mask) if k] == kept
+
+
+def test_the_tui_calls_the_engine_directly_without_may_not_exist_scaffolding(tmp_path, monkeypatch):
+    import sys
+
+    from labtui.tui import engine_api, evals
+
+    assert not any(hasattr(engine_api, x) for x in ("Unavailable", "available", "_module", "_need"))
+    assert not hasattr(evals, "_evalstore")
+    # a broken engine module is an error the user sees, not "this installation does not have it yet"
+    monkeypatch.setitem(sys.modules, "labtui.engine.lifecycle", None)
+    ws = store.Workspace(tmp_path)
+    run = ws.create_run("x", {"experiment": "x"})
+    with pytest.raises(ImportError):
+        engine_api.stop(run)
