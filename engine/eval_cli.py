@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import sys
-import time
 from pathlib import Path
 
-from . import evalstore, fmt, store
+from . import evalstore, fmt, lifecycle, store
 from .config import ConfigError
 from .evalstore import ERROR_KINDS
 from .follow import follow_progress
@@ -124,23 +121,9 @@ def cmd_eval(args) -> int:
     return 0 if state.get("status") == "completed" else 1
 
 
-def stop_eval(ev: store.Run) -> bool:
-    """Ask a live eval to stop: it finishes its batch, writes a partial summary, ends `stopped`."""
-    state = ev.raw_state()
-    store.atomic_write_json(ev.file("stop.json"), {"t": time.time()})
-    pgid = state.get("pgid") or state.get("pid")
-    if not pgid or not store.process_alive(state.get("pid"), state.get("pid_start")):
-        return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
     """Wait for an eval with a progress line; Ctrl-C stops it (Ctrl-C again leaves it running)."""
-    state = follow_progress(ev, lambda st, prog: progress_line(ev.id, st, prog), stop_eval,
+    state = follow_progress(ev, lambda st, prog: progress_line(ev.id, st, prog), lifecycle.stop,
                             worth_a_line=lambda before, prog: _decile(prog) != _decile(before),  # a line per 10%
                             stopping=" after this batch", poll_s=0.3, out=out)
     if state is None:
@@ -231,8 +214,10 @@ def cmd_evals(args) -> int:
         if is_eval:
             path = evalstore.find_eval(ws, args.ref)
             if args.stop:
-                ok = stop_eval(store.Run(path))
-                _print(f"{path.name}: {'stopping' if ok else 'not running'}", file=sys.stderr)
+                try:
+                    _print(lifecycle.stop(store.Run(path)), file=sys.stderr)
+                except lifecycle.LifecycleError as e:  # not running (any more): nothing to stop
+                    _print(str(e), file=sys.stderr)
                 return 0
             if args.json:
                 _print_json({**evalstore.eval_row(path), "settings": evalstore.read_settings(path),

@@ -30,7 +30,10 @@ def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Cal
         if pressed > 1:
             raise KeyboardInterrupt
         out.write(f"\nstopping {run.id}{stopping} (Ctrl-C again to leave it running)\n")
-        stop(run)
+        try:
+            stop(run)
+        except Exception as e:  # noqa: BLE001 - e.g. it ended meanwhile: the stop's own message
+            out.write(fmt.printable(str(e)) + "\n")
 
     old = signal.signal(signal.SIGINT, on_int)
     tty = out.isatty()

@@ -54,10 +54,13 @@ def workspace_of(run: store.Run) -> store.Workspace:
 
 
 def stop(run: store.Run, now: bool = False) -> str:
-    """SIGTERM the run's process group (checkpoint, then `stopped`); a second stop, or now=True, SIGKILLs.
+    """SIGTERM the process group of a run or an eval (a run saves a checkpoint, an eval finishes its
+    batch and keeps a partial summary; then `stopped`); a second stop, or now=True, SIGKILLs. The
+    one stop: `labtui stop`, `labtui evals --stop`, Ctrl-C under `-f`, the TUI.
 
     A queued run is taken out of the queue. A suspended worker (SIGSTOP, Ctrl-Z) is continued after the
     signal so that it can act on it."""
+    is_eval = run.info().get("kind") == "eval"
     raw = run.raw_state()
     pid, start = raw.get("pid"), raw.get("pid_start")
     if raw.get("status") in store.LIVE and pid and not (isinstance(start, (int, float)) and not isinstance(start, bool)):
@@ -66,7 +69,7 @@ def stop(run: store.Run, now: bool = False) -> str:
                              f"pid,lstart,args` and stop it yourself")
     state = run.derive_state(raw, run.progress())
     status = state.get("status")
-    if status == "queued":
+    if status == "queued" and not is_eval:  # an eval is never queued: it has not started yet
         from . import queue
 
         if not queue.cancel(workspace_of(run), run):
@@ -104,6 +107,9 @@ def stop(run: store.Run, now: bool = False) -> str:
     if sig == signal.SIGKILL:
         return f"{run.id}: killed (SIGKILL)"
     woke = f"its worker (pid {pid}) was suspended (SIGSTOP or Ctrl-Z): continued it with SIGCONT; " if suspended else ""
+    if is_eval:
+        return (f"{run.id}: {woke}stopping after the current batch (a partial summary is kept); "
+                f"`labtui evals {run.id} --stop` again kills it")
     return (f"{run.id}: {woke}stopping after the current step (a checkpoint is saved); "
             f"`labtui stop {run.id}` again kills it")
 

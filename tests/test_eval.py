@@ -257,7 +257,7 @@ def test_parity_on_a_cpu_only_machine_says_so_and_exits_0(trained, capsys):
 
 
 def test_stop_a_running_eval_keeps_a_partial_summary(trained, more_evals):
-    from labtui.engine.eval_cli import stop_eval
+    from labtui.engine.lifecycle import stop
 
     ws, run = trained
     proc = labtui(ws, "eval", run.id, "--mode", "generate", "--temperature", "0", "0.5", "1.0", "--n", "0",
@@ -267,7 +267,7 @@ def test_stop_a_running_eval_keeps_a_partial_summary(trained, more_evals):
     deadline = time.time() + 90
     while time.time() < deadline and (ev.progress().get("done") or 0) < 3:
         time.sleep(0.1)
-    assert stop_eval(ev)
+    assert "stopping after the current batch" in stop(ev)
     state = wait_for(ev, timeout=60)
     assert state["status"] == "stopped", state
     summary = evalstore.read_summary(ev.path)

@@ -110,3 +110,36 @@ def test_the_tui_calls_the_engine_directly_without_may_not_exist_scaffolding(tmp
     run = ws.create_run("x", {"experiment": "x"})
     with pytest.raises(ImportError):
         engine_api.stop(run)
+
+
+def test_one_stop_for_runs_and_evals(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import labtui
+    from labtui.engine import lifecycle
+    from labtui.engine.supervisor import STOP_FILE
+
+    ws = store.Workspace(tmp_path)
+    run = ws.create_run("r", {"experiment": "r", "kind": "train", "workspace": str(tmp_path)})
+    ev = store.Run(store.new_run_dir(run.file(store.EVALS_DIR), "score-cpu"))
+    store.atomic_write_json(ev.file(store.RUN_FILE), {"id": ev.id, "kind": "eval", "run": run.id})
+    (ev.path / evalstore.EVAL_FILE).write_text("{}")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        start = store.process_start_time(worker.pid)
+        ev.update_state(status="running", pid=worker.pid, pid_start=start, pgid=worker.pid, supervisor_pid=worker.pid,
+                        supervisor_start=start, host=socket.gethostname(), heartbeat=time.time())
+        out = labtui(ws, "evals", f"{run.id}/{ev.id}", "--stop")
+        assert out.returncode == 0 and "stopping after the current batch" in out.stderr, out.stderr
+        assert worker.wait(timeout=10) == -signal.SIGTERM
+        assert store.read_json(ev.file(STOP_FILE))["signal"] == "SIGTERM"  # what the supervisor reads
+        with pytest.raises(lifecycle.LifecycleError, match="not running"):
+            lifecycle.stop(ev)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
