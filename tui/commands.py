@@ -21,10 +21,30 @@ from __future__ import annotations
 from functools import partial
 
 from textual import events
+from textual.actions import parse
+from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
+from textual.dom import DOMNode
 
 from labtui.engine.fmt import printable
+
+
+def declared_bindings(node: DOMNode) -> list[Binding]:
+    """The bindings `node`'s class declares in BINDINGS, its bases' included, merged as Textual
+    merges them (a subclass's binding of a key replaces its bases'), in the order declared. The
+    palette and `?` help list these: every key of a screen, also while an input that takes letter
+    keys has focus (`active_bindings` leaves those out then)."""
+    by_key: dict[str, list[Binding]] = {}
+    for cls in reversed(type(node).__mro__):
+        declared = cls.__dict__.get("BINDINGS")
+        if not declared:
+            continue
+        mine: dict[str, list[Binding]] = {}
+        for b in Binding.make_bindings(declared):
+            mine.setdefault(b.key, []).append(b)
+        by_key.update(mine)
+    return [b for bindings in by_key.values() for b in bindings]
 
 
 class HonestKeys:
@@ -64,22 +84,21 @@ class LabCommands(Provider):
         out = []
         seen = set()
         for node in (screen, app):
-            for bindings in node._bindings.key_to_bindings.values():
-                for b in bindings:
-                    if b.system or b.id is None or not b.description or (node, b.action) in seen:
-                        continue
-                    seen.add((node, b.action))
-                    name, params = _split(b.action)
-                    state = node.check_action(name, params)
-                    if state is False:  # hidden on purpose: not a key of this moment at all
-                        continue
-                    why = None
-                    if state is not True:
-                        explain = getattr(node, "why_disabled", None)
-                        why = (explain(name, params) if explain else None) or "not available now"
-                    key = app.get_key_display(b)
-                    out.append((b.description, f"key: {key}" + (f" · {b.tooltip}" if b.tooltip else ""), b.action,
-                                node, why))
+            for b in declared_bindings(node):
+                if b.system or b.id is None or not b.description or (node, b.action) in seen:
+                    continue
+                seen.add((node, b.action))
+                name, params = _split(b.action)
+                state = node.check_action(name, params)
+                if state is False:  # hidden on purpose: not a key of this moment at all
+                    continue
+                why = None
+                if state is not True:
+                    explain = getattr(node, "why_disabled", None)
+                    why = (explain(name, params) if explain else None) or "not available now"
+                key = app.get_key_display(b)
+                out.append((b.description, f"key: {key}" + (f" · {b.tooltip}" if b.tooltip else ""), b.action,
+                            node, why))
         return out
 
     async def _run(self, action: str, node, why: str | None) -> None:
@@ -92,7 +111,7 @@ class LabCommands(Provider):
             self.app.notify(printable(why), title="not now", severity="warning", markup=False)
 
     @staticmethod
-    def _display(title: Content | str, why: str | None) -> Content:
+    def _title_shown(title: Content | str, why: str | None) -> Content:
         """The title; greyed, with the reason, for an action that cannot run now."""
         shown = title if isinstance(title, Content) else Content(title)
         if why is None:
@@ -101,7 +120,7 @@ class LabCommands(Provider):
 
     async def discover(self) -> Hits:
         for title, help_text, action, node, why in self._commands():
-            yield DiscoveryHit(self._display(title, why), partial(self._run, action, node, why), text=title,
+            yield DiscoveryHit(self._title_shown(title, why), partial(self._run, action, node, why), text=title,
                                help=help_text if why is None else f"unavailable: {printable(why)} · {help_text}")
 
     async def search(self, query: str) -> Hits:
@@ -111,13 +130,11 @@ class LabCommands(Provider):
             if score > 0:
                 if why is not None:
                     score *= 0.5  # what can run now first
-                yield Hit(score, self._display(matcher.highlight(title), why), partial(self._run, action, node, why), text=title,
+                yield Hit(score, self._title_shown(matcher.highlight(title), why), partial(self._run, action, node, why), text=title,
                           help=help_text if why is None else f"unavailable: {printable(why)} · {help_text}")
 
 
 def _split(action: str) -> tuple[str, tuple]:
     """`move_queued(-1)` -> ("move_queued", (-1,))."""
-    from textual.actions import parse
-
     _, name, params = parse(action)
     return name, params

@@ -88,7 +88,7 @@ class Monitor:
         self._stopped = threading.Event()
         self._statuses: dict[str, str] | None = None
         self._alerts: dict[str, store.JsonlReader] = {}
-        self._log: dict | None = None
+        self._followed_log: dict | None = None
         self._lock = threading.Lock()
         self._advanced = float("-inf")
 
@@ -107,7 +107,7 @@ class Monitor:
     def follow_log(self, run_id: str | None, target=None) -> None:
         """Post the log of `run_id` to `target` (a widget or screen), last 64 kB first; None stops."""
         with self._lock:
-            self._log = None if run_id is None else {"run_id": run_id, "target": target, "offset": None,
+            self._followed_log = None if run_id is None else {"run_id": run_id, "target": target, "offset": None,
                                                        "decoder": codecs.getincrementaldecoder("utf-8")("replace")}
         self.wake()
 
@@ -308,7 +308,7 @@ class Monitor:
 
     def _poll_log(self) -> None:
         with self._lock:
-            log = self._log
+            log = self._followed_log
         if log is None:
             return
         path = self.ws.logs / log["run_id"] / store.LOG_FILE
@@ -335,7 +335,7 @@ class Monitor:
         if reset and log["offset"] - len(data) > 0:
             text = text.split("\n", 1)[-1]  # drop the partial first line of a tail
         with self._lock:
-            if self._log is not log:
+            if self._followed_log is not log:
                 return
         msg = messages.LogLines(log["run_id"], text, reset=reset)
         target = log["target"]

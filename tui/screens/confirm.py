@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -22,9 +23,7 @@ class Choose(ModalScreen[object]):
         self.question = question
         self.detail = detail
         self.choices = choices
-        self._values = {key: value for key, _, value in choices}
-        for key, label, _ in choices:
-            self._bindings.bind(key, f"pick('{key}')", label, show=True)
+        self.values = {key: value for key, _, value in choices}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -34,8 +33,11 @@ class Choose(ModalScreen[object]):
             keys = [markup("[b $accent]$key[/] $label", key=key, label=label) for key, label, _ in self.choices]
             yield Static(Content("   ").join([*keys, Content.from_markup("[b $accent]esc[/] cancel")]), id="answers")
 
-    def action_pick(self, key: str) -> None:
-        self.dismiss(self._values.get(key))
+    def on_key(self, event: events.Key) -> None:
+        """An answer's key (the answers differ per question: keys here, not class BINDINGS)."""
+        if event.key in self.values:
+            event.stop()  # the answer, not a key of the screen underneath or the app (q)
+            self.dismiss(self.values[event.key])
 
     def action_choose(self, value: object) -> None:
         self.dismiss(value)

@@ -9,6 +9,7 @@ from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
+from ..commands import declared_bindings
 from ..format import STATUS_ICONS
 from ..text import join_lines, markup
 
@@ -28,12 +29,11 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
     rows = []
     seen = set()
     for node in (screen, screen.app):
-        for bindings in node._bindings.key_to_bindings.values():
-            for b in bindings:
-                if b.system or b.id is None or (b.action, b.key) in seen or not b.description:
-                    continue
-                seen.add((b.action, b.key))
-                rows.append((screen.app.get_key_display(b), b.description, b.tooltip))
+        for b in declared_bindings(node):
+            if b.system or b.id is None or (b.action, b.key) in seen or not b.description:
+                continue
+            seen.add((b.action, b.key))
+            rows.append((screen.app.get_key_display(b), b.description, b.tooltip))
     return rows
 
 

@@ -7,6 +7,7 @@ accepts, so the keys keep working and stay in the footer.
 
 from __future__ import annotations
 
+from textual import events
 from textual.widgets import Input
 
 
@@ -21,6 +22,8 @@ class NumberInput(Input):
             return character in self.allowed
         return super().check_consume_key(key, character)
 
-    async def _on_key(self, event) -> None:
+    def on_key(self, event: events.Key) -> None:
+        # Runs before Input's own key handler (a subclass's handler comes first); prevent_default
+        # skips Input's, which would take the key, and the key bubbles on to the bindings.
         if event.is_printable and event.character not in self.allowed:
-            event.prevent_default()  # skip Input's handler; the key bubbles on to the bindings
+            event.prevent_default()

@@ -5,12 +5,15 @@ the rest after that frame is drawn, a chunk a frame, so keys and other screens a
 from __future__ import annotations
 
 from typing import Callable, Sequence
+from weakref import WeakKeyDictionary
 
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 CHUNK = 150  # rows added per frame after the first: about 50 ms of work on this kind of machine
 HIDDEN_RETRY_S = 0.25  # a table under another screen adds its rows when it shows again
+
+_filling: WeakKeyDictionary[DataTable, object] = WeakKeyDictionary()  # table -> the token of its latest fill
 
 
 def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]], around: int = 0) -> None:
@@ -21,7 +24,7 @@ def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]
     are still to come, `table.row_count` counts those in. A later `fill` cancels what is left."""
     table.clear()
     token = object()
-    table._labtui_fill = token  # type: ignore[attr-defined]
+    _filling[table] = token
     screenful = max(table.app.size.height, 24) + 8
     first = min(count, max(0, around) + screenful)
     for i in range(first):
@@ -29,7 +32,7 @@ def fill(table: DataTable, count: int, row: Callable[[int], tuple[str, Sequence]
         table.add_row(*cells, key=key)
 
     def rest(start: int) -> None:
-        if getattr(table, "_labtui_fill", None) is not token or not table.is_attached:
+        if _filling.get(table) is not token or not table.is_attached:
             return  # filled again since, or its screen has closed
         if table.screen is not table.app.screen:  # another screen on top: its work goes first
             table.set_timer(HIDDEN_RETRY_S, lambda: rest(start))
