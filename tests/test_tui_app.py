@@ -498,7 +498,7 @@ async def test_log_screen_follows_the_log(ws):
             f.write("step 99: hello from the worker\n")
         await until(pilot, lambda: any("hello from the worker" in ln for ln in log.lines), what="the new line")
         await pilot.press("escape")
-        assert app.monitor._log is None
+        assert app.monitor._followed_log is None
 
 
 async def test_palette_lists_the_actions_that_make_sense_now(ws):
