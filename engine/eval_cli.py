@@ -15,7 +15,7 @@ from pathlib import Path
 from . import evalstore, fmt, lifecycle, store
 from .config import ConfigError
 from .evalstore import ERROR_KINDS
-from .follow import follow_progress
+from .follow import follow_progress, progress_head
 
 UsageError = ConfigError
 
@@ -141,10 +141,7 @@ def _decile(prog: dict) -> int:
 
 
 def progress_line(eval_id: str, state: dict, prog: dict) -> str:
-    done, total = prog.get("done") or 0, prog.get("total") or 0
-    width = 24
-    filled = int(width * done / total) if total else 0
-    parts = [f"{eval_id[:40]} {state.get('status', '?'):<9} [{'#' * filled}{'-' * (width - filled)}] {done}/{total or '?'}"]
+    parts = [progress_head(eval_id, state.get("status"), prog.get("done") or 0, prog.get("total") or 0)]
     if prog.get("accuracy_so_far") is not None:
         parts.append(f"acc {prog['accuracy_so_far'] * 100:.1f}%")
     if prog.get("examples_per_s"):

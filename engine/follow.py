@@ -65,6 +65,16 @@ def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Cal
 TAIL_BYTES = 256_000  # how far back `follow_log` looks for its first lines
 
 
+def progress_head(run_id: str, status, done, total, width: int = 24) -> str:
+    """The start of every `-f` progress line, runs and evals alike: `ID STATUS [####----] DONE/TOTAL`
+    (the run's own text made printable)."""
+    done = done if isinstance(done, (int, float)) else 0
+    total = total if isinstance(total, (int, float)) else 0
+    filled = max(0, min(width, int(width * done / total))) if total else 0
+    return (f"{fmt.printable(run_id[:40])} {fmt.printable(status or '?'):<9} "
+            f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total or '?'}")
+
+
 def follow_log(path: Path, lines: int, finished: Callable[[], bool], *, poll_s: float = 0.5, out=None) -> None:
     """`labtui logs -f`: print the last `lines` lines of a log, then what is appended to it, until
     `finished()` says the run has ended (and what it wrote last is printed). Each line as a terminal

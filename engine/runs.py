@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from . import demo, fmt, launcher, queue, store
-from .follow import follow_progress
+from .follow import follow_progress, progress_head
 from .config import ConfigError, Experiment, check_files, load_experiment, validate_with_libraries
 
 DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")
@@ -100,16 +100,13 @@ def progress_line(run_id: str, state: dict, prog: dict) -> str:
     """One line of `run -f`: the store's readers give `state` and `prog` their types (`store.clean`);
     the run's own text (its id, an odd status) is made printable."""
     step, total = prog.get("step") or 0, prog.get("max_steps") or 0
-    width = 24
-    filled = max(0, min(width, int(width * step / total))) if total else 0
-    bar = "#" * filled + "-" * (width - filled)
     loss = prog.get("train_loss")
     tps = prog.get("tokens_per_s_avg")
     eta = ""
     if total and step and prog.get("started") and prog.get("updated"):
         rate = step / max(prog["updated"] - prog["started"], 1e-9)
         eta = f" ETA {int((total - step) / rate)}s" if rate > 0 else ""
-    parts = [f"{fmt.printable(run_id[:40])} {fmt.printable(state.get('status') or '?'):<9} [{bar}] {step}/{total or '?'}"]
+    parts = [progress_head(run_id, state.get("status"), step, total)]
     if loss is not None:
         parts.append(f"loss {loss:.4g}")
     if prog.get("best_eval_loss") is not None:

@@ -143,3 +143,12 @@ def test_one_stop_for_runs_and_evals(tmp_path):
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
+
+
+def test_runs_and_evals_draw_one_progress_line_head():
+    from labtui.engine import eval_cli, runs
+
+    run_line = runs.progress_line("r\x1b[2J1", {"status": "running"}, {"step": 5, "max_steps": 10})
+    eval_line = eval_cli.progress_line("e\x1b[2J1", {"status": "running"}, {"done": 5, "total": 10})
+    assert run_line.replace("r", "e", 1) == eval_line  # the same head: id, status, bar, done/total
+    assert "\x1b" not in eval_line and "[############------------] 5/10" in eval_line
