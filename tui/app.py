@@ -46,10 +46,12 @@ class LabApp(App[None]):
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave labtui; runs keep going"),
     ]
 
-    runs: reactive[tuple[RunRow, ...]] = reactive(())
-    selected_id: reactive[str | None] = reactive(None)
+    # bindings=True: the keys of the screen on top depend on these (a run's status, the selected
+    # run, the baseline), so the footer and the palette follow them without a manual refresh.
+    runs: reactive[tuple[RunRow, ...]] = reactive((), bindings=True)
+    selected_id: reactive[str | None] = reactive(None, bindings=True)
     snapshot: reactive[TailSnapshot | None] = reactive(None)
-    baseline_id: reactive[str | None] = reactive(None)
+    baseline_id: reactive[str | None] = reactive(None, bindings=True)
     evals: reactive[dict[str, EvalInfo]] = reactive(dict, always_update=True)  # run id -> its evaluations
     monitor_error: reactive[str | None] = reactive(None)  # the monitor's last failure, in the title bar
     display_errors: reactive[int] = reactive(0)  # drawing/handler errors caught so far
