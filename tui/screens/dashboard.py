@@ -7,6 +7,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
@@ -54,6 +55,8 @@ class DashboardScreen(HonestKeys, Screen):
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
     ]
 
+    filter_words: reactive[str] = reactive("", bindings=True)  # the filter box's words: esc clears them
+
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         yield Input(placeholder="filter: words in id, experiment, status, notes (enter: keep, esc: clear)",
@@ -97,7 +100,6 @@ class DashboardScreen(HonestKeys, Screen):
         self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id, app.evals)
         self._title()
         self._snapshot_changed()
-        self.refresh_bindings()
 
     def _title_again(self, *_) -> None:
         self._title()
@@ -144,9 +146,8 @@ class DashboardScreen(HonestKeys, Screen):
     @on(DataTable.RowHighlighted, "#runs")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is not None and event.row_key.value != self.app.selected_id:
-            self.app.select_run(event.row_key.value)
+            self.app.select_run(event.row_key.value)  # the App's selected_id: the keys follow it
             self._panels()
-            self.refresh_bindings()
 
     @on(DataTable.RowSelected, "#runs")
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -156,7 +157,7 @@ class DashboardScreen(HonestKeys, Screen):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "clear_filter":
-            return bool(self.filter_text) or self.query_one("#run-filter").display
+            return bool(self.filter_words) or self.query_one("#run-filter").display
         return super().check_action(action, parameters)
 
     def why_disabled(self, action: str, parameters: tuple) -> str | None:
@@ -229,11 +230,13 @@ class DashboardScreen(HonestKeys, Screen):
         box = self.query_one("#run-filter", Input)
         box.value = ""
         box.display = False
+        self.filter_words = ""
         self.query_one(RunList).focus()
         self._runs_changed()
 
     @on(Input.Changed, "#run-filter")
-    def _filter_changed(self) -> None:
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_words = event.value.strip()
         self._runs_changed()
 
     @on(Input.Submitted, "#run-filter")

@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
@@ -41,21 +42,25 @@ class HistoryScreen(HonestKeys, Screen):
         Binding("f", "headline", "Final/best", id="headline",
                 tooltip="Each run's headline eval: its final checkpoint's, or its best checkpoint's (lowest eval loss)"),
         Binding("o", "sort(1)", "Sort", id="sort", tooltip="Cycle the sort column"),
-        Binding("O", "sort(0)", "Reverse", id="reverse", show=False),
+        Binding("O", "sort(0)", "Reverse", id="reverse"),  # wide-only: in the footer when it fits
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("enter", "detail", "Detail", id="detail", show=False),
         Binding("e", "evaluate", "Evaluate", id="evaluate", show=False),
         Binding("escape", "back", "Back", id="back"),
     ]
 
+    # The keys' state (bindings=True: the footer and the palette follow it): whether the rows are
+    # in, the row under the cursor, the rows marked with space (with the App's baseline_id).
+    loaded: reactive[bool] = reactive(False, bindings=True)
+    cursor_key: reactive[str | None] = reactive(None, bindings=True)
+    selected: reactive[list[str]] = reactive(list, bindings=True)  # row keys, in the order chosen (A first)
+
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[HistRow] = []
-        self.selected: list[str] = []  # row keys, in the order chosen (A first)
         self.sort_key = "created"
         self.prefer = "final"  # the headline eval of each run: "final" or "best" checkpoint (f switches)
         self.reverse = True
-        self.loaded = False
         self.comparing = False  # rows shown while their comparisons with the baseline are computed
         self._shown: list[HistRow] = []  # the rows in the table, in order, and the marks they were drawn with
         self._shown_selected: set[str] = set()
@@ -137,8 +142,7 @@ class HistoryScreen(HonestKeys, Screen):
         if current in keys:
             table.move_cursor(row=keys.index(current), animate=False)
         self._title(len(shown))
-        self._detail()
-        self.refresh_bindings()  # select, compare and baseline need a row under the cursor
+        self._detail()  # sets cursor_key: select, compare and baseline need a row under the cursor
 
     def _update_cells(self, table: DataTable, before: list[HistRow], before_selected: set[str]) -> None:
         """Change the cells that changed since `before`, in the rows already in the table."""
@@ -208,6 +212,7 @@ class HistoryScreen(HonestKeys, Screen):
     @on(DataTable.RowHighlighted, "#history")
     def _detail(self, *_) -> None:
         r = self.cursor_row
+        self.cursor_key = r.key if r else None
         box = self.query_one("#history-detail", Static)
         if r is None:
             box.update(Content.from_markup("[$text-muted]no runs yet[/]") if self.loaded else Content("loading…"))
@@ -252,12 +257,10 @@ class HistoryScreen(HonestKeys, Screen):
         if r is None:
             return
         if r.key in self.selected:
-            self.selected.remove(r.key)
+            self.selected = [k for k in self.selected if k != r.key]
         else:
-            self.selected.append(r.key)
-            self.selected = self.selected[-2:]
+            self.selected = [*self.selected, r.key][-2:]
         self.show()
-        self.refresh_bindings()
 
     def _source(self, row: HistRow):
         return row.source or store.Run(self.app.workspace.logs / row.run_id)
@@ -281,8 +284,7 @@ class HistoryScreen(HonestKeys, Screen):
         r = self.cursor_row
         if r is None:
             return
-        self.app.set_baseline(None if self.app.baseline_id == r.run_id else r.run_id)
-        self.refresh_bindings()
+        self.app.set_baseline(None if self.app.baseline_id == r.run_id else r.run_id)  # the keys follow baseline_id
 
     def action_headline(self) -> None:
         self.prefer = "best" if self.prefer == "final" else "final"

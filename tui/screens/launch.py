@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -63,11 +64,14 @@ class LaunchScreen(Screen):
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
 
+    # start and queue need a config that resolves, and no start under way (bindings=True: the
+    # footer follows them)
+    preview_ok: reactive[bool] = reactive(False, bindings=True)
+    busy: reactive[bool] = reactive(False, bindings=True)
+
     def __init__(self) -> None:
         super().__init__()
         self.files: list[Path] = []
-        self.preview_ok = False
-        self.busy = False
         self.last_argv: list[str] | None = None
         self.last_result: cli_runner.CliResult | None = None
 
@@ -196,7 +200,6 @@ class LaunchScreen(Screen):
             self.preview_ok = False
             self._status(Content.from_markup("[$error]✗ $error_text[/]", error_text=str(e)))
             self.query_one("#resolved", Static).update("")
-            self.refresh_bindings()
             return
         self.preview_ok = True
         cfg = exp.config
@@ -223,7 +226,6 @@ class LaunchScreen(Screen):
         self.query_one("#resolved", Static).update(Content("\n").join(lines))
         cmd = cli_runner.display(self.argv(queue=False))
         self._status(Content.from_markup("[$text-muted]$cmd[/]  [b $accent]ctrl+s[/] start  [b $accent]ctrl+t[/] queue", cmd=cmd))
-        self.refresh_bindings()
 
     def _status(self, text: str | Content) -> None:
         self.query_one("#launch-status", Static).update(text)
@@ -245,7 +247,6 @@ class LaunchScreen(Screen):
                                             lambda how: self.action_start(how == "queue", how == "now"))
             return
         self.busy = True
-        self.refresh_bindings()
         argv = self.argv(queue) + (["--now"] if now else [])
         self.last_argv = argv
         self._status(f"[$accent]{'queueing' if queue else 'starting'} {escape(self.experiment.name)}: validating "
@@ -260,7 +261,6 @@ class LaunchScreen(Screen):
     def _launched(self, result: cli_runner.CliResult, queue: bool) -> None:
         self.busy = False
         self.last_result = result
-        self.refresh_bindings()
         if not result.ok:
             self._status(Content.from_markup("[$error]could not start: $message[/]", message=result.message))
             return
