@@ -5,6 +5,7 @@ the environment, checkpoints and evaluations, the lifecycle actions, and the use
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from textual import work
 from textual.app import ComposeResult
@@ -13,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static, TextArea
+from textual.worker import get_current_worker
 
 from .. import engine_api, evals
 from .. import format as fmt
@@ -25,6 +27,23 @@ from .dashboard import call_engine, why_disabled
 
 ENV_KEYS = ("host", "python", "platform", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "cuda",
             "cuda_available", "device", "device_name", "device_count", "torch_threads", "git_commit")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What this screen shows from the run directory, read in a worker thread (never on the UI
+    thread: the run list changes every poll while the run trains)."""
+
+    info: dict
+    status: str  # state.json's, for a run the run list does not have (yet)
+    config: dict
+    env: dict
+    checkpoints: tuple[tuple[str, float], ...]  # (name, mtime) of every checkpoint, oldest first
+
+
+def read_files(run) -> RunFiles:
+    return RunFiles(info=run.info(), status=run.state().get("status", "?"), config=run.config(), env=run.env(),
+                    checkpoints=tuple((p.name, p.stat().st_mtime) for p in run.checkpoints()))
 
 
 class RunDetailScreen(HonestKeys, Screen):
@@ -44,6 +63,8 @@ class RunDetailScreen(HonestKeys, Screen):
         super().__init__()
         self.run_id = run_id
         self.saved_notes = ""
+        self.files: RunFiles | None = None  # None until the first read is in
+        self._files_for: object = ()  # the run-list row the files were last read for
 
     @property
     def run(self):
@@ -64,16 +85,41 @@ class RunDetailScreen(HonestKeys, Screen):
         notes = self.query_one("#notes", TextArea)
         notes.text = self.saved_notes
         notes.border_title = "Notes (n to write, ctrl+s to save)"
-        self.watch(self.app, "runs", self._draw, init=True)
+        self.watch(self.app, "runs", self._runs_changed, init=True)
         self.load_evals()
         self.query_one("#detail-left").focus()
+
+    def _runs_changed(self, *_) -> None:
+        """Draw the run list's numbers now; read the run's files again (in a thread) when its row
+        changed (a new step, a checkpoint, a status): the drawing itself reads no file."""
+        row = self.app.row(self.run_id)
+        if row != self._files_for:
+            self._files_for = row
+            self.load_files()
+        self._draw()
+
+    @work(thread=True, group="detail-files", exclusive=True, exit_on_error=False, description="read the run's files")
+    def load_files(self) -> None:
+        worker = get_current_worker()
+        try:
+            files = read_files(self.run)
+        except Exception as e:  # noqa: BLE001  shown where the files go, logged, the screen goes on
+            self.app.call_from_thread(self.app.report_error, "run detail files", e)
+            return
+        if not worker.is_cancelled:  # a newer read is under way
+            self.app.call_from_thread(self._files_loaded, files)
+
+    def _files_loaded(self, files: RunFiles) -> None:
+        self.files = files
+        self._draw()
 
     @guarded("run detail")
     def _draw(self, *_) -> None:
         run = self.run
         row = self.app.row(self.run_id)
-        info = run.info()
-        status = row.status if row else run.state().get("status", "?")
+        files = self.files
+        info = files.info if files else {}
+        status = row.status if row else files.status if files else "?"
         icon = fmt.STATUS_ICONS.get(status, "?")
         style = fmt.STATUS_STYLES.get(status, "")
         self.query_one("#detail-title", Static).update(
@@ -102,21 +148,23 @@ class RunDetailScreen(HonestKeys, Screen):
         if isinstance(info.get("overrides"), dict) and info["overrides"]:
             lines.append(markup("[b]overrides[/b] $keys", keys=", ".join(_flat_keys(info["overrides"]))))
         lines += ["", "[b]resolved config[/b] [$text-muted](changed keys highlighted)[/]"]
-        cfg = {k: v for k, v in run.config().items() if k not in ("description", "name")}
-        lines += [Content("  ") + x for x in config_content(cfg, {k: "$warning" for k in changed})]
-        env = run.env()
-        if env:
-            lines += ["", "[b]environment[/b]"]
-            lines += [plain(f"  {k}: {env[k]}") for k in ENV_KEYS if env.get(k) is not None]
-        cps = run.checkpoints()
-        lines += ["", f"[b]checkpoints[/b] ({len(cps)})"]
-        lines += [markup("  $name  [$text-muted]$when[/]", name=p.name,
-                         when=time.strftime("%m-%d %H:%M", time.localtime(p.stat().st_mtime)))
-                  for p in cps[-8:]] or ["  none yet"]
+        if files is None:
+            lines.append("  loading…")
+        else:
+            cfg = {k: v for k, v in files.config.items() if k not in ("description", "name")}
+            lines += [Content("  ") + x for x in config_content(cfg, {k: "$warning" for k in changed})]
+            env = files.env
+            if env:
+                lines += ["", "[b]environment[/b]"]
+                lines += [plain(f"  {k}: {env[k]}") for k in ENV_KEYS if env.get(k) is not None]
+            cps = files.checkpoints
+            lines += ["", f"[b]checkpoints[/b] ({len(cps)})"]
+            lines += [markup("  $name  [$text-muted]$when[/]", name=name,
+                             when=time.strftime("%m-%d %H:%M", time.localtime(mtime)))
+                      for name, mtime in cps[-8:]] or ["  none yet"]
         lines += ["", "[b]evaluations[/b]"] + (getattr(self, "_eval_lines", None) or ["  loading…"])
         lines += ["", plain(str(run.path), "$text-muted")]
         self.query_one("#detail-info", Static).update(join_lines(lines))
-        self.refresh_bindings()
 
     @work(thread=True, group="detail-evals", exclusive=True, exit_on_error=False, description="list evals")
     def load_evals(self) -> None:
