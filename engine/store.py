@@ -1038,15 +1038,17 @@ class Run:
             return []
         return sorted(p for p in d.iterdir() if p.is_dir())
 
-    def summary(self) -> dict:
-        """The row of `labtui runs --json`: cheap (three small files, no metrics parsing)."""
+    def row(self, now: float | None = None, notes: bool = True) -> dict:
+        """Every field of the run's row, from its small files (run.json, state.json, progress.json and,
+        with `notes`, notes.md; no metrics parsing), liveness judged at `now`: the one source of
+        `labtui runs --json` (summary) and the TUI's run list (tui.scan.row_for). The readers give
+        each field its type or leave it out (`clean`); NaN and Inf stay floats here."""
         info, progress = self.info(), self.progress()
-        state = self.derive_state(self.raw_state(), progress)  # = self.state(), progress.json read once
-        cfg_name = info.get("experiment") or self.id
-        cp = progress.get("checkpoint")
+        state = self.derive_state(self.raw_state(), progress, now)  # = self.state(now), progress.json read once
+        text = self.notes().strip() if notes else ""
         return {
             "id": self.id,
-            "experiment": cfg_name,
+            "experiment": info.get("experiment") or self.id,
             "description": info.get("description") or "",
             "kind": info.get("kind") or "train",
             "status": state.get("status") or "queued",
@@ -1056,10 +1058,10 @@ class Run:
             "created": info.get("created"),
             "started": state.get("started"),
             "ended": state.get("ended"),
-            "train_loss": jsonable(progress.get("train_loss")),
-            "eval_loss": jsonable(progress.get("best_eval_loss")),
+            "train_loss": progress.get("train_loss"),
+            "eval_loss": progress.get("best_eval_loss"),
             "best_step": progress.get("best_step"),
-            "tokens_per_s": jsonable(progress.get("tokens_per_s")),
+            "tokens_per_s": progress.get("tokens_per_s"),
             "parent": info.get("parent"),
             "pid": state.get("pid"),
             "heartbeat": state.get("heartbeat"),
@@ -1067,9 +1069,22 @@ class Run:
             "exit_signal": state.get("exit_signal"),
             "error": state.get("error"),
             "warning": state.get("warning"),  # e.g. SUPERVISOR_GONE (derive_state)
-            "checkpoint": cp,
+            "checkpoint": progress.get("checkpoint"),
             "host": state.get("host"),
+            "parent_experiment": info.get("parent_experiment"),
+            "changed": info.get("changed") or {},
+            "notes": text.splitlines()[0] if text else "",  # its first line
         }
+
+    def summary(self) -> dict:
+        """The row of `labtui runs --json`: `row()` without the TUI's fields, NaN and Inf as strings."""
+        row = self.row(notes=False)
+        return {k: jsonable(row[k]) for k in SUMMARY_FIELDS}
+
+
+SUMMARY_FIELDS = ("id", "experiment", "description", "kind", "status", "step", "max_steps", "epoch", "created",
+                  "started", "ended", "train_loss", "eval_loss", "best_step", "tokens_per_s", "parent", "pid",
+                  "heartbeat", "exit_code", "exit_signal", "error", "warning", "checkpoint", "host")
 
 
 class Workspace:

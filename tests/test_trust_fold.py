@@ -152,3 +152,16 @@ def test_runs_and_evals_draw_one_progress_line_head():
     eval_line = eval_cli.progress_line("e\x1b[2J1", {"status": "running"}, {"done": 5, "total": 10})
     assert run_line.replace("r", "e", 1) == eval_line  # the same head: id, status, bar, done/total
     assert "\x1b" not in eval_line and "[############------------] 5/10" in eval_line
+
+
+def test_the_run_list_row_and_runs_json_come_from_one_reader(tmp_path):
+    from labtui.tui import scan
+
+    ws = store.Workspace(tmp_path)
+    run = ws.create_run("x", {"experiment": "x", "parent_experiment": "base", "changed": {"lr": [1, 2]}})
+    store.atomic_write_text(run.file(store.PROGRESS_FILE), '{"step": 3, "train_loss": NaN, "tokens_per_s": 12.5}')
+    run.file(store.NOTES_FILE).write_text("first line\nsecond\n")
+    row, summary, listed = run.row(), run.summary(), scan.row_for(run)
+    assert summary == {k: store.jsonable(row[k]) for k in store.SUMMARY_FIELDS}
+    assert summary["train_loss"] == "nan" and math.isnan(listed.train_loss) and summary["tokens_per_s"] == 12.5
+    assert (listed.step, listed.notes, listed.parent_experiment, listed.changed) == (3, "first line", "base", {"lr": [1, 2]})

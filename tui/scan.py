@@ -86,23 +86,10 @@ def _run_dirs(ws: store.Workspace):
 
 
 def row_for(run: store.Run, now: float | None = None) -> RunRow:
-    """The fields of `Run.summary()` (the `labtui runs --json` row), with liveness judged at `now`. The
-    store's readers give each field its type or leave it out (`store.clean`), so a row always sorts and formats."""
-    info, progress = run.info(), run.progress()
-    state = run.derive_state(run.raw_state(), progress, now)  # = run.state(now), progress.json read once
-    notes = run.notes().strip()
-    return RunRow(
-        id=run.id, experiment=info.get("experiment") or run.id, status=state.get("status") or "queued",
-        kind=info.get("kind") or "train", description=info.get("description") or "",
-        step=progress.get("step") or 0, max_steps=progress.get("max_steps"), epoch=progress.get("epoch"),
-        created=info.get("created"), started=state.get("started"), ended=state.get("ended"),
-        heartbeat=state.get("heartbeat"), train_loss=progress.get("train_loss"),
-        eval_loss=progress.get("best_eval_loss"), best_step=progress.get("best_step"), error=state.get("error"),
-        exit_signal=state.get("exit_signal"), pid=state.get("pid"), host=state.get("host"),
-        parent=info.get("parent"), parent_experiment=info.get("parent_experiment"),
-        changed=info.get("changed") or {}, notes=notes.splitlines()[0] if notes else "",
-        warning=state.get("warning"),
-    )
+    """The run's row (`store.Run.row`, the fields of `labtui runs --json` and the TUI's), liveness
+    judged at `now`."""
+    row = run.row(now)
+    return RunRow(**{k: row[k] for k in _ROW_FIELDS if k in row})
 
 
 CACHE_FILE = ".labtui-runs-cache.json"
