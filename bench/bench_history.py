@@ -62,7 +62,7 @@ def main() -> None:
 
     for _ in range(repeats):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "labtui.engine.cli", "--workspace", str(ws), "runs", "--json"],
+        out = subprocess.run([sys.executable, "-m", "labtui", "--workspace", str(ws), "runs", "--json"],
                              capture_output=True, text=True, env=child_env(), cwd=str(ROOT), check=True)
         cli.append(time.perf_counter() - t)
         rows = json.loads(out.stdout)

@@ -97,7 +97,6 @@ class Restore:
         return self
 
     def __exit__(self, *exc):
-        import os
 
         for p, size in self.files.items():
             os.truncate(p, size)

@@ -64,7 +64,7 @@ def main() -> None:
     cli = []
     for _ in range(max(1, repeats // 2)):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "labtui.engine.cli", "--workspace", str(a.parents[3]), "compare",
+        out = subprocess.run([sys.executable, "-m", "labtui", "--workspace", str(a.parents[3]), "compare",
                               str(a), str(b), "--json"], capture_output=True, text=True, env=child_env())
         cli.append(time.perf_counter() - t)
         if out.returncode:

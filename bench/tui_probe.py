@@ -1,11 +1,11 @@
-"""Runs the real `labtui` (engine.cli.main with no command) in this process and times it.
+"""Runs the real `labtui` (labtui.main.main with no command) in this process and times it.
 
 Started by the TUI benchmarks in a fresh subprocess; prints one JSON line (`PROBE {...}`) with
 absolute `time.time()` marks, which the parent turns into durations from its own `Popen` call
 (so interpreter start-up counts). The app draws into a terminal driver whose output goes nowhere
 (a real frame is rendered to escape sequences at the given size, then dropped).
 
-Marks: exec (first line of this file runs), imported (engine.cli and tui.app imported), mounted,
+Marks: exec (first line of this file runs), imported (labtui.main and tui.app imported), mounted,
 dashboard (the first frame with the run list painted: its first rows, the title counting every run),
 all_rows (every run added to the list and painted; a long list gets its first rows before the first
 frame and the rest right after it), chart (the selected run's loss chart painted with
@@ -44,13 +44,13 @@ def main() -> None:
     ap.add_argument("--ingest-seconds", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--entry", choices=("cli", "app"), default="cli",
-                    help="cli: labtui.engine.cli.main([]), as the `labtui` command; app: LabApp(workspace).run(), "
+                    help="cli: labtui.main.main([]), as the `labtui` command; app: LabApp(workspace).run(), "
                          "what the CLI calls once it has parsed its arguments")
     args = ap.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
 
     if args.entry == "cli":
-        import labtui.engine.cli
+        import labtui.main
     import labtui.tui.app
     MARKS["imported"] = time.time()
     heavy = [m for m in ("torch", "transformers", "peft", "trl", "datasets") if m in sys.modules]
@@ -270,7 +270,7 @@ def main() -> None:
     _ = LossChart
     os.environ.pop("LABTUI_THEME", None)
     if args.entry == "cli":
-        labtui.engine.cli.main(["--workspace", args.workspace])
+        labtui.main.main(["--workspace", args.workspace])
     else:
         from labtui.engine import store
 

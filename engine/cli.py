@@ -7,41 +7,17 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
-from . import fmt, store
+from . import eval_cli, fmt, lifecycle_cli, store
+from .cli_base import UsageError, get_run, print_json, workspace_from
 from .config import ConfigError
 
-
-class UsageError(ConfigError):
-    """Bad input: the message is printed as `labtui: error: ...` and the exit code is 2."""
-
-
-def workspace_from(args) -> store.Workspace:
-    root = args.workspace or os.environ.get("LABTUI_WORKSPACE") or os.getcwd()
-    if not Path(root).is_dir():
-        raise UsageError(f"workspace {root} is not a folder")
-    return store.Workspace(root)
-
-
-def get_run(ws: store.Workspace, ref: str) -> store.Run:
-    try:
-        return ws.run(ref)
-    except store.RunNotFound as e:
-        raise UsageError(str(e)) from None
-
-
 # --- formatting -------------------------------------------------------------------------------
-
-
-def print_json(obj) -> None:
-    """JSON on stdout; json escapes control characters in strings (`\u001b`), so run data cannot
-    reach the terminal raw through it."""
-    print(json.dumps(obj, indent=2, default=str))
 
 
 _p = fmt.printable  # every piece of run data printed as text goes through it: no terminal escapes
@@ -211,11 +187,9 @@ def cmd_demo(args) -> int:
 
 def cmd_tui(args) -> int:
     ws = workspace_from(args)
-    try:
-        from labtui.tui.app import main as tui_main
-    except ImportError as e:
-        raise UsageError(f"the TUI is not available: {e}") from None
-    return tui_main(ws)
+    if args.open_tui is None:
+        raise UsageError("the dashboard opens from the `labtui` command (labtui.main), not from the engine's CLI alone")
+    return args.open_tui(ws)
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -265,24 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--again", action="store_true", help="queue three fresh demo runs even when the demo runs are already queued, running or done")
     p.set_defaults(func=cmd_demo)
 
-    for extra in _extra_commands():
-        extra(sub)
+    lifecycle_cli.register(sub)  # stop, resume, retry, queue
+    eval_cli.register(sub)  # eval, evals, compare, export-predictions, parity, doctor
     return ap
 
 
-def _extra_commands():
-    """Commands that live in their own modules (lifecycle, evaluation)."""
-    out = []
-    for name in ("lifecycle_cli", "eval_cli"):
-        try:
-            mod = __import__(f"labtui.engine.{name}", fromlist=["register"])
-        except ImportError:
-            continue
-        out.append(mod.register)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, open_tui: Callable[..., int] | None = None) -> int:
+    """The CLI. `open_tui(workspace, note=None) -> exit status` opens the dashboard: handed in by the
+    `labtui` command (labtui.main), so that the engine never imports the TUI."""
     argv = list(sys.argv[1:] if argv is None else argv)
     full = ["labtui", *argv]
     script = []
@@ -293,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.script = script
     args.argv = full
+    args.open_tui = open_tui
     if script and args.command != "run":
         ap.error("a command after -- is only for `labtui run -- COMMAND`")
     try:
@@ -323,7 +288,4 @@ def _permission_line(e: OSError) -> str:
 
 
 if __name__ == "__main__":
-    # run the canonical module, so `engine.cli.UsageError` raised elsewhere is this one
-    from labtui.engine.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -116,20 +116,3 @@ def wait_started(run: store.Run, timeout: float = 20.0) -> dict:
         time.sleep(0.1)
     return run.raw_state()
 
-
-def after_run(run: store.Run, state: dict) -> None:
-    """Called by the supervisor when a run ends: its evaluation first (the run keeps its queue slot
-    meanwhile, so the next run does not compete for the GPU), then the next queued run."""
-    try:
-        from . import evaluate_launch
-    except ImportError:
-        evaluate_launch = None
-    if evaluate_launch is not None and run.info().get("kind") == "train":
-        run.update_state(after_run="evaluating")
-        try:
-            evaluate_launch.on_run_end(run, state)
-        finally:
-            run.update_state(after_run=None)
-    from . import queue
-
-    queue.on_run_end(run, state)

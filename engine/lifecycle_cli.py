@@ -5,22 +5,19 @@ from __future__ import annotations
 import sys
 
 from . import store
+from .cli_base import UsageError, get_run, print_json, workspace_from
 
 # lifecycle (and through it the supervisor and psutil) is imported by the commands that use it:
 # the parser of every `labtui` command, the dashboard's included, registers these.
 
 
 def _ws_run(args):
-    from .cli import get_run, workspace_from
-
     ws = workspace_from(args)
     return ws, get_run(ws, args.run)
 
 
 def _guard(fn):
     def wrapped(args):
-        from .cli import UsageError
-
         from . import lifecycle
 
         try:
@@ -98,7 +95,6 @@ def cmd_retry(args) -> int:
 def cmd_queue(args) -> int:
     from . import queue
 
-    from .cli import get_run, print_json, workspace_from
     from .fmt import printable
 
     ws = workspace_from(args)

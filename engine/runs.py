@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import demo, fmt, launcher, queue, store
 from .follow import follow_progress, progress_head
-from .config import ConfigError, Experiment, check_files, load_experiment, validate_with_libraries
+from .config import ConfigError, Experiment, check_files, load_experiment
+from .libcheck import validate_with_libraries
 
 DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")
 
@@ -164,14 +165,11 @@ def cmd_demo(ws: store.Workspace, args) -> int:
         print(run.id)
     if reuse:
         print("the demo runs above are reused; `labtui demo --again` queues fresh ones", file=sys.stderr)
-    if args.no_tui or not sys.stdin.isatty() or not sys.stdout.isatty():
+    open_tui = getattr(args, "open_tui", None)  # the `labtui` command hands it in (labtui.main)
+    if args.no_tui or open_tui is None or not sys.stdin.isatty() or not sys.stdout.isatty():
         return follow_many(runs)
-    from labtui.tui.app import LabApp
-
-    app = LabApp(workspace=ws)
+    note = None
     if reuse:  # said on the dashboard too: the lines above are hidden while it is open
         note = (f"{len(reuse)} of the demo runs are already here ({', '.join(sorted(reuse))}): not queued again. "
                 "`labtui demo --again` queues fresh ones.")
-        app.call_later(lambda: app.notify(note, title="labtui demo", timeout=15))
-    app.run()
-    return app.return_code or 0
+    return open_tui(ws, note=note)

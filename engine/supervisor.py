@@ -122,15 +122,23 @@ def supervise(run: store.Run, command: list[str]) -> int:
 
 
 def after_run(run: store.Run, state: dict) -> None:
-    """What follows a run without anybody watching: its evaluation, then the next queued run."""
-    from . import launcher
+    """What follows a run without anybody watching: the alert check of an evaluation, the run's own
+    evaluation (the run keeps its queue slot meanwhile, so the next run does not compete for the
+    GPU), then the next queued run."""
+    from . import evaluate_launch, queue
 
     try:
         alerts.after_run(run, state)  # an evaluation that came back degenerate
     except Exception as e:
         print(f"[labtui] alert check failed: {e}", file=sys.stderr)
     try:
-        launcher.after_run(run, state)
+        if run.info().get("kind") == "train":
+            run.update_state(after_run="evaluating")
+            try:
+                evaluate_launch.on_run_end(run, state)
+            finally:
+                run.update_state(after_run=None)
+        queue.on_run_end(run, state)
     except Exception as e:
         print(f"[labtui] after-run step failed: {e}", file=sys.stderr)
 

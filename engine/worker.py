@@ -158,7 +158,7 @@ TRAINING_DEFAULTS = {
 
 
 def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
-    from .config import with_platform_defaults
+    from .libcheck import with_platform_defaults
 
     training = with_platform_defaults({**TRAINING_DEFAULTS, **(cfg.get("training") or {})}, cfg["trainer"])
     if has_eval and "eval_strategy" not in training and "evaluation_strategy" not in training:

@@ -10,13 +10,12 @@ import json
 import math
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from labtui.engine import cli, config, launcher, store
-from labtui.engine.config import CHOICES, ConfigError, check_field, load_experiment
+from labtui.engine.config import CHOICES, check_field, load_experiment
 
 from conftest import ROOT, SHARED_PUBMEDQA, fast_overrides, labtui, wait_for
 
@@ -278,7 +277,9 @@ def test_demo_again_with_the_dashboard_says_so_there(workspace, monkeypatch):
     monkeypatch.setattr(LabApp, "run", lambda self, *a, **k: opened.append(self))
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
-    assert cli.main(["--workspace", str(workspace.root), "demo"]) == 0
+    from labtui.main import main as labtui_main
+
+    assert labtui_main(["--workspace", str(workspace.root), "demo"]) == 0
     assert len(workspace.runs()) == 3 and len(opened) == 1
 
     async def shown() -> list[str]:
@@ -353,10 +354,6 @@ def test_tuned_and_sft_log_different_losses(workspace):
 
 # --- 3. the Launch screen checks as you type, and reads at 80 columns ----------------------------
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def screen_lines(widget) -> list[str]:

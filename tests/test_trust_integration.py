@@ -11,10 +11,10 @@ import pytest
 from textual.widgets import Log, Select
 
 from labtui.engine import cli, evalstore, launcher, store
+from labtui.main import main as labtui_main
 from test_tui_app import app_for, until
 from test_tui_data import make_eval, make_run
 
-from test_trust_tui import anyio_backend, ws  # noqa: F401 - the fixtures: asyncio, an empty workspace
 
 pytestmark = pytest.mark.anyio
 
@@ -30,8 +30,10 @@ def test_the_cli_passes_on_the_tuis_exit_status(ws, monkeypatch):
         return 1
 
     monkeypatch.setattr(labtui.tui.app, "main", died)
-    assert cli.main(["--workspace", str(ws.root)]) == 1
+    assert labtui_main(["--workspace", str(ws.root)]) == 1
     assert seen["ws"].root == ws.root
+    # the engine's CLI alone does not open the dashboard: the engine never imports the TUI
+    assert cli.main(["--workspace", str(ws.root)]) == 2
 
 
 async def test_the_log_screen_does_not_follow_a_log_linked_elsewhere(ws, tmp_path):

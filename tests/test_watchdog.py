@@ -355,7 +355,7 @@ def planted(tmp_path_factory, demo_assets):
     ws = store.Workspace(root)
     files = [_plant(root, name, *plant) for name, plant in PLANTS.items()]
     env = dict(os.environ, LABTUI_WORKSPACE=str(root))
-    cmd = [sys.executable, "-m", "labtui.engine.cli", "run"]
+    cmd = [sys.executable, "-m", "labtui", "run"]
     stall = subprocess.Popen([*cmd, _plant(root, "stall", *STALL)], cwd=root, text=True, stdin=subprocess.DEVNULL,
                              env={**env, "PYTHONPATH": str(fake)},  # NVML faked at the library boundary
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)

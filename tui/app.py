@@ -195,9 +195,12 @@ class LabApp(App[None]):
         self.exit()
 
 
-def main(workspace: store.Workspace | str | os.PathLike = ".", **kwargs) -> int:
+def main(workspace: store.Workspace | str | os.PathLike = ".", note: str | None = None, **kwargs) -> int:
     """Run the dashboard until the user quits; the exit status: 0, or non-zero when the app had to
-    stop on an error (Textual prints the traceback). `labtui` with no command calls this."""
+    stop on an error (Textual prints the traceback). `labtui` with no command calls this (labtui.main);
+    `note`, if given, is shown on the dashboard once it opens."""
     app = LabApp(workspace=workspace, **kwargs)
+    if note:
+        app.call_later(lambda: app.notify(note, title="labtui", timeout=15, markup=False))
     app.run()
     return app.return_code or 0

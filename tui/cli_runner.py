@@ -12,12 +12,11 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 
 
 def cli_argv(workspace: str | os.PathLike, *args: str) -> list[str]:
-    return [sys.executable, "-m", "labtui.engine.cli", "--workspace", str(workspace), *args]
+    return [sys.executable, "-m", "labtui", "--workspace", str(workspace), *args]
 
 
 def run_argv(workspace, experiment_file, overrides: list[str] = (), queue: bool = False) -> list[str]:

@@ -1,5 +1,5 @@
 """`python -m labtui`: the `labtui` command."""
 
-from labtui.engine.cli import main
+from labtui.main import main
 
 raise SystemExit(main())
