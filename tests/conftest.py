@@ -41,12 +41,28 @@ def workspace(tmp_path, demo_assets) -> store.Workspace:
     return store.Workspace(tmp_path)
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """The async TUI tests (App.run_test) run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> store.Workspace:
+    """An empty workspace (logs/ made), and the TUI's error log kept inside the test's folder. A test
+    module may define its own `ws`."""
+    monkeypatch.setenv("LABTUI_TUI_LOG", str(tmp_path / "tui.log"))
+    w = store.Workspace(tmp_path / "ws")
+    w.logs.mkdir(parents=True)
+    return w
+
+
 def labtui(ws: store.Workspace | Path, *args: str, timeout: float = 300, check: bool = False, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess against a workspace."""
     root = ws.root if isinstance(ws, store.Workspace) else Path(ws)
     env = dict(os.environ, LABTUI_WORKSPACE=str(root))
     env.update(kw.pop("env", {}))
-    proc = subprocess.run([sys.executable, "-m", "labtui.engine.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "labtui", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(root), stdin=subprocess.DEVNULL, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"labtui {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -70,3 +86,11 @@ def fast_overrides(steps: int = 20) -> list[str]:
     """--set flags that make a demo experiment finish in a few seconds."""
     return ["--set", f"training.max_steps={steps}", "--set", "training.logging_steps=2",
             "--set", f"training.save_steps={steps // 2}", "--set", f"training.eval_steps={steps // 2}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the tiny demo model (the `demo_assets` fixture, or `workspace` built on it)
+    builds or starts a model: it is `e2e`, so `make test-fast` (-m "not e2e") leaves it out."""
+    for item in items:
+        if "demo_assets" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

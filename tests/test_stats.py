@@ -54,13 +54,17 @@ def make_pairs(n, b, c, both_right=None):
     a, bb = [], []
     for i in range(n):
         if i < b:
-            a.append(True); bb.append(False)
+            a.append(True)
+            bb.append(False)
         elif i < b + c:
-            a.append(False); bb.append(True)
+            a.append(False)
+            bb.append(True)
         elif i < b + c + both_right:
-            a.append(True); bb.append(True)
+            a.append(True)
+            bb.append(True)
         else:
-            a.append(False); bb.append(False)
+            a.append(False)
+            bb.append(False)
     return a, bb
 
 

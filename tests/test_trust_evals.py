@@ -136,10 +136,6 @@ def test_compare_of_an_eval_with_itself_warns(ws):
 
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.mark.anyio
 async def test_history_and_compare_show_what_was_evaluated_and_survive_markup(ws):
@@ -240,6 +236,7 @@ def test_eval_device_cuda_without_a_gpu_exits_2_and_creates_nothing(ws):
 # --- 5. doctor on a fresh clone -----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # doctor imports torch, transformers, peft and trl, and validates every shipped experiment with them
 def test_doctor_on_a_fresh_clone_reports_the_pubmedqa_files_as_needed_not_failed(tmp_path):
     shutil.copytree(ROOT / "experiments", tmp_path / "experiments")  # what a fresh clone has: no data/, no demo/
     proc = labtui(tmp_path, "doctor", "--json")

@@ -409,10 +409,6 @@ def test_retry_of_a_command_run_shows_the_command_and_needs_yes(tmp_path):
 # --- 4 and 8 in the TUI: a question before the limit is exceeded or a command runs again ---------
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def _until(pilot, cond, what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout

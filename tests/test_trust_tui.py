@@ -30,19 +30,6 @@ pytestmark = pytest.mark.anyio
 NASTY = "x [/] y [b] z [unclosed \x1b]0;pwned\x07 \x1b[2J end [/"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch) -> store.Workspace:
-    monkeypatch.setenv("LABTUI_TUI_LOG", str(tmp_path / "tui.log"))
-    w = store.Workspace(tmp_path / "ws")
-    w.logs.mkdir(parents=True)
-    return w
-
-
 def screen_lines(app) -> list[str]:
     """The text of every line of the screen as drawn."""
     return [strip.text for strip in app.screen._compositor.render_strips()]

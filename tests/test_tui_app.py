@@ -57,10 +57,6 @@ def app_for(ws: store.Workspace, **kw) -> LabApp:
     return LabApp(workspace=ws, poll_interval=kw.pop("poll_interval", 0.05), clock=kw.pop("clock", clock), **kw)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def ws(tmp_path) -> store.Workspace:
