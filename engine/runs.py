@@ -165,7 +165,7 @@ def cmd_demo(ws: store.Workspace, args) -> int:
         print(run.id)
     if reuse:
         print("the demo runs above are reused; `labtui demo --again` queues fresh ones", file=sys.stderr)
-    open_tui = getattr(args, "open_tui", None)  # the `labtui` command hands it in (labtui.main)
+    open_tui = args.open_tui  # handed in by the `labtui` command (labtui.main); None from engine.cli alone
     if args.no_tui or open_tui is None or not sys.stdin.isatty() or not sys.stdout.isatty():
         return follow_many(runs)
     note = None
