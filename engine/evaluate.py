@@ -25,11 +25,9 @@ import re
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from . import evalstore, store
-from .errors import explain
 
 PROGRESS_EVERY_S = 1.0
 
@@ -282,7 +280,7 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
 
     import torch
 
-    from .worker import load_model_and_tokenizer
+    from .worker import load_model_and_tokenizer, set_pad_token
 
     dtype = dtype or cfg["model"].get("dtype") or "auto"
     device_map = {"": torch.cuda.current_device()} if device.startswith("cuda") else None  # weights straight onto the GPU
@@ -313,13 +311,7 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
         model.to(device)
     model.eval()
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        # pad must not be EOS: generation would treat padding as the end
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
-            tokenizer.pad_token = tokenizer.unk_token
-        else:
-            tokenizer.add_special_tokens({"pad_token": "<|labtui_pad|>"})
-            model.resize_token_embeddings(len(tokenizer))
+    set_pad_token(tokenizer, model, not_eos=True)  # generation would take padding that is EOS for the end
     actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return model, tokenizer, actual
 
@@ -457,13 +449,9 @@ class Evaluation:
             print(f"[labtui] {status}: accuracy {self.summary_line()}", flush=True)
             return 0
         except BaseException as e:  # noqa: BLE001 - recorded, then turned into an exit code
-            traceback.print_exc()
-            sys.stdout.flush()
-            message, where = explain(e)
-            status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
-            self.finish(status, message, where)
-            print(f"[labtui] {status}: {message}", flush=True)
-            return 1
+            from .worker import failed
+
+            return failed(e, self.finish)
 
     def summary_line(self) -> str:
         summ = evalstore.read_summary(self.ev.path)

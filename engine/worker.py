@@ -89,17 +89,24 @@ def train(run: store.Run, resume: bool = False) -> int:
         cb.finish(status)
         print(f"[labtui] {status} at step {cb.progress.get('step')}", flush=True)
         return 0
-    except BaseException as e:  # noqa: BLE001 - everything is recorded, then re-raised as an exit code
+    except BaseException as e:  # noqa: BLE001 - everything is recorded, then turned into an exit code
+        return failed(e, lambda status, message, where: cb.finish(status, error=message, where=where))
+
+
+def failed(e: BaseException, finish) -> int:
+    """The one failure epilogue of the training and the evaluation worker: the traceback goes to
+    worker.log, `finish(status, message, where)` records the one-line explanation (errors.explain;
+    status "stopped" for an interrupt, else "failed"), that line is printed last; exit code 1."""
+    traceback.print_exc()
+    sys.stdout.flush()
+    message, where = explain(e)
+    status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+    try:
+        finish(status, message, where)
+    except Exception:  # noqa: BLE001 - the line below still says what happened
         traceback.print_exc()
-        sys.stdout.flush()
-        message, where = explain(e)
-        status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
-        try:
-            cb.finish(status, error=message, where=where)
-        except Exception:
-            traceback.print_exc()
-        print(f"[labtui] {status}: {message}", flush=True)
-        return 1
+    print(f"[labtui] {status}: {message}", flush=True)
+    return 1
 
 
 def _git_commit(path: Path) -> str | None:
@@ -125,12 +132,6 @@ def load_model_and_tokenizer(cfg: dict, workspace: Path, device_map=None, dtype_
     source = str(local) if local is not None and local.exists() else name
     kwargs = {"trust_remote_code": bool(m.get("trust_remote_code")), "revision": m.get("revision")}
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    if tokenizer.pad_token is None:
-        # pad must not be EOS (the model would never learn to stop, and left-padded generation breaks)
-        if tokenizer.unk_token is not None:
-            tokenizer.pad_token = tokenizer.unk_token
-        else:
-            tokenizer.add_special_tokens({"pad_token": "<|labtui_pad|>"})
     dtype = dtype_override or m.get("dtype") or "auto"
     model_kwargs = dict(kwargs)
     if dtype != "auto":
@@ -142,11 +143,29 @@ def load_model_and_tokenizer(cfg: dict, workspace: Path, device_map=None, dtype_
     if device_map is not None:
         model_kwargs["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(source, **model_kwargs)
+    set_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
+PAD_TOKEN = "<|labtui_pad|>"
+
+
+def set_pad_token(tokenizer, model, not_eos: bool = False) -> None:
+    """The one pad-token policy of training and evaluation. A tokenizer without a pad token gets its
+    unk token (when that is not EOS), else a new PAD_TOKEN; with `not_eos` (left-padded batched
+    generation, where padding that is EOS reads as the end) a pad equal to EOS is replaced the same
+    way. Training keeps a pad equal to EOS: padded labels are -100, so EOS is still learned. The
+    embeddings grow to hold a new token; model.config.pad_token_id is set when the model has none."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad is None or (not_eos and pad == eos):
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != eos:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
 
 
 # Defaults labtui brings to TrainingArguments / SFTConfig (the user's `training:` wins).

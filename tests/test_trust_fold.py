@@ -165,3 +165,38 @@ def test_the_run_list_row_and_runs_json_come_from_one_reader(tmp_path):
     assert summary == {k: store.jsonable(row[k]) for k in store.SUMMARY_FIELDS}
     assert summary["train_loss"] == "nan" and math.isnan(listed.train_loss) and summary["tokens_per_s"] == 12.5
     assert (listed.step, listed.notes, listed.parent_experiment, listed.changed) == (3, "first line", "base", {"lr": [1, 2]})
+
+
+def test_one_failure_epilogue_for_training_and_evaluation(capsys):
+    from labtui.engine import evaluate, worker
+
+    recorded = []
+    try:
+        raise ValueError("bad value")
+    except ValueError as e:
+        assert worker.failed(e, lambda *a: recorded.append(a)) == 1
+    assert recorded[0][:2] == ("failed", "ValueError: bad value") and "test_trust_fold.py" in recorded[0][2]
+
+    def broken(*a):
+        raise OSError("disk full")
+
+    assert worker.failed(KeyboardInterrupt(), broken) == 1  # finish failing does not hide the line
+    out = capsys.readouterr().out
+    assert "[labtui] failed: ValueError: bad value" in out and "[labtui] stopped: interrupted" in out
+    assert "failed(e" in open(evaluate.__file__).read()  # the eval worker ends through it too
+
+
+@pytest.mark.e2e
+def test_one_pad_token_policy_for_training_and_evaluation(demo_assets):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labtui.engine import demo, worker
+
+    path = demo_assets / demo.MODEL_DIR
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    tok.pad_token = tok.eos_token
+    worker.set_pad_token(tok, model)  # training: padded labels are -100, a pad equal to EOS is kept
+    assert tok.pad_token_id == tok.eos_token_id
+    worker.set_pad_token(tok, model, not_eos=True)  # generation: padding must not read as the end
+    assert tok.pad_token_id != tok.eos_token_id
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok)
