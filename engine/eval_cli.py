@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import evalstore, fmt, lifecycle, store
-from .config import ConfigError
+from .config import CHOICES, ConfigError
 from .evalstore import ERROR_KINDS
 from .follow import follow_progress, progress_head
 
@@ -558,8 +558,6 @@ def cmd_doctor(args) -> int:
 
 
 def _choices(key: str) -> str:
-    from .config import CHOICES
-
     return "{" + ",".join(CHOICES[f"eval.{key}"]) + "}"
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import yaml
 
 from . import launcher, store
-from .config import CHOICES, DEFAULTS, ConfigError, check_field
+from .config import DEFAULTS, ConfigError, check_field
 from .evalstore import EVAL_FILE, EvalNotFound
 
-MODES, DEVICES, SPLITS, DTYPES = (CHOICES[f"eval.{k}"] for k in ("mode", "device", "split", "dtype"))  # one schema
 # the `labtui eval` flag of each eval.json setting: a value given on the command line is named by its flag
 FLAGS = {"n": "--n", "mode": "--mode", "device": "--device", "split": "--split", "temperatures": "--temperature",
          "batch_size": "--batch-size", "max_new_tokens": "--max-new-tokens", "dtype": "--dtype", "seed": "--seed"}
