@@ -313,7 +313,7 @@ def degenerate_eval_check(eval_dir: Path) -> dict | None:
         hint = ("the model answers one class (or nothing usable): check the checkpoint against the base model, "
                 "the prompt template and task.choices")
     return make_alert("degenerate_eval", f"evaluation {eval_dir.name}: {first}", hint,
-                      step=summary.get("checkpoint_step"),
+                      step=summary.get(store.CHECKPOINT_STEP),
                       data={"eval_id": eval_dir.name, "warnings": warnings, "device": summary.get("device"),
                             "accuracy": summary.get("accuracy"), "pred_counts": summary.get("pred_counts")})
 
@@ -359,13 +359,13 @@ def superseded_by(alert: dict, *, status: str | None = None, step: Any = None, p
                 continue
             if row.get("status") != "completed" or row.get("degenerate") or _number(row.get("accuracy")) is None:
                 continue
-            r_step, r_t = _number(row.get("checkpoint_step")), _number(row.get("created"))
+            r_step, r_t = _number(row.get(store.CHECKPOINT_STEP)), _number(row.get("created"))
             if (a_step is not None and r_step is not None and r_step > a_step) or (
                     a_t is not None and r_t is not None and r_t > a_t):
                 later.append(row)
         if later:
-            row = max(later, key=lambda r: (_number(r.get("checkpoint_step")) or -1, _number(r.get("created")) or 0))
-            where = f"checkpoint {int(row['checkpoint_step'])}" if _number(row.get("checkpoint_step")) is not None \
+            row = max(later, key=lambda r: (_number(r.get(store.CHECKPOINT_STEP)) or -1, _number(r.get("created")) or 0))
+            where = f"checkpoint {int(row[store.CHECKPOINT_STEP])}" if _number(row.get(store.CHECKPOINT_STEP)) is not None \
                 else str(row.get("id"))
             return f"a later eval ({where}) is not degenerate: accuracy {float(row['accuracy']):.3f}"
         return None

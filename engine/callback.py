@@ -226,7 +226,7 @@ class LabtuiCallback(TrainerCallback):
                 "epoch": logs.get("epoch", state.epoch), "loss": _f(logs.get("loss")),
                 "grad_norm": _f(logs.get("grad_norm")), "learning_rate": _f(logs.get("learning_rate")),
                 "tokens": tokens,
-                "tokens_per_s": (tokens - self._last_log_tokens) / dt if tokens else None,
+                store.TOKENS_PER_S: (tokens - self._last_log_tokens) / dt if tokens else None,
                 "tokens_per_s_avg": (tokens - self._tokens0) / elapsed if tokens else None,
                 "samples_per_s": dsteps * batch / dt,
                 "steps_per_s": dsteps / dt,
@@ -238,7 +238,7 @@ class LabtuiCallback(TrainerCallback):
             self._last_log_t, self._last_log_tokens, self._last_log_step = now, tokens, step
             self.progress.update(step=step, max_steps=state.max_steps, epoch=rec["epoch"], train_loss=rec["loss"],
                                  grad_norm=rec["grad_norm"], learning_rate=rec["learning_rate"], tokens=tokens,
-                                 tokens_per_s=rec["tokens_per_s"], tokens_per_s_avg=rec["tokens_per_s_avg"],
+                                 tokens_per_s=rec[store.TOKENS_PER_S], tokens_per_s_avg=rec["tokens_per_s_avg"],
                                  samples_per_s=rec["samples_per_s"], steps_per_s=rec["steps_per_s"], last_log_t=now)
             if self.watchdog is not None:
                 self.watchdog.on_train_record(rec)

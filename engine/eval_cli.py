@@ -183,7 +183,7 @@ def print_eval(path: Path) -> None:
             _print(f"  T={t:<8}  {_pct(block['accuracy'])} {_ci(block['ci'])}  empty {e.get('empty', 0)}  "
                   f"unparseable {e.get('unparseable', 0)}  hedged maybe {e.get('hedged_maybe', 0)}")
     speed = []
-    if summ.get("tokens_per_s"):
+    if summ.get(store.TOKENS_PER_S):
         speed.append(f"{summ['tokens_per_s']:,.0f} tokens/s")
     if summ.get("examples_per_s"):
         speed.append(f"{summ['examples_per_s']:.1f} examples/s")
@@ -234,7 +234,7 @@ def cmd_evals(args) -> int:
     for r in rows:
         name = f"{r['run'] or '-'}/{r['id']}"
         flag = "  !" if r["degenerate"] else ""
-        step = "base" if r.get("checkpoint") == "base" else r["checkpoint_step"] if r["checkpoint_step"] is not None else "-"
+        step = "base" if r.get("checkpoint") == "base" else r[store.CHECKPOINT_STEP] if r[store.CHECKPOINT_STEP] is not None else "-"
         _print(f"{name[:70]:<70} {r['status']!s:<10} {r['mode'] or '-'!s:<8} {r['device'] or '-'!s:<6} "
                f"{r.get('split') or '-'!s:<5} {step!s:>6} {r['n'] or '-'!s:>5} {_pct(r['accuracy']):>9}  {_ci(r['ci'])}{flag}")
     return 0

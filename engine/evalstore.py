@@ -68,7 +68,7 @@ def is_eval_dir(path: Path) -> bool:
 # The fields eval_row reads, with their types: a wrong-typed one (a hand-edited or damaged file) reads as missing.
 _SETTINGS_FIELDS = {
     "mode": store.as_text, "device": store.as_text, "device_actual": store.as_text, "checkpoint": store.as_text,
-    "checkpoint_step": store.as_whole, "split": store.as_text, "purpose": store.as_text, "n": store.as_whole,
+    store.CHECKPOINT_STEP: store.as_whole, "split": store.as_text, "purpose": store.as_text, "n": store.as_whole,
 }
 _SUMMARY_FIELDS = {
     "device": store.as_text, "n": store.as_whole, "accuracy": store.as_finite, "ci": store.as_reals,
@@ -94,7 +94,7 @@ def eval_row(path: Path) -> dict:
         "mode": settings.get("mode"),
         "device": summary.get("device") or settings.get("device_actual") or settings.get("device"),
         "checkpoint": settings.get("checkpoint"),
-        "checkpoint_step": settings.get("checkpoint_step"),
+        store.CHECKPOINT_STEP: settings.get(store.CHECKPOINT_STEP),
         "split": settings.get("split"),
         "purpose": settings.get("purpose", "eval"),
         "n": summary.get("n", settings.get("n")),
@@ -147,7 +147,7 @@ def step_text(row: Mapping, short: bool = False) -> str:
     """`checkpoint 120`, `base model`, `checkpoint ?` (short: `step 120`, `base`)."""
     if row.get("checkpoint") == "base":
         return "base" if short else "base model"
-    step = _int(row.get("checkpoint_step"))
+    step = _int(row.get(store.CHECKPOINT_STEP))
     return f"{'step' if short else 'checkpoint'} {step if step is not None else '?'}"
 
 
@@ -190,7 +190,7 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
     best = _int(best_step) if prefer == "best" else None
     best_note = None
     if prefer == "best":
-        at_best = [r for r in pool if best is not None and _int(r.get("checkpoint_step")) == best]
+        at_best = [r for r in pool if best is not None and _int(r.get(store.CHECKPOINT_STEP)) == best]
         if at_best:
             pool = at_best
         else:
@@ -199,7 +199,7 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
                                                                                if matching else ""))
 
     def step(r) -> int:
-        s = _int(r.get("checkpoint_step"))
+        s = _int(r.get(store.CHECKPOINT_STEP))
         return -1 if s is None else s
 
     def created(r) -> float:
@@ -392,7 +392,7 @@ def summarize(records: list[Mapping], choices: Iterable[str] = ("yes", "no", "ma
         "pred_counts": dict(Counter(pred)),
         "gold_counts": dict(Counter(gold)),
         "tokens": tokens,
-        "tokens_per_s": tokens / wall_s if tokens and wall_s else None,
+        store.TOKENS_PER_S: tokens / wall_s if tokens and wall_s else None,
         "examples_per_s": total / wall_s if wall_s else None,
         "wall_s": wall_s,
         "warnings": warnings,
@@ -403,7 +403,7 @@ def summarize(records: list[Mapping], choices: Iterable[str] = ("yes", "no", "ma
         "device_name": device_name,
         "mode": mode,
         "checkpoint": checkpoint,
-        "checkpoint_step": checkpoint_step,
+        store.CHECKPOINT_STEP: checkpoint_step,
         "per_temperature": per_temperature,
         "temperatures": [t for t in groups],
         "partial": partial,

@@ -397,7 +397,7 @@ class Evaluation:
         p["accuracy_so_far"] = p["correct"] / p["done"] if p["done"] else None
         elapsed = max(time.time() - self.t0, 1e-9)
         p["examples_per_s"] = p["done"] / elapsed
-        p["tokens_per_s"] = self.tokens / elapsed
+        p[store.TOKENS_PER_S] = self.tokens / elapsed
         self.write_progress()
         if self.stop:
             raise Stopped()
@@ -471,7 +471,7 @@ class Evaluation:
         cmd = rerun_command(self.info.get("run"), s, None)
         summary = evalstore.summarize(
             self.records, s.get("choices") or ["yes", "no", "maybe"], mode=s["mode"], device=s.get("device_actual"),
-            device_name=env.get("device_name"), checkpoint=s.get("checkpoint"), checkpoint_step=s.get("checkpoint_step"),
+            device_name=env.get("device_name"), checkpoint=s.get("checkpoint"), checkpoint_step=s.get(store.CHECKPOINT_STEP),
             wall_s=wall, tokens=self.tokens, rerun_command=cmd if self.info.get("run") else None, partial=partial,
         )
         summary["dtype"] = s.get("dtype_actual")

@@ -159,7 +159,7 @@ def create_eval(run: store.Run | None, settings: dict, *, checkpoint: str | int 
         "created": now, "command": argv or [],
     })
     full = {**settings, "checkpoint": cp_path, "checkpoint_spec": "base" if cp_path == "base" else str(checkpoint or "latest"),
-            "checkpoint_step": cp_step, "choices": list(cfg.get("task", {}).get("choices") or ["yes", "no", "maybe"]),
+            store.CHECKPOINT_STEP: cp_step, "choices": list(cfg.get("task", {}).get("choices") or ["yes", "no", "maybe"]),
             "created": now}
     full.pop("base", None)
     store.atomic_write_json(path / EVAL_FILE, full)
@@ -211,7 +211,7 @@ def rerun_command(ev_run_id: str | None, settings: dict, experiment_file: str | 
     if settings.get("checkpoint") == "base":
         parts.append("--base")
     elif cp:
-        parts += ["--checkpoint", str(settings.get("checkpoint_step") if cp == "latest" and settings.get("checkpoint_step") is not None else cp)]
+        parts += ["--checkpoint", str(settings.get(store.CHECKPOINT_STEP) if cp == "latest" and settings.get(store.CHECKPOINT_STEP) is not None else cp)]
     if settings.get("n") is not None:
         parts += ["--n", str(settings["n"])]
     if settings.get("mode") == "generate":

@@ -46,6 +46,10 @@ NOTES_FILE = "notes.md"
 CHECKPOINTS_DIR = "checkpoints"
 EVALS_DIR = "evals"
 
+# keys of the run directory's records spelled in many readers: one spelling
+CHECKPOINT_STEP = "checkpoint_step"  # eval.json, an eval's summary.json and its row: the evaluated step
+TOKENS_PER_S = "tokens_per_s"  # metrics.jsonl train records, progress.json, summaries: throughput
+
 STATUSES = ("queued", "starting", "running", "completed", "failed", "stopped", "crashed")
 LIVE = ("starting", "running")
 FINAL = ("completed", "failed", "stopped", "crashed")
@@ -246,7 +250,7 @@ def _result(x: Any) -> dict | None:
 PROGRESS_FIELDS: dict[str, Callable[[Any], Any]] = {
     "step": as_whole, "max_steps": as_whole, "epoch": as_finite, "train_loss": as_real, "best_eval_loss": as_real,
     "eval_loss": as_real, "best_step": as_whole, "grad_norm": as_real, "learning_rate": as_real, "tokens": as_finite,
-    "tokens_per_s": as_real, "tokens_per_s_avg": as_real, "samples_per_s": as_real, "steps_per_s": as_real,
+    TOKENS_PER_S: as_real, "tokens_per_s_avg": as_real, "samples_per_s": as_real, "steps_per_s": as_real,
     "last_log_t": as_finite, "started": as_finite, "updated": as_finite, "checkpoint": as_text, "status": as_text,
     "result": _result, "done": as_whole, "total": as_whole,
 }
@@ -301,7 +305,7 @@ def metric_ok(rec: dict) -> bool:
     step, t, max_steps, epoch = g("step"), g("t"), g("max_steps"), g("epoch")
     if not (type(step) in _NUMBER_OR_NONE and type(t) in _NUMBER_OR_NONE and type(max_steps) in _NUMBER_OR_NONE
             and type(epoch) in _NUMBER_OR_NONE and type(g("loss")) in _NUMBER_OR_NONE
-            and type(g("eval_loss")) in _NUMBER_OR_NONE and type(g("tokens_per_s")) in _NUMBER_OR_NONE
+            and type(g("eval_loss")) in _NUMBER_OR_NONE and type(g(TOKENS_PER_S)) in _NUMBER_OR_NONE
             and type(g("steps_per_s")) in _NUMBER_OR_NONE and type(g("kind")) in _TEXT_OR_NONE):
         return False
     # x - x is 0.0 for a finite float, NaN for NaN and the infinities
@@ -1061,7 +1065,7 @@ class Run:
             "train_loss": progress.get("train_loss"),
             "eval_loss": progress.get("best_eval_loss"),
             "best_step": progress.get("best_step"),
-            "tokens_per_s": progress.get("tokens_per_s"),
+            TOKENS_PER_S: progress.get(TOKENS_PER_S),
             "parent": info.get("parent"),
             "pid": state.get("pid"),
             "heartbeat": state.get("heartbeat"),
@@ -1083,7 +1087,7 @@ class Run:
 
 
 SUMMARY_FIELDS = ("id", "experiment", "description", "kind", "status", "step", "max_steps", "epoch", "created",
-                  "started", "ended", "train_loss", "eval_loss", "best_step", "tokens_per_s", "parent", "pid",
+                  "started", "ended", "train_loss", "eval_loss", "best_step", TOKENS_PER_S, "parent", "pid",
                   "heartbeat", "exit_code", "exit_signal", "error", "warning", "checkpoint", "host")
 
 

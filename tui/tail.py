@@ -186,7 +186,7 @@ class RunTail:
                 if where.size:
                     lines[kind] = store.indexed_record(f, entries[int(where[-1])])
             for i in reversed(np.flatnonzero(code == store.KIND_CODES["train"])[-8 * SPARK_LEN:].tolist()):
-                tps = (store.indexed_record(f, entries[i]) or {}).get("tokens_per_s")
+                tps = (store.indexed_record(f, entries[i]) or {}).get(store.TOKENS_PER_S)
                 if isinstance(tps, (int, float)):
                     recent.append(float(tps))
                     if len(recent) == SPARK_LEN:
@@ -247,7 +247,7 @@ class RunTail:
         if kind == "train":
             self.last["train"] = rec
             self._add("train", rec, rec.get("loss"))
-            tps = rec.get("tokens_per_s")
+            tps = rec.get(store.TOKENS_PER_S)
             if isinstance(tps, (int, float)):
                 self.tokens_per_s.append(float(tps))
         elif kind == "eval":
