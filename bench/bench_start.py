@@ -53,7 +53,7 @@ def median_phases(runs: list[dict]) -> dict:
 
 
 def import_time() -> tuple[float, list[str]]:
-    code = ("import time, sys; t = time.perf_counter(); import tui.app; d = time.perf_counter() - t; "
+    code = ("import time, sys; t = time.perf_counter(); import labtui.tui.app; d = time.perf_counter() - t; "
             "print(d, ' '.join(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), cwd=str(ROOT),
                          check=True)
@@ -94,7 +94,7 @@ def main() -> None:
             rep.note(f"the dashboard listed {d.get('runs')} runs, not {n_runs}")
         heavy.update(d.get("heavy_modules") or [])
         app_dash.append(probe(ws, "dashboard", "--entry", "app")["since_popen"]["dashboard"])
-    rep.add("import_s", imports, "s", target=0.3, label="import tui.app (in-process)", heavy=sorted(heavy))
+    rep.add("import_s", imports, "s", target=0.3, label="import labtui.tui.app (in-process)", heavy=sorted(heavy))
     rep.add("python_s", py, "s", label="python -c pass (interpreter floor)")
     rep.add("dashboard_s", dash, "s", target=0.5, label=f"labtui -> dashboard drawn, {n_runs:,} runs")
     if all_rows:

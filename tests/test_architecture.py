@@ -34,6 +34,16 @@ def test_one_labtui_namespace_and_nothing_named_engine_or_tui(tmp_path):
     assert probe.stdout.split("\n")[:3] == ["None None", "False", "labtui.engine.callback"]
 
 
+def test_the_checkouts_folders_do_not_import_as_engine_or_tui():
+    """From the checkout itself (the current folder is on sys.path) engine/ and tui/ are folders of
+    labtui, not packages of their own: importing them by the old names says what to import."""
+    probe = py("import engine", ROOT)
+    assert probe.returncode != 0 and "import labtui.engine, not engine" in probe.stderr
+    probe = py("import tui.app", ROOT)
+    assert probe.returncode != 0 and "import labtui.tui, not tui" in probe.stderr
+    assert py("import labtui.engine.store, labtui.tui.app", ROOT).returncode == 0
+
+
 def test_python_m_labtui_is_the_command(tmp_path):
     out = subprocess.run([sys.executable, "-m", "labtui", "--workspace", str(tmp_path), "runs"], capture_output=True,
                          text=True, cwd=str(tmp_path), timeout=120)

@@ -257,7 +257,7 @@ def test_eval_readers_import_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, engine.evalstore, engine.eval_cli, engine.evaluate_launch; "
+    code = ("import sys, labtui.engine.evalstore, labtui.engine.eval_cli, labtui.engine.evaluate_launch; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets', 'textual') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr

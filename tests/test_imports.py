@@ -23,7 +23,7 @@ def test_light_engine_modules_import_no_training_stack():
 
 
 def test_cli_parser_imports_no_training_stack():
-    assert loaded_after("from engine.cli import build_parser; build_parser()") == []
+    assert loaded_after("from labtui.engine.cli import build_parser; build_parser()") == []
 
 
 def test_engine_never_imports_textual():

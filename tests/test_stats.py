@@ -394,7 +394,7 @@ def test_detectable_difference_equals_scipy_brentq(n, psi):
 
 def test_engine_stats_does_not_import_scipy():
     import subprocess
-    code = "import sys, engine.stats as s; s.compare({'a': True}, {'a': False}); print('scipy' in sys.modules)"
+    code = "import sys, labtui.engine.stats as s; s.compare({'a': True}, {'a': False}); print('scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False"

@@ -157,7 +157,7 @@ def test_choices_come_from_one_place():
 
 
 def test_schema_is_light():
-    code = ("import sys; from engine import config; config.check_field('eval.n', -1); "
+    code = ("import sys; from labtui.engine import config; config.check_field('eval.n', -1); "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

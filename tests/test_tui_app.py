@@ -69,7 +69,7 @@ def ws(tmp_path) -> store.Workspace:
 
 
 def test_tui_imports_no_heavy_library():
-    code = f"import tui.app, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
+    code = f"import labtui.tui.app, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
