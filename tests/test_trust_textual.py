@@ -193,3 +193,15 @@ async def test_detail_screen_reads_the_runs_files_off_the_ui_thread(ws, monkeypa
         await until(pilot, lambda: len([r for r in reads if r[0] == "config"]) > before, what="a second read")
         on_ui = sorted({name for name, main in reads if main})
         assert on_ui == [], f"read on the UI thread: {on_ui}"
+
+
+async def test_launch_lists_the_shipped_experiments_for_a_workspace_without_any(ws):
+    from labtui.tui.screens.launch import LaunchScreen
+
+    assert not ws.experiments.exists()
+    app = app_for(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, LaunchScreen), what="the launch screen")
+        names = [p.name for p in app.screen.files]
+        assert "demo-baseline.yaml" in names

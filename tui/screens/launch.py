@@ -51,8 +51,11 @@ def change_lines(changed: dict, parent: str, overridden: set[str]) -> list[Conte
     return out
 
 
+SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the repository's, as `labtui demo` uses
+
+
 def experiment_files(ws_experiments: Path) -> list[Path]:
-    folder = ws_experiments if ws_experiments.is_dir() else cli_runner.REPO / "experiments"
+    folder = ws_experiments if ws_experiments.is_dir() else SHIPPED_EXPERIMENTS
     return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
