@@ -205,3 +205,18 @@ async def test_launch_lists_the_shipped_experiments_for_a_workspace_without_any(
         await until(pilot, lambda: isinstance(app.screen, LaunchScreen), what="the launch screen")
         names = [p.name for p in app.screen.files]
         assert "demo-baseline.yaml" in names
+
+
+async def test_the_footer_follows_the_keys_while_the_terminal_has_no_focus(ws):
+    make_run(ws, "20261122-010000-live-a001", "live", status="running", live=True)
+    make_run(ws, "20261122-020000-done-a002", "done", status="completed")
+    app = app_for(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 2)
+        screen = app.screen
+        app.select_run("20261122-010000-live-a001")
+        await until(pilot, lambda: footer_keys(screen).get("s") is True, what="stop for the live run")
+        app.app_focus = False  # a detached tmux, another window (Footer itself waits for focus)
+        app.select_run("20261122-020000-done-a002")  # not a key: a key press gives the app its focus back
+        await until(pilot, lambda: footer_keys(screen).get("s") is False, what="stop dimmed, without focus")
+        assert not app.app_focus
