@@ -65,6 +65,8 @@ def private_uses(path: Path, textual_names: set[str]) -> list[str]:
             found.append(f"{line}: .{node.attr} (Textual's private attribute)")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in textual_names:
             found.append(f"{line}: def {node.name} (overrides Textual's private method)")
+        elif isinstance(node, ast.ImportFrom) and any(part.startswith("_") for part in (node.module or "").split(".")):
+            found.append(f"{line}: from {node.module} import (a private module)")
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
                 if (isinstance(target, ast.Attribute) and target.attr.startswith("_")
@@ -83,10 +85,12 @@ def test_the_private_api_check_finds_what_it_looks_for(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("class K:\n    async def _on_key(self, e):\n        self.screen._bindings.bind('a', 'b')\n"
                       "        return self.app.screen._compositor\n"
-                      "def f(table):\n    table._labtui_fill = 1\n")
+                      "def f(table):\n    table._labtui_fill = 1\n"
+                      "from textual.widgets._footer import FooterKey\n")
     assert sorted(private_uses(sample, textual_private_names())) == [
         "2: def _on_key (overrides Textual's private method)", "3: ._bindings (Textual's private attribute)",
-        "4: ._compositor (Textual's private attribute)", "6: sets ._labtui_fill on another object"]
+        "4: ._compositor (Textual's private attribute)", "6: sets ._labtui_fill on another object",
+        "7: from textual.widgets._footer import (a private module)"]
 
 
 def test_bindings_are_refreshed_by_reactives_not_by_hand():
