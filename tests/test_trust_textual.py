@@ -65,7 +65,8 @@ def private_uses(path: Path, textual_names: set[str]) -> list[str]:
             found.append(f"{line}: .{node.attr} (Textual's private attribute)")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in textual_names:
             found.append(f"{line}: def {node.name} (overrides Textual's private method)")
-        elif isinstance(node, ast.ImportFrom) and any(part.startswith("_") for part in (node.module or "").split(".")):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("textual") and any(
+                part.startswith("_") for part in node.module.split(".")):
             found.append(f"{line}: from {node.module} import (a private module)")
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
