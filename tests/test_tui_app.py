@@ -77,7 +77,7 @@ def test_tui_imports_no_heavy_library():
 def test_every_screen_imports_no_heavy_library():
     mods = ", ".join(f"labtui.tui.screens.{m}" for m in ("dashboard", "launch", "evaluate", "history", "compare", "detail",
                                                    "log", "help"))
-    code = f"import {mods}, tui.history_data, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
+    code = f"import {mods}, labtui.tui.history_data, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
