@@ -24,10 +24,10 @@ from ..widgets.loss_chart import LossChart
 from ..widgets.run_list import RunList, matches, order
 from ..widgets.run_panels import GpuPanel, StatusPanel, SystemPanel, ThroughputPanel
 from .confirm import Choose
+from . import run_actions
+from .run_actions import call_engine, why_disabled
 
 WIDE_ONLY = ("filter", "axis", "smoothing", "log-y")  # in the footer as room allows, in this order
-STOPPABLE = ("starting", "running")
-RESUMABLE = ("stopped", "failed", "crashed")
 
 
 class DashboardScreen(HonestKeys, Screen):
@@ -263,16 +263,12 @@ class DashboardScreen(HonestKeys, Screen):
     def action_resume(self) -> None:
         row = self.app.selected_row
         if row:
-            from .. import lifecycle_actions
-
-            lifecycle_actions.resume(self, self.app.run_for(row.id))  # asks first when the concurrency limit is reached
+            run_actions.resume(self, self.app.run_for(row.id))  # asks first when the concurrency limit is reached
 
     def action_retry(self) -> None:
         row = self.app.selected_row
         if row:
-            from .. import lifecycle_actions
-
-            lifecycle_actions.retry(self, self.app.run_for(row.id))  # a command run's command is shown first
+            run_actions.retry(self, self.app.run_for(row.id))  # a command run's command is shown first
 
     def action_cancel_queued(self) -> None:
         row = self.app.selected_row
@@ -287,51 +283,3 @@ class DashboardScreen(HonestKeys, Screen):
     @work(thread=True, group="engine-action", exclusive=True, exit_on_error=False, description="lifecycle action")
     def engine_call(self, what: str, fn, *args, **kwargs) -> None:
         call_engine(self.app, what, fn, *args, **kwargs)
-
-
-def why_disabled(action: str, row, baseline_id: str | None = None) -> str | None:
-    """Why a run action cannot run on `row` now (the dashboard's selected run, the detail screen's run)."""
-    needs_run = ("stop", "resume", "retry", "evaluate", "log", "detail", "baseline", "compare", "cancel_queued",
-                 "move_queued")
-    if action not in needs_run:
-        return None
-    if row is None:
-        return "no run selected (n starts one)"
-    name = fmt.short_id(row.id, row.experiment)
-    if action == "stop" and row.status not in STOPPABLE:
-        return f"{name} is {row.status}: only a starting or running run can be stopped"
-    if action == "resume" and row.status not in RESUMABLE:
-        if row.status in STOPPABLE or row.status == "queued":
-            return f"{name} is {row.status}: there is nothing to resume"
-        return f"{name} is {row.status}: resume continues a stopped, failed or crashed run (R retries it as a new run)"
-    if action == "retry" and not row.final:
-        return f"{name} is {row.status}: retry starts a finished run again as a new run"
-    if action == "compare":
-        if not baseline_id:
-            return "no baseline yet: select a run and press b to mark it as the baseline"
-        if row.id == baseline_id:
-            return f"{name} is the baseline: select another run to compare with it"
-    if action in ("cancel_queued", "move_queued") and row.status != "queued":
-        return f"{name} is {row.status}: only a queued run can be cancelled or moved in the queue"
-    return None
-
-
-def call_engine(app, what: str, fn, *args, **kwargs) -> None:
-    """Run a lifecycle/queue call (in a worker thread) and report how it went."""
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as e:  # the engine's message is meant for the user
-        app.call_from_thread(app.notify, fmt.printable(f"{type(e).__name__}: {e}" if not str(e) else str(e)),
-                             title=fmt.printable(f"{what} failed"), markup=False,
-                             severity="error", timeout=15)
-        return
-    if isinstance(result, str):
-        message = result  # engine.lifecycle.stop says what it did
-    elif getattr(result, "id", None):
-        message = f"{what}: {result.id}"
-    else:
-        message = f"{what}: done"
-    app.call_from_thread(app.notify, fmt.printable(message), markup=False)
-    if getattr(result, "id", None):
-        app.call_from_thread(app.select_run, result.id)  # a retry is a new run: show it
-    app.call_from_thread(app.refresh_now)

@@ -23,7 +23,8 @@ from ..config_view import config_content, diff_content
 from ..guard import guarded
 from ..text import join_lines, markup, plain
 from ..widgets.footer import LabFooter
-from .dashboard import call_engine, why_disabled
+from . import run_actions
+from .run_actions import call_engine, why_disabled
 
 ENV_KEYS = ("host", "python", "platform", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "cuda",
             "cuda_available", "device", "device_name", "device_count", "torch_threads", "git_commit")
@@ -224,14 +225,10 @@ class RunDetailScreen(HonestKeys, Screen):
                                                                ("k", "kill now", "now")]), chosen)
 
     def action_resume(self) -> None:
-        from .. import lifecycle_actions
-
-        lifecycle_actions.resume(self, self.run)  # asks first when the concurrency limit is reached
+        run_actions.resume(self, self.run)  # asks first when the concurrency limit is reached
 
     def action_retry(self) -> None:
-        from .. import lifecycle_actions
-
-        lifecycle_actions.retry(self, self.run)  # a command run's command is shown first
+        run_actions.retry(self, self.run)  # a command run's command is shown first
 
     @work(thread=True, group="engine-action", exclusive=True, exit_on_error=False, description="lifecycle action")
     def engine_call(self, what: str, fn, *args, **kwargs) -> None:

@@ -244,9 +244,9 @@ class LaunchScreen(Screen):
         if not self.preview_ok or self.busy or self.experiment is None:
             return
         if not queue and now is None:  # "start now" respects the concurrency limit unless told to start anyway
-            from .. import lifecycle_actions
+            from . import run_actions
 
-            lifecycle_actions.slot_question(self.app, f"Start {self.experiment.name}",
+            run_actions.slot_question(self.app, f"Start {self.experiment.name}",
                                             lambda how: self.action_start(how == "queue", how == "now"))
             return
         self.busy = True
