@@ -10,9 +10,9 @@ What it reads is cached, so History opens fast with a thousand evaluated runs: a
 row by the modification times and sizes of its JSON files, and each comparison by both
 predictions.jsonl's. A comparison is engine.evalstore.compare_columns (what `labtui compare`
 computes) on the evals' columns (engine.evalstore.columns); the baseline's columns are read once
-per build, not once per row. The cache is shared by every History screen of the process and kept in `logs/.labtui-history-cache.json`
-(written by the TUI, atomically; stale entries are recomputed, a damaged file is ignored), so the
-next session starts warm too.
+per build, not once per row. The cache is shared by every History screen of the process and
+kept in `logs/.labtui-history-cache.json` (written by the TUI, atomically; stale entries are
+recomputed, a damaged file is ignored), so the next session starts warm too.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def _mtime(path: Path) -> int:
 
 CACHE_FILE = ".labtui-history-cache.json"
 CACHE_VERSION = 4  # 2: correctness digests and bits in the predictions' file order; 3: rows with split; 4: no bits
-EVAL_FILES = (store.RUN_FILE, "eval.json", "summary.json", store.PROGRESS_FILE, store.STATE_FILE)
-PREDICTIONS = "predictions.jsonl"
+EVAL_FILES = (store.RUN_FILE, evalstore.EVAL_FILE, evalstore.SUMMARY_FILE, store.PROGRESS_FILE, store.STATE_FILE)
+PREDICTIONS = evalstore.PREDICTIONS_FILE
 PARTIAL_AFTER = 20  # more comparisons than this to compute: the rows are shown first, without them
 RESULT_KEYS = ("n", "acc_a", "acc_b", "b", "c", "diff", "mcnemar_p", "cohens_h", "verdict")
 
