@@ -15,7 +15,6 @@ experiment's `engine.alerts` (ALERT_DEFAULTS). Light: no torch; the TUI and the 
 from __future__ import annotations
 
 import difflib
-import math
 import sys
 import time
 from pathlib import Path
@@ -334,10 +333,6 @@ def after_run(run: store.Run, state: dict | None = None) -> None:
 # --- alerts that a later state superseded -------------------------------------------------------
 
 
-def _number(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
 def superseded_by(alert: dict, *, status: str | None = None, step: Any = None, progress_t: Any = None,
                   evals: Any = (), system: dict | None = None) -> str | None:
     """Why `alert` no longer describes the run, in words, or None while it still does. Pure: the run's
@@ -350,27 +345,27 @@ def superseded_by(alert: dict, *, status: str | None = None, step: Any = None, p
     Other kinds describe something that happened (a spike, a NaN) and stay as they are.
     """
     kind = alert.get("kind")
-    a_step, a_t = _number(alert.get("step")), _number(alert.get("t"))
+    a_step, a_t = store.as_finite(alert.get("step")), store.as_finite(alert.get("t"))
     if kind == "degenerate_eval":
         own = (alert.get("data") or {}).get("eval_id") if isinstance(alert.get("data"), dict) else None
         later = []
         for row in evals or ():
             if not isinstance(row, dict) or row.get("id") == own or row.get("purpose") == "parity":
                 continue
-            if row.get("status") != "completed" or row.get("degenerate") or _number(row.get("accuracy")) is None:
+            if row.get("status") != "completed" or row.get("degenerate") or store.as_finite(row.get("accuracy")) is None:
                 continue
-            r_step, r_t = _number(row.get(store.CHECKPOINT_STEP)), _number(row.get("created"))
+            r_step, r_t = store.as_finite(row.get(store.CHECKPOINT_STEP)), store.as_finite(row.get("created"))
             if (a_step is not None and r_step is not None and r_step > a_step) or (
                     a_t is not None and r_t is not None and r_t > a_t):
                 later.append(row)
         if later:
-            row = max(later, key=lambda r: (_number(r.get(store.CHECKPOINT_STEP)) or -1, _number(r.get("created")) or 0))
-            where = f"checkpoint {int(row[store.CHECKPOINT_STEP])}" if _number(row.get(store.CHECKPOINT_STEP)) is not None \
+            row = max(later, key=lambda r: (store.as_finite(r.get(store.CHECKPOINT_STEP)) or -1, store.as_finite(r.get("created")) or 0))
+            where = f"checkpoint {int(row[store.CHECKPOINT_STEP])}" if store.as_finite(row.get(store.CHECKPOINT_STEP)) is not None \
                 else str(row.get("id"))
             return f"a later eval ({where}) is not degenerate: accuracy {float(row['accuracy']):.3f}"
         return None
     if kind == "stalled":
-        s, t = _number(step), _number(progress_t)
+        s, t = store.as_finite(step), store.as_finite(progress_t)
         if s is not None and a_step is not None and s > a_step:
             return f"training moved on: step {int(s)}"
         if t is not None and a_t is not None and t > a_t:
@@ -379,11 +374,11 @@ def superseded_by(alert: dict, *, status: str | None = None, step: Any = None, p
             return f"the run ended ({status})"
         return None
     if kind in ("gpu_memory", "host_memory"):
-        if not isinstance(system, dict) or a_t is None or (_number(system.get("t")) or 0) <= a_t:
+        if not isinstance(system, dict) or a_t is None or (store.as_finite(system.get("t")) or 0) <= a_t:
             return None
         data = alert.get("data") if isinstance(alert.get("data"), dict) else {}
         key = "gpu_memory_percent" if kind == "gpu_memory" else "host_memory_percent"
-        threshold = _number(data.get("threshold")) or ALERT_DEFAULTS[key]
+        threshold = store.as_finite(data.get("threshold")) or ALERT_DEFAULTS[key]
         lowered = threshold - MEMORY_HYSTERESIS
         try:
             still = {a["kind"] for a in memory_check(system, {key: lowered})}

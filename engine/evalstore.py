@@ -133,10 +133,6 @@ HEADLINE_RULE = ("the completed eval of the final checkpoint; with a baseline, o
                  "checkpoint: the lowest eval loss)")
 
 
-def _int(x) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
-
-
 def finished(row: Mapping) -> bool:
     """A completed evaluation with an accuracy, not a parity check: one that can stand for its run."""
     return (row.get("purpose") != "parity" and row.get("status") == "completed"
@@ -147,14 +143,14 @@ def step_text(row: Mapping, short: bool = False) -> str:
     """`checkpoint 120`, `base model`, `checkpoint ?` (short: `step 120`, `base`)."""
     if row.get("checkpoint") == "base":
         return "base" if short else "base model"
-    step = _int(row.get(store.CHECKPOINT_STEP))
+    step = store.as_whole(row.get(store.CHECKPOINT_STEP))
     return f"{'step' if short else 'checkpoint'} {step if step is not None else '?'}"
 
 
 def eval_settings_text(row: Mapping, short: bool = False) -> str:
     """`checkpoint 120, N 300, score, cpu`: what an eval evaluated, and how (the split when it is not
     test). short, for a table cell: `step 120 N300 score cpu`."""
-    n = _int(row.get("n"))
+    n = store.as_whole(row.get("n"))
     bits = [step_text(row, short), f"N{'' if short else ' '}{n if n is not None else '?'}"]
     if row.get("split") not in (None, "test"):
         bits.append(f"{'' if short else 'split '}{row.get('split')}")
@@ -169,7 +165,7 @@ def comparability(row: Mapping, base: Mapping) -> str | None:
     sa, sb = row.get("split") or "test", base.get("split") or "test"
     if sa != sb:
         reasons.append(f"split {sa} vs {sb}")
-    na, nb = _int(row.get("n")), _int(base.get("n"))
+    na, nb = store.as_whole(row.get("n")), store.as_whole(base.get("n"))
     if na != nb:
         reasons.append(f"N {'?' if na is None else na} vs {'?' if nb is None else nb}")
     return ", ".join(reasons) or None
@@ -187,10 +183,10 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
     matching = ([r for r in cands if comparability(r, base) is None and not _same_path(r, base)]
                 if base is not None else [])  # an eval is not paired with itself
     pool = matching or cands
-    best = _int(best_step) if prefer == "best" else None
+    best = store.as_whole(best_step) if prefer == "best" else None
     best_note = None
     if prefer == "best":
-        at_best = [r for r in pool if best is not None and _int(r.get(store.CHECKPOINT_STEP)) == best]
+        at_best = [r for r in pool if best is not None and store.as_whole(r.get(store.CHECKPOINT_STEP)) == best]
         if at_best:
             pool = at_best
         else:
@@ -199,17 +195,17 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
                                                                                if matching else ""))
 
     def step(r) -> int:
-        s = _int(r.get(store.CHECKPOINT_STEP))
+        s = store.as_whole(r.get(store.CHECKPOINT_STEP))
         return -1 if s is None else s
 
     def created(r) -> float:
         c = r.get("created")
         return float(c) if isinstance(c, (int, float)) and math.isfinite(c) else 0.0
 
-    pick = max(pool, key=lambda r: (step(r), (r.get("split") or "test") == "test", _int(r.get("n")) or 0,
+    pick = max(pool, key=lambda r: (step(r), (r.get("split") or "test") == "test", store.as_whole(r.get("n")) or 0,
                                     created(r), str(r.get("id"))))
     top = max(step(r) for r in cands)
-    final = _int(final_step)
+    final = store.as_whole(final_step)
     if pick.get("checkpoint") == "base":
         why = ["base model"]
     elif best is not None and best_note is None:
@@ -227,10 +223,10 @@ def choose_headline(rows: Iterable[Mapping], base: Mapping | None = None, final_
         why.append(f"no eval has {against}'s N {base.get('n')} and split {base.get('split') or 'test'}")
     else:
         same_step = [r for r in pool if step(r) == step(pick)]
-        if len({(_int(r.get('n')), r.get('split') or 'test') for r in same_step}) > 1:
+        if len({(store.as_whole(r.get('n')), r.get('split') or 'test') for r in same_step}) > 1:
             why.append("the largest N on the test split")
-    if sum(1 for r in pool if step(r) == step(pick) and (_int(r.get("n")), r.get("split")) ==
-           (_int(pick.get("n")), pick.get("split"))) > 1:
+    if sum(1 for r in pool if step(r) == step(pick) and (store.as_whole(r.get("n")), r.get("split")) ==
+           (store.as_whole(pick.get("n")), pick.get("split"))) > 1:
         why.append("the newest of equals")
     if best_note:
         why.insert(0, best_note)
@@ -260,8 +256,8 @@ def headline_eval(run: store.Run, baseline: Any = None, against: str = "the base
     prefer="best": the eval of the best checkpoint (lowest eval loss) where there is one."""
     base = None if isinstance(baseline, store.Run) and baseline.path == run.path else _as_row(baseline)
     progress = run.progress()
-    return choose_headline(list_evals(run), base, _int(progress.get("step")), against,
-                           _int(progress.get("best_step")), prefer)
+    return choose_headline(list_evals(run), base, store.as_whole(progress.get("step")), against,
+                           store.as_whole(progress.get("best_step")), prefer)
 
 
 def which_line(row: Mapping) -> str:

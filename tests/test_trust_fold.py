@@ -105,7 +105,10 @@ def test_the_tui_calls_the_engine_directly_without_may_not_exist_scaffolding(tmp
     assert not any(hasattr(engine_api, x) for x in ("Unavailable", "available", "_module", "_need"))
     assert not hasattr(evals, "_evalstore")
     # a broken engine module is an error the user sees, not "this installation does not have it yet"
+    import labtui.engine
+
     monkeypatch.setitem(sys.modules, "labtui.engine.lifecycle", None)
+    monkeypatch.delattr(labtui.engine, "lifecycle", raising=False)
     ws = store.Workspace(tmp_path)
     run = ws.create_run("x", {"experiment": "x"})
     with pytest.raises(ImportError):
