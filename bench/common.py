@@ -35,14 +35,9 @@ def load_avg() -> list[float]:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from labtui.engine.sysmon import cpu_name
+
+    return cpu_name()
 
 
 def _ram_gib() -> float | None:

@@ -317,8 +317,6 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
 
 
 def eval_environment(device: str, dtype: str) -> dict:
-    import platform
-
     import torch
 
     from .worker import environment
@@ -333,19 +331,10 @@ def eval_environment(device: str, dtype: str) -> dict:
         env["cudnn"] = torch.backends.cudnn.version()
         env["gpu_capability"] = list(torch.cuda.get_device_capability(0))
     else:
-        env["device_name"] = _cpu_name() or platform.processor() or platform.machine()
+        from .sysmon import cpu_name
+
+        env["device_name"] = cpu_name()
     return env
-
-
-def _cpu_name() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 # --- the eval -------------------------------------------------------------------------------------------

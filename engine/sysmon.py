@@ -122,3 +122,17 @@ class Sampler:
                 pass
         rec["gpus"] = gpus()
         return rec
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo's first `model name`), else what `platform` says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
