@@ -70,13 +70,6 @@ class HistRow:
         return Path(self.eval_path) if self.eval_path else None
 
 
-def _mtime(path: Path) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
-
-
 CACHE_FILE = ".labtui-history-cache.json"
 CACHE_VERSION = 4  # 2: correctness digests and bits in the predictions' file order; 3: rows with split; 4: no bits
 EVAL_FILES = (store.RUN_FILE, evalstore.EVAL_FILE, evalstore.SUMMARY_FILE, store.PROGRESS_FILE, store.STATE_FILE)
