@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from . import demo, fmt, launcher, queue, store
-from .follow import follow_progress, progress_head
 from .config import ConfigError, Experiment, check_files, load_experiment
+from .follow import follow_progress, progress_head
 from .libcheck import validate_with_libraries
 
 DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from labtui.engine import alerts, evalstore, store
 
 
@@ -38,9 +37,8 @@ def test_runs_and_evals_take_their_ids_from_one_mkdir(tmp_path):
 
 
 def test_history_compares_through_the_one_compare_and_keeps_no_correctness_of_its_own(tmp_path, monkeypatch):
-    from test_tui_data import T0, make_eval, make_run, paired_sets
-
     from labtui.tui import history_data, scan
+    from test_tui_data import T0, make_eval, make_run, paired_sets
 
     ws = store.Workspace(tmp_path)
     a, b = paired_sets()
@@ -191,9 +189,8 @@ def test_one_failure_epilogue_for_training_and_evaluation(capsys):
 
 @pytest.mark.e2e
 def test_one_pad_token_policy_for_training_and_evaluation(demo_assets):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from labtui.engine import demo, worker
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = demo_assets / demo.MODEL_DIR
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
