@@ -19,7 +19,6 @@ is the answer; empty and unparseable outputs are kept as such.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import signal
@@ -268,7 +267,7 @@ def score_record(example: dict, scores: list[float], choices: list[str], task: d
     gold = str(example["answer"]).strip().lower()
     return {"id": example["id"], "gold": gold, "pred": choices[best],
             "raw": format_answer({"answer": choices[best]}, task), "correct": choices[best] == gold,
-            "temperature": None, "loglik": {c: (v if math.isfinite(v) else str(v)) for c, v in zip(choices, scores)}}
+            "temperature": None, "loglik": store.jsonable({c: float(v) for c, v in zip(choices, scores)})}
 
 
 # --- model loading ----------------------------------------------------------------------------------

@@ -200,3 +200,12 @@ def test_one_pad_token_policy_for_training_and_evaluation(demo_assets):
     worker.set_pad_token(tok, model, not_eos=True)  # generation: padding must not read as the end
     assert tok.pad_token_id != tok.eos_token_id
     assert model.get_input_embeddings().weight.shape[0] >= len(tok)
+
+
+def test_a_scored_records_loglik_goes_through_the_one_converter():
+    from labtui.engine import evaluate
+
+    rec = evaluate.score_record({"id": "q1", "answer": "yes"}, [-1.0, -math.inf, math.nan], ["yes", "no", "maybe"],
+                                {"answer_prefix": " "})
+    assert rec["loglik"] == {"yes": -1.0, "no": "-inf", "maybe": "nan"} and rec["pred"] == "yes"
+    json.dumps(rec, allow_nan=False)
