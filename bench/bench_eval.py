@@ -31,9 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from common import Report, parser, wait_quiet  # noqa: E402
-
 import synth  # noqa: E402
+from common import Report, parser, wait_quiet  # noqa: E402
 
 
 def main() -> None:
@@ -56,8 +55,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from labtui.engine import evaluate, evaluate_launch, store
-    from labtui.engine.config import load_experiment
+    from labtui.engine.config.experiment import load_experiment
+    from labtui.engine.rundir import store
+    from labtui.engine.runtime import evaluate_launch
+    from labtui.engine.training import evaluate
 
     ws_root = synth.demo_workspace(cache=args.cache)
     ws = store.Workspace(ws_root)
@@ -85,7 +86,7 @@ def main() -> None:
         return evaluate.Evaluation(ev)
 
     # the floor's inputs: the prompts exactly as score mode builds and orders them
-    from labtui.engine.data import format_answer, format_prompt
+    from labtui.engine.training.data import format_answer, format_prompt
 
     limit = evaluate.model_max_positions(model, tokenizer)
     prompts = []

@@ -23,10 +23,9 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, Report, child_env, parser, wait_quiet
-
 import synth
 from bench_start import probe
+from common import ROOT, Report, child_env, parser, wait_quiet
 
 HISTORY_CACHE = ".labtui-history-cache.json"
 BASELINE = ".labtui-baseline"
@@ -58,7 +57,7 @@ def main() -> None:
     rep = Report("history", args, f"History with {n_runs:,} evaluated runs")
 
     cli, inproc = [], []
-    from labtui.engine import store
+    from labtui.engine.rundir import store
 
     for _ in range(repeats):
         t = time.perf_counter()

@@ -28,10 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import ROOT, Report, child_env, parser, wait_quiet
-
 import synth
 from bench_start import median_phases, probe
+from common import ROOT, Report, child_env, parser, wait_quiet
 
 LOADER = """
 import json, sys, time

@@ -30,17 +30,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from common import ROOT, Report, parser, wait_quiet  # noqa: E402
-
 import synth  # noqa: E402
+from common import ROOT, Report, parser, wait_quiet  # noqa: E402
 
 WARMUP = 10
 
 
 def make_run(ws_root: Path, cfg: dict, name: str):
     import yaml
-
-    from labtui.engine import store
+    from labtui.engine.rundir import store
 
     ws = store.Workspace(ws_root)
     return ws.create_run(name, {"experiment": name, "kind": "train", "workspace": str(ws.root)},
@@ -60,11 +58,11 @@ def quiet() -> None:
 
 
 def train_block(ws_root: Path, cfg: dict, arm: str, steps: int) -> dict:
+    from labtui.engine.rundir import store
+    from labtui.engine.runtime import sysmon
+    from labtui.engine.training.callback import LabtuiCallback
+    from labtui.engine.training.worker import build_trainer
     from transformers import TrainerCallback
-
-    from labtui.engine import store, sysmon
-    from labtui.engine.callback import LabtuiCallback
-    from labtui.engine.worker import build_trainer
 
     quiet()
     run = make_run(ws_root, cfg, f"overhead-{arm}")
@@ -87,7 +85,7 @@ def train_block(ws_root: Path, cfg: dict, arm: str, steps: int) -> dict:
             trainer = build_trainer(run, cfg, ws_root, cb)
         trainer.add_callback(Clock())
         if arm == "watchdog":
-            from labtui.engine.watchdog import Watchdog
+            from labtui.engine.training.watchdog import Watchdog
 
             wd = Watchdog(run, cfg, cb)
             cb.watchdog = wd
@@ -95,7 +93,7 @@ def train_block(ws_root: Path, cfg: dict, arm: str, steps: int) -> dict:
                 wd.on_trainer(trainer)
         interval = float(eng.get("heartbeat_interval") or 5)
 
-        def machine():  # the supervisor's loop (engine/supervisor.py), here in a thread
+        def machine():  # the supervisor's loop (engine/runtime/supervisor.py), here in a thread
             s = sysmon.Sampler(os.getpid(), run.path)
             w = store.JsonlWriter(run.file(store.SYSTEM_FILE))
             while not stop.wait(interval):
@@ -120,10 +118,10 @@ def train_block(ws_root: Path, cfg: dict, arm: str, steps: int) -> dict:
 
 def per_call(ws_root: Path, cfg: dict, n: int) -> dict[str, float]:
     """Microseconds per call of each monitoring piece, on the real Trainer objects."""
+    from labtui.engine.rundir import store
+    from labtui.engine.runtime import sysmon
+    from labtui.engine.training.callback import LabtuiCallback
     from transformers import TrainerControl, TrainerState, TrainingArguments
-
-    from labtui.engine import store, sysmon
-    from labtui.engine.callback import LabtuiCallback
 
     run = make_run(ws_root, cfg, "overhead-calls")
     args = TrainingArguments(output_dir=str(run.file("checkpoints")), per_device_train_batch_size=16,
@@ -167,7 +165,7 @@ def per_call(ws_root: Path, cfg: dict, n: int) -> dict[str, float]:
     timed("on_step_end_us", step_end, n)
     timed("on_log_us", log, n)
     try:
-        from labtui.engine.watchdog import Watchdog
+        from labtui.engine.training.watchdog import Watchdog
 
         cb.watchdog = Watchdog(run, cfg, cb)
         timed("on_log_with_watchdog_us", log, n)
@@ -200,14 +198,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from labtui.engine.config import load_experiment
+    from labtui.engine.config.experiment import load_experiment
 
     ws_root = synth.demo_workspace(cache=args.cache)
     cfg = load_experiment(ws_root / "experiments" / "demo-baseline.yaml").config
     cfg["training"].update(max_steps=steps, logging_steps=1, eval_strategy="no", save_strategy="no",
                            report_to="none")
     try:
-        import labtui.engine.watchdog  # noqa: F401
+        import labtui.engine.training.watchdog  # noqa: F401
 
         arms = ["bare", "monitored", "watchdog"]
     except ImportError:
@@ -236,7 +234,7 @@ def main() -> None:
     rep.note("progress_write: progress.json replaced atomically with an fsync in the training thread, as at "
              "the start, an eval, a checkpoint and the end; progress_periodic: the write due every 2 s, which "
              "the training thread hands to the callback's writer thread; medians and maxima over spaced writes")
-    from labtui.engine.callback import PROGRESS_EVERY_S
+    from labtui.engine.training.callback import PROGRESS_EVERY_S
 
     per_step_us = calls["on_step_end_us"] + calls["on_log_us"]
     per_step_us += calls["progress_periodic_us"] * min(1.0, step_ms / 1000 / PROGRESS_EVERY_S)

@@ -23,9 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, Report, child_env, parser, wait_quiet
-
 import synth
+from common import ROOT, Report, child_env, parser, wait_quiet
 
 HERE = Path(__file__).resolve().parent
 

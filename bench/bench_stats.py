@@ -20,9 +20,8 @@ import subprocess
 import sys
 import time
 
-from common import Report, child_env, parser, wait_quiet
-
 import synth
+from common import Report, child_env, parser, wait_quiet
 
 
 def main() -> None:
@@ -35,7 +34,7 @@ def main() -> None:
     wait_quiet(timeout=args.wait_quiet)
     rep = Report("stats", args, f"Statistics: compare of two {n:,}-example prediction sets")
 
-    from labtui.engine import evalstore, stats
+    from labtui.engine.analysis import evalstore, stats
 
     evalstore.compare_sources(a, b)  # warm the page cache and imports
     total, cold, load, st = [], [], [], []

@@ -35,7 +35,7 @@ def load_avg() -> list[float]:
 
 
 def _cpu_model() -> str:
-    from labtui.engine.sysmon import cpu_name
+    from labtui.engine.runtime.sysmon import cpu_name
 
     return cpu_name()
 

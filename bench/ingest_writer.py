@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labtui.engine import store  # noqa: E402
+from labtui.engine.rundir import store  # noqa: E402
 from synth import _train_record  # noqa: E402
 
 

@@ -27,8 +27,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT  # noqa: E402
-
-from labtui.engine import store  # noqa: E402
+from labtui.engine.rundir import store  # noqa: E402
 
 GEN_VERSION = 3  # bump when what the generators write changes
 T_START = 1_767_225_600.0  # 2026-01-01 00:00 UTC: runs spread over the year after
@@ -181,7 +180,7 @@ def write_run(ws: store.Workspace, i: int, rng: random.Random, *, records: int =
 def write_eval(run: store.Run, rng: random.Random, n: int, *, created: float, skill: float,
                eval_id: str | None = None) -> Path:
     """A completed score-mode eval as engine.evaluate leaves it (examples p000000.., gold fixed per id)."""
-    from labtui.engine import evalstore
+    from labtui.engine.analysis import evalstore
 
     eval_id = eval_id or f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(created))}-cpu-score-{rng.getrandbits(16):04x}"
     path = run.file(store.EVALS_DIR) / eval_id
@@ -331,7 +330,7 @@ def demo_workspace(cache=None, log=print) -> Path:
     PubMedQA-style data) whose test split has 500 examples, and the shipped experiment files."""
 
     def build(root: Path) -> None:
-        from labtui.engine import demo
+        from labtui.engine.training import demo
 
         demo.prepare(root, n=1400, test_n=500, log=lambda m: None)
         shutil.copytree(ROOT / "experiments", root / "experiments")

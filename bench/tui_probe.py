@@ -55,14 +55,12 @@ def main() -> None:
     MARKS["imported"] = time.time()
     heavy = [m for m in ("torch", "transformers", "peft", "trl", "datasets") if m in sys.modules]
 
-    from textual.drivers.headless_driver import HeadlessDriver
-
     from common import rss_mib
-
     from labtui.tui import tail as tail_mod
     from labtui.tui.screens.dashboard import DashboardScreen
     from labtui.tui.screens.history import HistoryScreen
     from labtui.tui.widgets.loss_chart import LossChart
+    from textual.drivers.headless_driver import HeadlessDriver
 
     if args.no_index:
         tail_mod.INDEX_MIN_BYTES = tail_mod.INDEX_BATCH_BYTES = 1 << 62
@@ -272,7 +270,7 @@ def main() -> None:
     if args.entry == "cli":
         labtui.main.main(["--workspace", args.workspace])
     else:
-        from labtui.engine import store
+        from labtui.engine.rundir import store
 
         labtui.tui.app.LabApp(workspace=store.Workspace(args.workspace)).run()
     if state["writer"] is not None and state["writer"].poll() is None:

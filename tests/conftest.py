@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa"
@@ -26,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 @pytest.fixture(scope="session")
 def demo_assets(tmp_path_factory) -> Path:
     """A folder holding demo/ (tiny model + synthetic data), built once for the whole session."""
-    from labtui.engine import demo
+    from labtui.engine.training import demo
 
     root = tmp_path_factory.mktemp("demo-assets")
     demo.prepare(root, log=lambda m: None)

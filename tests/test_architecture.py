@@ -26,12 +26,12 @@ def py(code: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_one_labtui_namespace_and_nothing_named_engine_or_tui(tmp_path):
     probe = py("import importlib.util as u, sys\n"
                "print(u.find_spec('engine'), u.find_spec('tui'))\n"
-               "import labtui, labtui.engine.store, labtui.tui.app\n"
+               "import labtui, labtui.engine.rundir.store, labtui.tui.app\n"
                "print('torch' in sys.modules)\n"
                "from labtui import LabtuiCallback\n"
                "print(LabtuiCallback.__module__)\n", tmp_path)
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.split("\n")[:3] == ["None None", "False", "labtui.engine.callback"]
+    assert probe.stdout.split("\n")[:3] == ["None None", "False", "labtui.engine.training.callback"]
 
 
 def test_the_checkouts_folders_do_not_import_as_engine_or_tui():
@@ -41,7 +41,7 @@ def test_the_checkouts_folders_do_not_import_as_engine_or_tui():
     assert probe.returncode != 0 and "import labtui.engine, not engine" in probe.stderr
     probe = py("import tui.app", ROOT)
     assert probe.returncode != 0 and "import labtui.tui, not tui" in probe.stderr
-    assert py("import labtui.engine.store, labtui.tui.app", ROOT).returncode == 0
+    assert py("import labtui.engine.rundir.store, labtui.tui.app", ROOT).returncode == 0
 
 
 def test_python_m_labtui_is_the_command(tmp_path):
@@ -74,11 +74,12 @@ def test_the_import_contracts_hold(installed):
 
 
 @pytest.mark.parametrize("module, planted, contract", [
-    ("engine/store.py", "import labtui.tui.app", "the engine never imports the TUI"),
-    ("engine/queue.py", "import torch", "only training and evaluation import torch"),
+    ("engine/rundir/store.py", "import labtui.tui.app", "the engine never imports the TUI"),
+    ("engine/runtime/queue.py", "import torch", "only training and evaluation import torch"),
     ("tui/format.py", "from labtui.engine import worker", "the TUI never reaches the training side"),
-    ("engine/fmt.py", "import textual", "only the TUI imports textual"),
-    ("engine/store.py", "def _later():\n    from . import queue", "no import cycles"),
+    ("engine/rundir/fmt.py", "import textual", "only the TUI imports textual"),
+    ("engine/rundir/store.py", "def _later():\n    from labtui.engine.runtime import queue", "the engine's layers"),
+    ("engine/rundir/fmt.py", "def _later():\n    from . import store", "no import cycles"),
 ])
 def test_each_contract_catches_its_violation(installed, tmp_path, module, planted, contract):
     site = tmp_path / "site"

@@ -8,11 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-from scipy import stats as sps
-
 from conftest import SHARED_PUBMEDQA, labtui
-from labtui.engine import evalstore, store
-from labtui.engine.config import ConfigError
+from labtui.engine.analysis import evalstore
+from labtui.engine.config.experiment import ConfigError
+from labtui.engine.rundir import store
+from scipy import stats as sps
 
 GOLD_FILE = SHARED_PUBMEDQA / "test_ground_truth.json"
 needs_pubmedqa = pytest.mark.skipif(not GOLD_FILE.exists(), reason=f"PubMedQA is not at {SHARED_PUBMEDQA} (../shared/data/pubmedqa from the repo root)")
@@ -257,7 +257,7 @@ def test_eval_readers_import_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, labtui.engine.evalstore, labtui.engine.eval_cli, labtui.engine.evaluate_launch; "
+    code = ("import sys, labtui.engine.analysis.evalstore, labtui.engine.cli.eval_cli, labtui.engine.runtime.evaluate_launch; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets', 'textual') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
@@ -265,7 +265,7 @@ def test_eval_readers_import_no_torch():
 
 
 def test_parity_report_counts_agreement_and_the_largest_loglik_difference(tmp_path):
-    from labtui.engine.eval_cli import parity_report
+    from labtui.engine.cli.eval_cli import parity_report
 
     def planted(name, rows):
         d = tmp_path / name

@@ -6,11 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from labtui.engine import cli
-from labtui.engine.config import ConfigError, deep_merge, diff, load_experiment, parse_overrides, parse_value
-
 from conftest import ROOT
+from labtui.engine.cli import main as cli
+from labtui.engine.config.experiment import ConfigError, deep_merge, diff, load_experiment, parse_overrides, parse_value
 
 
 def write(path: Path, text: str) -> Path:
@@ -152,7 +150,7 @@ def test_bad_set_value(workspace, capsys):
 
 def test_shipped_experiments_all_validate(workspace):
     """Every file in experiments/ parses; the GPU recipes name a hub model, the demos validate fully."""
-    from labtui.engine.runs import load_and_validate
+    from labtui.engine.cli.runs import load_and_validate
 
     for f in sorted((ROOT / "experiments").glob("*.yaml")):
         exp = load_experiment(f)

@@ -7,10 +7,8 @@ import math
 import shutil
 
 import pytest
-
-from labtui.engine import store
-
 from conftest import SHARED_PUBMEDQA, fast_overrides, labtui, wait_for
+from labtui.engine.rundir import store
 
 TRAIN_KEYS = {"step", "max_steps", "epoch", "loss", "grad_norm", "learning_rate", "tokens", "tokens_per_s",
               "tokens_per_s_avg", "samples_per_s", "t", "elapsed"}

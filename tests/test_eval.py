@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, fast_overrides, labtui, wait_for
-from labtui.engine import evalstore, store
+from labtui.engine.analysis import evalstore
+from labtui.engine.rundir import store
 
 N = 40  # examples per eval: the after-training eval and the score evals below share them
 
@@ -208,7 +208,7 @@ def test_unpaired_compare_is_refused(trained, more_evals):
 
 
 def test_bad_references_exit_2_with_one_message(trained, capsys):
-    from labtui.engine import cli
+    from labtui.engine.cli import main as cli
 
     ws, run = trained
     cases = [
@@ -244,8 +244,7 @@ def test_evals_listing_and_detail(trained):
 
 def test_parity_on_a_cpu_only_machine_says_so_and_exits_0(trained, capsys):
     import torch
-
-    from labtui.engine import cli
+    from labtui.engine.cli import main as cli
 
     ws, run = trained
     if torch.cuda.is_available():
@@ -257,7 +256,7 @@ def test_parity_on_a_cpu_only_machine_says_so_and_exits_0(trained, capsys):
 
 
 def test_stop_a_running_eval_keeps_a_partial_summary(trained, more_evals):
-    from labtui.engine.lifecycle import stop
+    from labtui.engine.runtime.lifecycle import stop
 
     ws, run = trained
     proc = labtui(ws, "eval", run.id, "--mode", "generate", "--temperature", "0", "0.5", "1.0", "--n", "0",

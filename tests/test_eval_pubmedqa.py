@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SHARED_PUBMEDQA, labtui
-from labtui.engine import evalstore
+from labtui.engine.analysis import evalstore
 
 needs_pubmedqa = pytest.mark.skipif(not (SHARED_PUBMEDQA / "ori_pqal.json").exists(),
                                     reason=f"PubMedQA is not at {SHARED_PUBMEDQA} (../shared/data/pubmedqa from the repo root)")
@@ -31,8 +30,8 @@ eval:
 
 @needs_pubmedqa
 def test_real_pubmedqa_loads_as_the_official_test_split():
-    from labtui.engine.config import resolve
-    from labtui.engine.data import format_prompt, load_splits
+    from labtui.engine.config.experiment import resolve
+    from labtui.engine.training.data import format_prompt, load_splits
 
     cfg = resolve({"model": {"model_name_or_path": "x"},
                    "dataset": {"format": "pubmedqa", "path": str(SHARED_PUBMEDQA / "ori_pqal.json"),
@@ -62,7 +61,7 @@ def test_base_model_eval_from_an_experiment_file_on_real_pubmedqa(workspace, cap
     recs = evalstore.load_predictions(holder)
     assert all(gold[i] == r["gold"] for i, r in recs.items())
     # exported in the official format, scored against the official gold file: the same numbers
-    from labtui.engine import cli
+    from labtui.engine.cli import main as cli
 
     out = workspace.root / "official.json"
     assert cli.main(["-w", str(workspace.root), "export-predictions", holder.id, "-o", str(out)]) == 0
@@ -73,7 +72,7 @@ def test_base_model_eval_from_an_experiment_file_on_real_pubmedqa(workspace, cap
 
 
 def test_doctor_reports_and_fails_on_a_broken_experiment(workspace, capsys):
-    from labtui.engine import cli
+    from labtui.engine.cli import main as cli
 
     rc = cli.main(["--workspace", str(workspace.root), "doctor"])
     out = capsys.readouterr().out

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from labtui.engine import evaluate as E
-from labtui.engine import store
-from labtui.engine.config import ConfigError, load_experiment
+from labtui.engine.config.experiment import ConfigError, load_experiment
+from labtui.engine.rundir import store
+from labtui.engine.training import evaluate as E
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +65,7 @@ def test_score_mode_matches_an_unbatched_forward_pass(base):
     cfg, ws, model, tok, examples = base
     task = cfg["task"]
     choices = ["yes", "no", "maybe", "not sure"]
-    from labtui.engine.data import format_answer, format_prompt
+    from labtui.engine.training.data import format_answer, format_prompt
 
     got = run_scores(model, tok, examples[:12], task, choices, 8)
     for e in examples[:12]:
@@ -80,7 +79,7 @@ def test_score_mode_matches_an_unbatched_forward_pass(base):
 
 def test_the_cache_free_fallback_gives_the_same_scores(base):
     cfg, ws, model, tok, examples = base
-    from labtui.engine.data import format_answer, format_prompt
+    from labtui.engine.training.data import format_answer, format_prompt
 
     choices = ["yes", "no", "maybe", "not sure"]
     prompts, conts = [], []
@@ -106,7 +105,7 @@ def test_left_padding_uses_real_positions_with_absolute_position_embeddings(base
                                       pad_token_id=tok.pad_token_id)).eval()
     task = cfg["task"]
     choices = ["yes", "no", "maybe"]
-    from labtui.engine.data import format_answer, format_prompt
+    from labtui.engine.training.data import format_answer, format_prompt
 
     got = run_scores(gpt2, tok, examples[:10], task, choices, 10)
     for e in examples[:10]:
@@ -117,7 +116,7 @@ def test_left_padding_uses_real_positions_with_absolute_position_embeddings(base
 
 def test_greedy_generation_is_the_same_batched_and_alone(base):
     cfg, ws, model, tok, examples = base
-    from labtui.engine.data import format_prompt
+    from labtui.engine.training.data import format_prompt
 
     assert tok.padding_side == "left" and tok.pad_token_id != tok.eos_token_id
     prompts = [list(tok(format_prompt(e, cfg["task"]))["input_ids"]) for e in examples[:8]]
@@ -131,7 +130,7 @@ def test_sampling_is_seeded(base):
     import transformers
 
     cfg, ws, model, tok, examples = base
-    from labtui.engine.data import format_prompt
+    from labtui.engine.training.data import format_prompt
 
     prompts = [list(tok(format_prompt(e, cfg["task"]))["input_ids"]) for e in examples[:4]]
     runs = []
@@ -183,7 +182,7 @@ def _fake_run(tmp_path: Path, steps=(5, 10), adapter_step: int | None = 10, best
 
 
 def test_checkpoint_resolution(tmp_path):
-    from labtui.engine.evaluate_launch import resolve_checkpoint
+    from labtui.engine.runtime.evaluate_launch import resolve_checkpoint
 
     run = _fake_run(tmp_path)
     assert resolve_checkpoint(run, "latest") == (str(run.file("adapter")), 10)
@@ -200,7 +199,7 @@ def test_checkpoint_resolution(tmp_path):
 
 
 def test_latest_checkpoint_without_adapter_and_without_anything(tmp_path):
-    from labtui.engine.evaluate_launch import resolve_checkpoint
+    from labtui.engine.runtime.evaluate_launch import resolve_checkpoint
 
     run = _fake_run(tmp_path / "a", adapter_step=None, best_step=None)
     assert resolve_checkpoint(run, "latest") == (str(run.file("checkpoints/checkpoint-10")), 10)
@@ -212,7 +211,7 @@ def test_latest_checkpoint_without_adapter_and_without_anything(tmp_path):
 
 
 def test_settings_defaults_come_from_the_experiment_and_bad_values_are_refused():
-    from labtui.engine.evaluate_launch import settings_from
+    from labtui.engine.runtime.evaluate_launch import settings_from
 
     cfg = load_experiment(ROOT / "experiments" / "demo-baseline.yaml").config
     s = settings_from(cfg)

@@ -8,8 +8,8 @@ import sys
 from conftest import ROOT
 
 HEAVY = ("torch", "transformers", "peft", "trl", "datasets")
-LIGHT_MODULES = ["labtui.engine.store", "labtui.engine.config", "labtui.engine.stats", "labtui.engine.cli", "labtui.engine.launcher", "labtui.engine.queue",
-                 "labtui.engine.lifecycle", "labtui.engine.lifecycle_cli", "labtui.engine.runs", "labtui.engine.sysmon", "labtui.engine.supervisor"]
+LIGHT_MODULES = ["labtui.engine.rundir.store", "labtui.engine.config.experiment", "labtui.engine.analysis.stats", "labtui.engine.cli.main", "labtui.engine.runtime.launcher", "labtui.engine.runtime.queue",
+                 "labtui.engine.runtime.lifecycle", "labtui.engine.cli.lifecycle_cli", "labtui.engine.cli.runs", "labtui.engine.runtime.sysmon", "labtui.engine.runtime.supervisor"]
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -23,7 +23,7 @@ def test_light_engine_modules_import_no_training_stack():
 
 
 def test_cli_parser_imports_no_training_stack():
-    assert loaded_after("from labtui.engine.cli import build_parser; build_parser()") == []
+    assert loaded_after("from labtui.engine.cli.main import build_parser; build_parser()") == []
 
 
 def test_engine_never_imports_textual():

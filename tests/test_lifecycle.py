@@ -10,10 +10,8 @@ import sys
 import time
 
 import pytest
-
-from labtui.engine import store
-
 from conftest import ROOT, fast_overrides, labtui, wait_for
+from labtui.engine.rundir import store
 
 pytestmark = pytest.mark.e2e
 
@@ -175,7 +173,7 @@ import sys
 import datasets, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 sys.path.insert(0, {root!r})
-from labtui.engine.callback import LabtuiCallback
+from labtui.engine.training.callback import LabtuiCallback
 
 tok = AutoTokenizer.from_pretrained("demo/tiny-llama")
 model = AutoModelForCausalLM.from_pretrained("demo/tiny-llama")
@@ -224,7 +222,7 @@ def test_failing_command_is_failed_with_its_last_line(workspace):
 def test_periodic_progress_writes_leave_the_training_thread_and_never_go_back_in_time():
     import threading
 
-    from labtui.engine.callback import LatestWriter
+    from labtui.engine.training.callback import LatestWriter
 
     w = LatestWriter()
     entered, gate, out = threading.Event(), threading.Event(), []

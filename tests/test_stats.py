@@ -12,11 +12,24 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from labtui.engine import stats  # noqa: E402
-from labtui.engine.stats import (  # noqa: E402
-    DIFF_CI_METHOD, McNemarResult, UnpairedError, cohens_h, compare, confusion_matrix,
-    detectable_difference, format_p, h_magnitude, macro_f1, mcnemar, paired,
-    paired_diff_interval, required_n, significance_marks, wilson_interval,
+from labtui.engine.analysis import stats  # noqa: E402
+from labtui.engine.analysis.stats import (  # noqa: E402
+    DIFF_CI_METHOD,
+    McNemarResult,
+    UnpairedError,
+    cohens_h,
+    compare,
+    confusion_matrix,
+    detectable_difference,
+    format_p,
+    h_magnitude,
+    macro_f1,
+    mcnemar,
+    paired,
+    paired_diff_interval,
+    required_n,
+    significance_marks,
+    wilson_interval,
 )
 
 pytestmark = pytest.mark.filterwarnings("error")  # any RuntimeWarning etc. fails a test
@@ -394,7 +407,7 @@ def test_detectable_difference_equals_scipy_brentq(n, psi):
 
 def test_engine_stats_does_not_import_scipy():
     import subprocess
-    code = "import sys, labtui.engine.stats as s; s.compare({'a': True}, {'a': False}); print('scipy' in sys.modules)"
+    code = "import sys, labtui.engine.analysis.stats as s; s.compare({'a': True}, {'a': False}); print('scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False"

@@ -9,8 +9,7 @@ import sys
 import time
 
 import pytest
-
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 
 def test_reader_is_incremental_and_leaves_a_partial_last_line(tmp_path):

@@ -7,8 +7,7 @@ import json
 import math
 
 import numpy as np
-
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 
 def records(n: int = 50) -> list[dict]:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from labtui.engine import evalstore, store
-from test_tui_data import T0, make_eval, make_run, paired_sets
+from labtui.engine.analysis import evalstore
+from labtui.engine.rundir import store
 from labtui.tui import history_data, scan
 from labtui.tui import tail as tail_mod
 from labtui.tui.history_data import HistoryData
 from labtui.tui.series import Series
 from labtui.tui.tail import RunTail
+from test_tui_data import T0, make_eval, make_run, paired_sets
 
 
 def close(a: float, b: float) -> bool:

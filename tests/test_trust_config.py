@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from labtui.engine import cli, config, launcher, store
-from labtui.engine.config import CHOICES, check_field, load_experiment
-
 from conftest import ROOT, SHARED_PUBMEDQA, fast_overrides, labtui, wait_for
+from labtui.engine.cli import main as cli
+from labtui.engine.config import experiment as config
+from labtui.engine.config.experiment import CHOICES, check_field, load_experiment
+from labtui.engine.rundir import store
+from labtui.engine.runtime import launcher
 
 BASE = """
 model: {model_name_or_path: demo/tiny-llama}
@@ -157,7 +158,7 @@ def test_choices_come_from_one_place():
 
 
 def test_schema_is_light():
-    code = ("import sys; from labtui.engine import config; config.check_field('eval.n', -1); "
+    code = ("import sys; from labtui.engine.config import experiment as config; config.check_field('eval.n', -1); "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -204,7 +205,7 @@ def test_no_eval_or_no_test_examples_is_refused(workspace, capsys, no_start):
 
 @pytest.mark.skipif(not SHARED_PUBMEDQA.is_dir(), reason="../shared/data/pubmedqa is not beside this checkout")
 def test_real_pubmedqa_labels_are_checked(workspace, capsys, no_start):
-    from labtui.engine.data import check_splits
+    from labtui.engine.training.data import check_splits
 
     sets = ["dataset.path=" + str(SHARED_PUBMEDQA / "ori_pqal.json"),
             "dataset.test_split=" + str(SHARED_PUBMEDQA / "test_ground_truth.json")]
@@ -238,7 +239,7 @@ def test_override_run_description_names_the_overrides(workspace, capsys):
 
 
 def test_demo_twice_reuses_the_demo_runs(workspace, capsys, monkeypatch):
-    from labtui.engine import runs as runs_mod
+    from labtui.engine.cli import runs as runs_mod
 
     started: list[str] = []
     monkeypatch.setattr(launcher, "start", lambda run, **k: started.append(run.id))
@@ -292,7 +293,7 @@ def test_demo_again_with_the_dashboard_says_so_there(workspace, monkeypatch):
 
 
 def test_hand_started_callback_run_has_one_name(tmp_path, monkeypatch):
-    from labtui.engine.callback import LabtuiCallback
+    from labtui.engine.training.callback import LabtuiCallback
 
     monkeypatch.setenv("LABTUI_WORKSPACE", str(tmp_path))
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "byo_train.py"), "--lr", "5e-5"])
@@ -316,9 +317,8 @@ def test_loss_on_defaults_per_trainer_and_is_visible():
 
 
 def test_plain_trainer_labels_follow_loss_on(demo_assets):
+    from labtui.engine.training.worker import plain_trainer_features
     from transformers import AutoTokenizer
-
-    from labtui.engine.worker import plain_trainer_features
 
     tok = AutoTokenizer.from_pretrained(demo_assets / "tiny-llama")
     prompt, answer = "Context: aspirin helped.\nQuestion: Does aspirin help?\nAnswer:", " yes"

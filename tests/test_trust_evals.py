@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, labtui
-from labtui.engine import evalstore, store
+from labtui.engine.analysis import evalstore
+from labtui.engine.rundir import store
 from test_tui_app import app_for, fake_pynvml, until
 from test_tui_data import T0, make_eval, make_run
 
@@ -195,7 +195,7 @@ async def test_compare_screen_warns_when_both_sides_are_the_same_eval(ws):
 @pytest.mark.anyio
 @pytest.mark.parametrize("gpu", [False, True])
 async def test_evaluate_screen_refuses_the_gpu_where_there_is_none(ws, monkeypatch, gpu):
-    from labtui.engine import sysmon
+    from labtui.engine.runtime import sysmon
     from labtui.tui.screens.evaluate import EvalScreen
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working=gpu))
@@ -343,8 +343,7 @@ def test_history_says_other_examples_when_n_and_split_agree_but_the_ids_do_not(w
 
 def test_eval_choices_come_from_the_experiment_schema_and_are_refused_alike(ws):
     import yaml
-
-    from labtui.engine.config import check_field
+    from labtui.engine.config.experiment import check_field
 
     base, tuned = night(ws)
     before = sorted(p.name for p in tuned.file("evals").iterdir())

@@ -6,7 +6,8 @@ import json
 import math
 
 import pytest
-from labtui.engine import alerts, evalstore, store
+from labtui.engine.analysis import evalstore
+from labtui.engine.rundir import alerts, store
 
 
 def test_one_nan_to_json_converter_for_run_rows_alerts_and_cli_json():
@@ -103,10 +104,10 @@ def test_the_tui_calls_the_engine_directly_without_may_not_exist_scaffolding(tmp
     assert not any(hasattr(engine_api, x) for x in ("Unavailable", "available", "_module", "_need"))
     assert not hasattr(evals, "_evalstore")
     # a broken engine module is an error the user sees, not "this installation does not have it yet"
-    import labtui.engine
+    import labtui.engine.runtime
 
-    monkeypatch.setitem(sys.modules, "labtui.engine.lifecycle", None)
-    monkeypatch.delattr(labtui.engine, "lifecycle", raising=False)
+    monkeypatch.setitem(sys.modules, "labtui.engine.runtime.lifecycle", None)
+    monkeypatch.delattr(labtui.engine.runtime, "lifecycle", raising=False)
     ws = store.Workspace(tmp_path)
     run = ws.create_run("x", {"experiment": "x"})
     with pytest.raises(ImportError):
@@ -122,8 +123,8 @@ def test_one_stop_for_runs_and_evals(tmp_path):
     import time
 
     from conftest import labtui
-    from labtui.engine import lifecycle
-    from labtui.engine.supervisor import STOP_FILE
+    from labtui.engine.runtime import lifecycle
+    from labtui.engine.runtime.supervisor import STOP_FILE
 
     ws = store.Workspace(tmp_path)
     run = ws.create_run("r", {"experiment": "r", "kind": "train", "workspace": str(tmp_path)})
@@ -147,7 +148,7 @@ def test_one_stop_for_runs_and_evals(tmp_path):
 
 
 def test_runs_and_evals_draw_one_progress_line_head():
-    from labtui.engine import eval_cli, runs
+    from labtui.engine.cli import eval_cli, runs
 
     run_line = runs.progress_line("r\x1b[2J1", {"status": "running"}, {"step": 5, "max_steps": 10})
     eval_line = eval_cli.progress_line("e\x1b[2J1", {"status": "running"}, {"done": 5, "total": 10})
@@ -169,7 +170,7 @@ def test_the_run_list_row_and_runs_json_come_from_one_reader(tmp_path):
 
 
 def test_one_failure_epilogue_for_training_and_evaluation(capsys):
-    from labtui.engine import evaluate, worker
+    from labtui.engine.training import evaluate, worker
 
     recorded = []
     try:
@@ -189,7 +190,7 @@ def test_one_failure_epilogue_for_training_and_evaluation(capsys):
 
 @pytest.mark.e2e
 def test_one_pad_token_policy_for_training_and_evaluation(demo_assets):
-    from labtui.engine import demo, worker
+    from labtui.engine.training import demo, worker
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = demo_assets / demo.MODEL_DIR
@@ -203,7 +204,7 @@ def test_one_pad_token_policy_for_training_and_evaluation(demo_assets):
 
 
 def test_a_scored_records_loglik_goes_through_the_one_converter():
-    from labtui.engine import evaluate
+    from labtui.engine.training import evaluate
 
     rec = evaluate.score_record({"id": "q1", "answer": "yes"}, [-1.0, -math.inf, math.nan], ["yes", "no", "maybe"],
                                 {"answer_prefix": " "})

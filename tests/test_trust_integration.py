@@ -8,13 +8,15 @@ import json
 import os
 
 import pytest
-from textual.widgets import Log, Select
-
-from labtui.engine import cli, evalstore, launcher, store
-from labtui.main import main as labtui_main
+from labtui.engine.analysis import evalstore
+from labtui.engine.cli import main as cli
+from labtui.engine.rundir import store
+from labtui.engine.runtime import launcher
 from test_tui_app import app_for, until
 from test_tui_data import make_eval, make_run
+from textual.widgets import Log, Select
 
+from labtui.main import main as labtui_main
 
 pytestmark = pytest.mark.anyio
 

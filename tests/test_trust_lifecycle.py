@@ -22,10 +22,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from labtui.engine import launcher, queue, store
-
 from conftest import fast_overrides, labtui, wait_for
+from labtui.engine.rundir import store
+from labtui.engine.runtime import launcher, queue
 
 SLEEP = [sys.executable, "-c", "import time\nfor _ in range(1200): time.sleep(0.1)"]
 QUICK = [sys.executable, "-c", "print('hello from the command')"]
@@ -93,7 +92,7 @@ def _stopped_train_run(ws: store.Workspace, root: str | None = None) -> store.Ru
 
 
 def test_resume_and_eval_use_the_newest_complete_checkpoint_and_say_why(tmp_path, capsys):
-    from labtui.engine.evaluate_launch import resolve_checkpoint
+    from labtui.engine.runtime.evaluate_launch import resolve_checkpoint
 
     ws = _ws(tmp_path)
     run = _stopped_train_run(ws)

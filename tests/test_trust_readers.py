@@ -8,13 +8,12 @@ import os
 import threading
 
 import pytest
-
 from conftest import labtui
-from labtui.engine import fmt, store
-from test_tui_data import T0, make_eval, make_run
+from labtui.engine.rundir import fmt, store
 from labtui.tui import scan
 from labtui.tui import tail as tail_mod
 from labtui.tui.tail import RunTail
+from test_tui_data import T0, make_eval, make_run
 
 ESC_TITLE = "\x1b]0;pwned\x07"
 ESC_CLEAR = "\x1b[2J"
@@ -338,7 +337,7 @@ def test_show_lists_evals_and_notes(tmp_path):
 def test_follow_log_prints_a_redrawn_line_once_when_it_ends(tmp_path):
     import io
 
-    from labtui.engine.follow import follow_log
+    from labtui.engine.cli.follow import follow_log
 
     log = tmp_path / "worker.log"
     log.write_bytes(b"old\n 10%|#\r 50%|###")  # a bar being redrawn, its line not finished yet

@@ -14,11 +14,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from labtui.engine.rundir import store
+from labtui.tui import messages
 from packaging.requirements import Requirement
 from packaging.version import Version
-
-from labtui.engine import store
-from labtui.tui import messages
 from test_tui_app import app_for, until
 from test_tui_data import make_eval, make_run, paired_sets
 

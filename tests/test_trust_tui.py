@@ -11,19 +11,18 @@ import os
 import time
 
 import pytest
-from textual.content import Content
-from textual.widgets import Log, Static
-
-from labtui.engine import alerts, store
-from labtui.engine.fmt import last_cr_segment
-from test_tui_app import app_for, until
-from test_tui_data import T0, make_eval, make_run
+from labtui.engine.rundir import alerts, store
+from labtui.engine.rundir.fmt import last_cr_segment
 from labtui.tui import messages
 from labtui.tui.scan import RunRow
 from labtui.tui.screens.log import LogScreen
 from labtui.tui.tail import TailSnapshot
 from labtui.tui.widgets.loss_chart import LossChart
 from labtui.tui.widgets.run_panels import StatusPanel, SystemPanel, ThroughputPanel, system_text, throughput_text
+from test_tui_app import app_for, until
+from test_tui_data import T0, make_eval, make_run
+from textual.content import Content
+from textual.widgets import Log, Static
 
 pytestmark = pytest.mark.anyio
 

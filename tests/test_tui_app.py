@@ -16,16 +16,16 @@ import types
 from pathlib import Path
 
 import pytest
-from textual.content import Content
-
-from labtui.engine import stats, store
-from test_tui_data import T0, clock, make_eval, make_run, paired_sets
+from labtui.engine.analysis import stats
+from labtui.engine.rundir import store
 from labtui.tui import baseline
 from labtui.tui import format as fmt
 from labtui.tui.app import LabApp
 from labtui.tui.widgets.loss_chart import LossChart
 from labtui.tui.widgets.run_list import RunList, order
 from labtui.tui.widgets.run_panels import StatusPanel, gpu_text
+from test_tui_data import T0, clock, make_eval, make_run, paired_sets
+from textual.content import Content
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests (no pytest-asyncio needed)
@@ -229,7 +229,7 @@ def fake_pynvml(working: bool = True) -> types.ModuleType:
 
 
 def fake_gpu(monkeypatch, working: bool = True) -> None:
-    from labtui.engine import sysmon
+    from labtui.engine.runtime import sysmon
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working))
     monkeypatch.setattr(sysmon, "_nvml_state", {"ok": None, "error": None})
@@ -237,7 +237,7 @@ def fake_gpu(monkeypatch, working: bool = True) -> None:
 
 @pytest.mark.parametrize("working", [True, False])
 def test_gpu_panel_from_the_supervisors_samples(ws, monkeypatch, working):
-    from labtui.engine import sysmon
+    from labtui.engine.runtime import sysmon
     from labtui.tui.tail import RunTail
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(working))
@@ -262,7 +262,7 @@ def experiments(ws: store.Workspace) -> None:
     """A parent and a child experiment over a local model folder and data file (nothing is trained)."""
     (ws.root / "model").mkdir()
     (ws.root / "model" / "config.json").write_text("{}")
-    from labtui.engine.demo import synth_pubmedqa
+    from labtui.engine.training.demo import synth_pubmedqa
 
     (ws.root / "data.json").write_text(json.dumps(synth_pubmedqa(20)))  # `labtui run` checks the data's labels
     (ws.root / "experiments").mkdir()

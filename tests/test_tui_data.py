@@ -14,9 +14,8 @@ import socket
 from pathlib import Path
 
 import yaml
-
-from labtui.engine import store
-from labtui.engine.config import resolve
+from labtui.engine.config.experiment import resolve
+from labtui.engine.rundir import store
 
 T0 = 1_800_000_000.0  # fixed "created" base; the tests' clock is T0 + NOW_OFFSET
 NOW_OFFSET = 3 * 3600.0
@@ -126,7 +125,7 @@ def make_run(ws: store.Workspace, run_id: str, experiment: str, *, status: str =
 def make_eval(run: store.Run, eval_id: str, correct: list[bool], *, device: str = "cpu", mode: str = "score",
               created: float = T0 + 7200, preds: list[str] | None = None) -> Path:
     """An eval dir as engine.evaluate leaves it, for examples e0..eN with gold cycling yes/no/maybe."""
-    from labtui.engine import evalstore
+    from labtui.engine.analysis import evalstore
 
     path = run.file(store.EVALS_DIR) / eval_id
     path.mkdir(parents=True)

@@ -6,7 +6,6 @@ import math
 import random
 
 import pytest
-
 from labtui.tui import format as fmt
 from labtui.tui.series import Ema, Series, downsample, ema
 
@@ -132,7 +131,7 @@ def test_truncate_forgets_the_steps_a_resumed_run_redoes():
 
 
 def test_run_tail_applies_resumes(tmp_path):
-    from labtui.engine import store
+    from labtui.engine.rundir import store
     from labtui.tui.tail import RunTail
 
     path = tmp_path / "run"

@@ -9,11 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from labtui.engine import store
-from test_tui_data import build_night, clock
+from labtui.engine.rundir import store
 from labtui.tui import baseline
 from labtui.tui.app import LabApp
+from test_tui_data import build_night, clock
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

@@ -1,4 +1,4 @@
-"""Watchdogs and alerts (engine/watchdog.py, engine/alerts.py).
+"""Watchdogs and alerts (engine/training/watchdog.py, engine/rundir/alerts.py).
 
 Unit tests for the pure parts (spike rule, overfitting rule, de-duplication, memory and stall
 checks, settings), then end-to-end runs that plant each failure for real in a tiny demo run
@@ -21,10 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import ROOT, labtui, wait_for
-from labtui.engine import alerts, store
-from labtui.engine.watchdog import loss_spike, overfitting
+from labtui.engine.rundir import alerts, store
+from labtui.engine.training.watchdog import loss_spike, overfitting
 
 GiB = 2**30
 
@@ -174,7 +173,7 @@ def test_degenerate_eval_reaches_the_training_run_through_the_supervisor(tmp_pat
     writer = f"import json; json.dump({summary!r}, open('summary.json', 'w'))"
     env = dict(os.environ)
     for _ in range(2):  # the same eval ending twice raises it once
-        subprocess.run([sys.executable, "-m", "labtui.engine.supervisor", str(ev_dir), "--", sys.executable, "-c",
+        subprocess.run([sys.executable, "-m", "labtui.engine.runtime.supervisor", str(ev_dir), "--", sys.executable, "-c",
                         f"import os; os.chdir({str(ev_dir)!r}); {writer}"], env=env, timeout=60, check=True)
     got = alerts.read_alerts(run)
     assert [a["kind"] for a in got] == ["degenerate_eval"]
@@ -188,7 +187,7 @@ def test_degenerate_eval_reaches_the_training_run_through_the_supervisor(tmp_pat
 
 
 def _watchdog(tmp_path, **settings):
-    from labtui.engine.watchdog import Watchdog
+    from labtui.engine.training.watchdog import Watchdog
 
     run = _bare_run(store.Workspace(tmp_path))
     return run, Watchdog(run, {"engine": {"alerts": settings}})
@@ -217,7 +216,7 @@ def test_watchdog_train_records(tmp_path):
 
 def test_watchdog_fingerprint_sees_frozen_weights(tmp_path):
     import torch
-    from labtui.engine.watchdog import WatchdogStop
+    from labtui.engine.training.watchdog import WatchdogStop
 
     run, wd = _watchdog(tmp_path, frozen_steps=2)
     model = torch.nn.Sequential(torch.nn.Linear(300, 3), torch.nn.Linear(3, 3))
@@ -255,7 +254,7 @@ def test_watchdog_fingerprint_sees_frozen_weights(tmp_path):
 
 def test_watchdog_stop_on(tmp_path):
     """stop_on asks the Trainer to save and stop at once; the run ends with WatchdogStop at train end."""
-    from labtui.engine.watchdog import WatchdogStop
+    from labtui.engine.training.watchdog import WatchdogStop
 
     run, wd = _watchdog(tmp_path, stop_on=["loss_spike", "nan_loss"])
     args = SimpleNamespace(fp16=False, output_dir=str(tmp_path), metric_for_best_model=None)

@@ -13,14 +13,13 @@ import time
 from collections import deque
 from typing import Callable
 
+from labtui.engine.rundir import store
+from labtui.engine.rundir.fmt import printable
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import get_current_worker
-
-from labtui.engine import store
-from labtui.engine.fmt import printable
 
 from . import baseline, messages
 from .commands import LabCommands

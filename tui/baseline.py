@@ -5,7 +5,7 @@ History compares every evaluated run against it (difference, McNemar p, Cohen's 
 
 from __future__ import annotations
 
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 BASELINE_FILE = ".labtui-baseline"
 

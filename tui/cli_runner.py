@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass
 
 
-
 def cli_argv(workspace: str | os.PathLike, *args: str) -> list[str]:
     return [sys.executable, "-m", "labtui", "--workspace", str(workspace), *args]
 

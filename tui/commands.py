@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from functools import partial
 
+from labtui.engine.rundir.fmt import printable
 from textual import events
 from textual.actions import parse
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.dom import DOMNode
-
-from labtui.engine.fmt import printable
 
 
 def declared_bindings(node: DOMNode) -> list[Binding]:

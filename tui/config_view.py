@@ -6,9 +6,8 @@ they hold); `config_lines` / `diff_lines` the same as markup strings.
 
 from __future__ import annotations
 
+from labtui.engine.rundir.fmt import printable
 from textual.content import Content
-
-from labtui.engine.fmt import printable
 
 
 def _scalar(v) -> str:

@@ -7,34 +7,34 @@ process: see `tui/cli_runner.py`.
 
 from __future__ import annotations
 
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 # --- lifecycle --------------------------------------------------------------------------------
 
 
 def stop(run: store.Run, now: bool = False):
-    from labtui.engine import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     return lifecycle.stop(run, now=now)
 
 
 def resume(run: store.Run, ws: store.Workspace | None = None, now: bool = False):
     """The line saying what happened (`.started` False: queued by the concurrency limit)."""
-    from labtui.engine import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     return lifecycle.resume(run, ws, now=now)
 
 
 def retry(run: store.Run, ws: store.Workspace | None = None, now: bool = False, confirmed: bool = False):
     """The new run's line (`.id` its id, `.started`); a command run needs confirmed=True (see script_command)."""
-    from labtui.engine import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     return lifecycle.retry(run, ws, now=now, confirmed=confirmed)
 
 
 def script_command(run: store.Run) -> str | None:
     """The command a retry of this run would run again (None unless it is a `labtui run -- COMMAND` run)."""
-    from labtui.engine import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     return lifecycle.script_command(run)
 
@@ -42,7 +42,7 @@ def script_command(run: store.Run) -> str | None:
 def slots_full(ws: store.Workspace) -> str | None:
     """None if a run started now stays within the workspace's concurrency, else why not
     ("1 run already running, concurrency 1"), for a "queue it or start anyway" question."""
-    from labtui.engine import queue
+    from labtui.engine.runtime import queue
 
     return None if queue.slot_free(ws) else queue.full_message(ws)
 
@@ -51,14 +51,14 @@ def slots_full(ws: store.Workspace) -> str | None:
 
 
 def queue_order(ws: store.Workspace) -> list[str]:
-    from labtui.engine import queue
+    from labtui.engine.runtime import queue
 
     return [r.id for r in queue.queued(ws)]
 
 
 def cancel(ws: store.Workspace, run: store.Run) -> str:
     """Take a queued run out of the queue; raises (the message says why) when it is not in it."""
-    from labtui.engine import queue
+    from labtui.engine.runtime import queue
 
     if not queue.cancel(ws, run):
         raise ValueError(f"{run.id} is not in the queue; nothing changed")
@@ -66,13 +66,13 @@ def cancel(ws: store.Workspace, run: store.Run) -> str:
 
 
 def move(ws: store.Workspace, run: store.Run, delta: int):
-    from labtui.engine import queue
+    from labtui.engine.runtime import queue
 
     return queue.move(ws, run, delta)
 
 
 def advance_queue(ws: store.Workspace) -> list[str]:
     """Start queued runs whose slot is free (the monitor's tick); the ids started."""
-    from labtui.engine import queue
+    from labtui.engine.runtime import queue
 
     return queue.advance(ws)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from labtui.engine import evalstore, stats, store
+from labtui.engine.analysis import evalstore, stats
+from labtui.engine.rundir import store
 
 from .format import short_id
 
@@ -35,7 +36,7 @@ def settings_text(row: dict, short: bool = False) -> str:
 def gpu_here() -> tuple[bool, str]:
     """(whether this machine has an NVIDIA GPU, its name or why not), from NVML through engine.sysmon:
     no torch, so the TUI stays light. The eval's own `labtui eval --device cuda` checks torch too."""
-    from labtui.engine import sysmon
+    from labtui.engine.runtime import sysmon
 
     found = sysmon.gpus()
     if found:

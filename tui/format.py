@@ -6,7 +6,7 @@ import math
 import re
 from typing import Sequence
 
-from labtui.engine.fmt import age, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
+from labtui.engine.rundir.fmt import age, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
 
 STATUS_ICONS = {
     "queued": "…",

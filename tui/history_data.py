@@ -23,7 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtui.engine import evalstore, store
+from labtui.engine.analysis import evalstore
+from labtui.engine.rundir import store
 
 from . import evals
 from . import format as fmt

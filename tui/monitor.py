@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from labtui.engine import store
+from labtui.engine.rundir import store
 from textual.message import Message
 
 from . import baseline, engine_api, messages
@@ -204,7 +204,7 @@ class Monitor:
     def _headlines(self, infos: dict[str, EvalInfo]) -> dict[str, EvalInfo]:
         """Each run's headline eval by engine.evalstore's rule, against the baseline's headline eval
         (its N and split) when a baseline is marked: the figure History shows for the run."""
-        from labtui.engine import evalstore
+        from labtui.engine.analysis import evalstore
 
         steps = {r.id: r.step for r in self.rows}
         base_id = baseline.get(self.ws)
@@ -225,7 +225,7 @@ class Monitor:
             _, watched, info = cached
             if all(_mtime_ns(path) == m for path, m in watched):
                 return info
-        from labtui.engine import evalstore  # light, but not needed before the first eval
+        from labtui.engine.analysis import evalstore  # light, but not needed before the first eval
 
         run = store.Run(self.ws.logs / row.id)
         # each eval folder's mtime before its files are read: a change made during the read is seen

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 from . import engine_api
 

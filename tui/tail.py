@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labtui.engine import store
+from labtui.engine.rundir import store
 
 from .series import Point, Series
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from labtui.engine.rundir.fmt import printable
 from textual.content import Content
-
-from labtui.engine.fmt import printable
 
 NEWLINE = Content("\n")
 

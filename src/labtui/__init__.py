@@ -15,12 +15,12 @@ __version__ = "0.1.0"
 __all__ = ["LabtuiCallback", "__version__"]
 
 if TYPE_CHECKING:
-    from labtui.engine.callback import LabtuiCallback
+    from labtui.engine.training.callback import LabtuiCallback
 
 
 def __getattr__(name: str) -> Any:
     if name == "LabtuiCallback":
-        from labtui.engine.callback import LabtuiCallback
+        from labtui.engine.training.callback import LabtuiCallback
 
         return LabtuiCallback
     raise AttributeError(f"module 'labtui' has no attribute {name!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from labtui.engine.rundir.fmt import printable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,8 +15,6 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static
-
-from labtui.engine.fmt import printable
 
 from .. import evals
 from .. import format as fmt

@@ -7,11 +7,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
-
-from textual.content import Content
 
 from .. import engine_api
 from .. import format as fmt
@@ -23,8 +22,8 @@ from ..widgets.footer import LabFooter
 from ..widgets.loss_chart import LossChart
 from ..widgets.run_list import RunList, matches, order
 from ..widgets.run_panels import GpuPanel, StatusPanel, SystemPanel, ThroughputPanel
-from .confirm import Choose
 from . import run_actions
+from .confirm import Choose
 from .run_actions import call_engine, why_disabled
 
 WIDE_ONLY = ("filter", "axis", "smoothing", "log-y")  # in the footer as room allows, in this order

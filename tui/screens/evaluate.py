@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from labtui.engine.config.experiment import CHOICES
+from labtui.engine.rundir import store
+from labtui.engine.rundir.fmt import printable
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,10 +20,6 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from textual.worker import get_current_worker
-
-from labtui.engine import store
-from labtui.engine.config import CHOICES
-from labtui.engine.fmt import printable
 
 from .. import cli_runner, evals, messages
 from .. import format as fmt

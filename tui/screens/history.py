@@ -8,6 +8,8 @@ Loading and comparing happen in a worker thread.
 
 from __future__ import annotations
 
+from labtui.engine.rundir import store
+from labtui.engine.rundir.fmt import printable
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,9 +18,6 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
-
-from labtui.engine import store
-from labtui.engine.fmt import printable
 
 from .. import format as fmt
 from ..commands import HonestKeys

@@ -11,18 +11,18 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from labtui.engine.config.experiment import ConfigError, check_field, flatten, load_experiment, parse_value
+from labtui.engine.rundir import store
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
-from textual.content import Content
-
-from labtui.engine.config import ConfigError, check_field, flatten, load_experiment, parse_value
 
 from .. import cli_runner
 from ..config_view import _scalar, config_lines
@@ -51,7 +51,7 @@ def change_lines(changed: dict, parent: str, overridden: set[str]) -> list[Conte
     return out
 
 
-SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the repository's, as `labtui demo` uses
+SHIPPED_EXPERIMENTS = store.SHIPPED_EXPERIMENTS  # the repository's, as `labtui demo` uses
 
 
 def experiment_files(ws_experiments: Path) -> list[Path]:

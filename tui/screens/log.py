@@ -6,12 +6,11 @@ the Log widget keeps the last 10,000 lines, the file keeps everything.
 
 from __future__ import annotations
 
+from labtui.engine.rundir.fmt import last_cr_segment, printable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Log, Static
-
-from labtui.engine.fmt import last_cr_segment, printable
 
 from .. import messages
 from ..guard import guarded

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from labtui.engine import fmt, store
+from labtui.engine.rundir import fmt, store
 
 from .. import engine_api
 from .. import format as tui_format

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import time
 
+from labtui.engine.rundir import alerts as alerts_mod
 from textual.content import Content
 from textual.widgets import Static
-
-from labtui.engine import alerts as alerts_mod
 
 from .. import format as fmt
 from ..monitor import EvalInfo

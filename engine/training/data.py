@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, resolve_path
+from labtui.engine.config.experiment import ConfigError, resolve_path
 
 
 @dataclass

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-
-from . import store
+from labtui.engine.rundir import store
 
 QUEUE_FILE = "queue.json"
 LOCK_FILE = ".queue.lock"
@@ -115,7 +114,7 @@ def concurrency(ws: store.Workspace) -> int:
     value = settings(ws).get("concurrency")
     if isinstance(value, int) and value > 0:
         return value
-    from .sysmon import gpus
+    from labtui.engine.runtime.sysmon import gpus
 
     return max(1, len(gpus()))
 
@@ -182,7 +181,7 @@ def start_or_queue(ws: store.Workspace, run: store.Run, *, now: bool = False, re
     It starts when a slot is free under the workspace's concurrency and no queued run is waiting for
     one, or when `now` (the user's explicit "start anyway"); otherwise it joins the end of the queue.
     Returns (started, why it was queued: "1 run already running, concurrency 1")."""
-    from . import launcher
+    from labtui.engine.runtime import launcher
 
     with _locked(ws):
         order = [r for r in _order(ws) if r != run.id]
@@ -202,7 +201,7 @@ def start_or_queue(ws: store.Workspace, run: store.Run, *, now: bool = False, re
 def advance(ws: store.Workspace) -> list[str]:
     """Start queued runs while slots are free; returns the ids started. In a workspace this process
     cannot write (nothing can be started there anyway) it does nothing."""
-    from . import launcher
+    from labtui.engine.runtime import launcher
 
     started: list[str] = []
     if not _listed(ws) and not _waiting_runs(ws):
@@ -262,6 +261,6 @@ def on_run_end(run: store.Run, state: dict) -> None:
     info = run.info()
     if info.get("kind") == "eval":
         return
-    from .launcher import home_workspace
+    from labtui.engine.runtime.launcher import home_workspace
 
     advance(store.Workspace(home_workspace(run)))

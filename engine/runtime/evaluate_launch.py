@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import yaml
-
-from . import launcher, store
-from .config import DEFAULTS, ConfigError, check_field
-from .evalstore import EVAL_FILE, EvalNotFound
+from labtui.engine.analysis.evalstore import EVAL_FILE, EvalNotFound
+from labtui.engine.config.experiment import DEFAULTS, ConfigError, check_field
+from labtui.engine.rundir import store
+from labtui.engine.runtime import launcher
 
 # the `labtui eval` flag of each eval.json setting: a value given on the command line is named by its flag
 FLAGS = {"n": "--n", "mode": "--mode", "device": "--device", "split": "--split", "temperatures": "--temperature",
@@ -183,7 +183,7 @@ def create_base_holder(ws: store.Workspace, exp, argv: list[str] | None = None) 
 
 
 def worker_command(ev: store.Run) -> list[str]:
-    return [sys.executable, "-m", "labtui.engine.evaluate", str(ev.path)]
+    return [sys.executable, "-m", "labtui.engine.training.evaluate", str(ev.path)]
 
 
 def start_eval(ev: store.Run):

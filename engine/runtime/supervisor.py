@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import alerts, store
-from .sysmon import Sampler
+from labtui.engine.rundir import alerts, store
+from labtui.engine.runtime.sysmon import Sampler
 
 STOP_FILE = "stop.json"  # written by `labtui stop` before it signals
 
@@ -125,7 +125,7 @@ def after_run(run: store.Run, state: dict) -> None:
     """What follows a run without anybody watching: the alert check of an evaluation, the run's own
     evaluation (the run keeps its queue slot meanwhile, so the next run does not compete for the
     GPU), then the next queued run."""
-    from . import evaluate_launch, queue
+    from labtui.engine.runtime import evaluate_launch, queue
 
     try:
         alerts.after_run(run, state)  # an evaluation that came back degenerate

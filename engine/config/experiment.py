@@ -2,7 +2,7 @@
 
 This module is imported by the CLI and the TUI, so it imports nothing heavy at module level.
 Validation against the libraries' own classes (peft.LoraConfig, trl.SFTConfig,
-transformers.TrainingArguments) is engine/libcheck.py's, on the training side of the layers.
+transformers.TrainingArguments) is engine/training/libcheck.py's, on the training side of the layers.
 """
 
 from __future__ import annotations
@@ -531,7 +531,7 @@ def check_keys(cfg: dict, where: str) -> None:
             raise ConfigError(f"{where}: {error}")
     alerts = (cfg.get("engine") or {}).get("alerts")
     if isinstance(alerts, dict) and alerts:
-        from .alerts import check_alert_settings
+        from labtui.engine.rundir.alerts import check_alert_settings
 
         try:
             check_alert_settings(alerts)

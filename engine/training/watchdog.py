@@ -1,4 +1,4 @@
-"""The training watchdog: checks that run inside the worker and write alerts (engine/alerts.py).
+"""The training watchdog: checks that run inside the worker and write alerts (engine/rundir/alerts.py).
 
 `engine.worker` builds `Watchdog(run, cfg, cb)`, hands it the trainer (`on_trainer`) before training,
 and LabtuiCallback calls `on_step_end`, `on_train_record` (each logged train record) and
@@ -35,8 +35,8 @@ from collections import deque
 from pathlib import Path
 from typing import Sequence
 
-from . import store
-from .alerts import ALERT_DEFAULTS, AlertLog, alert_settings, check_alert_settings, make_alert  # noqa: F401
+from labtui.engine.rundir import store
+from labtui.engine.rundir.alerts import ALERT_DEFAULTS, AlertLog, alert_settings, check_alert_settings, make_alert  # noqa: F401
 
 FINGERPRINT_SAMPLES = 64  # elements sampled per trainable tensor
 SPIKE_MIN_POINTS = 5

@@ -6,7 +6,7 @@ One alert is one JSON line:
 
 Each alert fires once: `AlertLog.fire` writes a kind again only after `AlertLog.clear` saw the
 condition go away (a resumed run does not repeat what it already raised). The training-side checks
-live in engine/watchdog.py (run in the worker); the supervisor calls `SupervisorWatch.tick` every
+live in engine/training/watchdog.py (run in the worker); the supervisor calls `SupervisorWatch.tick` every
 heartbeat for the checks that only need the run directory and the machine: stalled, gpu_memory,
 host_memory; and `after_run` when an evaluation ends, for degenerate_eval. Thresholds come from the
 experiment's `engine.alerts` (ALERT_DEFAULTS). Light: no torch; the TUI and the CLI may import it.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import store
+from labtui.engine.rundir import store
 
 # kind: (severity, what it means) - the list the docs and `engine.alerts.disable` / `stop_on` use
 KINDS: dict[str, tuple[str, str]] = {
@@ -38,7 +38,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "degenerate_eval": ("warning", "an evaluation's predictions are degenerate (one answer, or unparseable)"),
 }
 SEVERITIES = ("critical", "warning", "info")
-# computed by engine/watchdog.py in the worker; only these can stop a run (`stop_on`)
+# computed by engine/training/watchdog.py in the worker; only these can stop a run (`stop_on`)
 WORKER_KINDS = ("nan_loss", "loss_spike", "weights_frozen", "grad_norm_zero", "no_trainable_params",
                 "nothing_to_learn", "examples_dropped", "overfitting")
 
@@ -252,7 +252,7 @@ def memory_check(system_record: dict, thresholds: dict | None = None) -> list[di
 
 
 class SupervisorWatch:
-    """The reader-side checks, called by the supervisor on every heartbeat (engine/supervisor.py).
+    """The reader-side checks, called by the supervisor on every heartbeat (engine/runtime/supervisor.py).
 
     Never raises: a failing check is printed to the run's log and the run goes on.
     """
@@ -294,7 +294,7 @@ class SupervisorWatch:
 
 # --- evaluations ------------------------------------------------------------------------------
 
-EVAL_SUMMARY_FILE = "summary.json"  # written by the evaluation worker (engine/evalstore.py)
+EVAL_SUMMARY_FILE = "summary.json"  # written by the evaluation worker (engine/analysis/evalstore.py)
 
 
 def degenerate_eval_check(eval_dir: Path) -> dict | None:

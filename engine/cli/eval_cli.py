@@ -1,6 +1,6 @@
 """The evaluation commands of `labtui`: eval, evals, compare, export-predictions, parity, doctor.
 
-Registered by engine/cli.py through `register(subparsers)`. Bad input raises ConfigError, which the
+Registered by engine/cli/main.py through `register(subparsers)`. Bad input raises ConfigError, which the
 CLI prints as `labtui: error: ...` with exit code 2 (engine.cli.UsageError is not used here: under
 `python -m engine.cli` that module is `__main__`, and a second import would make a different class).
 """
@@ -12,16 +12,18 @@ import math
 import sys
 from pathlib import Path
 
-from . import evalstore, fmt, lifecycle, store
-from .config import CHOICES, ConfigError
-from .evalstore import ERROR_KINDS
-from .follow import follow_progress, progress_head
+from labtui.engine.analysis import evalstore
+from labtui.engine.analysis.evalstore import ERROR_KINDS
+from labtui.engine.cli.follow import follow_progress, progress_head
+from labtui.engine.config.experiment import CHOICES, ConfigError
+from labtui.engine.rundir import fmt, store
+from labtui.engine.runtime import lifecycle
 
 UsageError = ConfigError
 
 
 def _workspace(args) -> store.Workspace:
-    from .cli_base import workspace_from
+    from labtui.engine.cli.cli_base import workspace_from
 
     return workspace_from(args)
 
@@ -62,8 +64,8 @@ def _ci(ci) -> str:
 
 
 def cmd_eval(args) -> int:
-    from . import evaluate_launch as el
-    from .config import load_experiment
+    from labtui.engine.config.experiment import load_experiment
+    from labtui.engine.runtime import evaluate_launch as el
 
     ws = _workspace(args)
     ref = args.run
@@ -74,7 +76,7 @@ def cmd_eval(args) -> int:
             raise UsageError(f"{ref} is an experiment file: it has no trained weights. Add --base to evaluate "
                              f"its base model, or give a run id (see `labtui runs`)")
         exp = load_experiment(ref)
-        from .config import check_files
+        from labtui.engine.config.experiment import check_files
 
         check_files(exp.config, ws.root, ref)
         cfg = exp.config
@@ -244,7 +246,7 @@ def cmd_evals(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .stats import UnpairedError, format_p, h_magnitude, significance_marks
+    from labtui.engine.analysis.stats import UnpairedError, format_p, h_magnitude, significance_marks
 
     ws = _workspace(args)
     if args.gold and not Path(args.gold).exists():
@@ -328,7 +330,7 @@ def cuda_available() -> tuple[bool, str]:
 
 
 def cmd_parity(args) -> int:
-    from . import evaluate_launch as el
+    from labtui.engine.runtime import evaluate_launch as el
 
     ws = _workspace(args)
     run = _run(ws, args.run)
@@ -415,7 +417,7 @@ def doctor_checks(ws: store.Workspace) -> list[dict]:
                 add(mod, True, __import__(mod).__version__)
             except Exception as e:  # noqa: BLE001
                 add(mod, False, f"cannot import {mod}: {e}", f"pip install {pkg}")
-    from . import sysmon
+    from labtui.engine.runtime import sysmon
 
     gpus = sysmon.gpus()
     cuda = bool(torch is not None and torch.cuda.is_available())
@@ -489,7 +491,7 @@ DATA_SOURCES = {
 
 def _missing_data(cfg: dict, ws: store.Workspace) -> list[Path]:
     """The dataset files an experiment names that do not exist (a fresh clone has no data/)."""
-    from .config import resolve_path
+    from labtui.engine.config.experiment import resolve_path
 
     ds = cfg.get("dataset") or {}
     if ds.get("format") == "hub":
@@ -499,7 +501,7 @@ def _missing_data(cfg: dict, ws: store.Workspace) -> list[Path]:
 
 
 def _experiment_checks(ws: store.Workspace) -> list[dict]:
-    from .config import check_files, load_experiment
+    from labtui.engine.config.experiment import check_files, load_experiment
 
     files = sorted(ws.experiments.glob("*.y*ml")) if ws.experiments.is_dir() else []
     if not files:

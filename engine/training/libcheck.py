@@ -2,14 +2,14 @@
 transformers.TrainingArguments (and the training defaults that depend on the machine's torch).
 
 On the training side of the layers: it imports peft, trl, transformers and torch (lazily, when a run
-is validated or started), which engine/config.py, read by the CLI and the TUI, must not.
+is validated or started), which engine/config/experiment.py, read by the CLI and the TUI, must not.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from .config import ConfigError, unknown_key
+from labtui.engine.config.experiment import ConfigError, unknown_key
 
 
 def _check_dataclass_keys(where: str, cls, values: dict, hint_for=None) -> None:

@@ -139,7 +139,7 @@ def prepare(workspace: Path, n: int = 1200, test_n: int = 300, seed: int = 0, lo
 
 
 def _write_json(path: Path, obj) -> None:
-    from .store import atomic_write_text
+    from labtui.engine.rundir.store import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from . import store
-from .cli_base import UsageError, get_run, print_json, workspace_from
+from labtui.engine.cli.cli_base import UsageError, get_run, print_json, workspace_from
+from labtui.engine.rundir import store
 
 # lifecycle (and through it the supervisor and psutil) is imported by the commands that use it:
 # the parser of every `labtui` command, the dashboard's included, registers these.
@@ -18,7 +18,7 @@ def _ws_run(args):
 
 def _guard(fn):
     def wrapped(args):
-        from . import lifecycle
+        from labtui.engine.runtime import lifecycle
 
         try:
             return fn(args)
@@ -30,7 +30,7 @@ def _guard(fn):
 
 @_guard
 def cmd_stop(args) -> int:
-    from . import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     _, run = _ws_run(args)
     print(lifecycle.stop(run, now=args.now))
@@ -43,7 +43,7 @@ def _started(args, run: store.Run, message: str) -> int:
     print(message, file=sys.stderr)
     if not args.foreground:
         return 0
-    from .runs import follow
+    from labtui.engine.cli.runs import follow
 
     return follow(run)
 
@@ -57,7 +57,7 @@ def _outcome_line(out, command: str) -> str:
 
 @_guard
 def cmd_resume(args) -> int:
-    from . import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     ws, run = _ws_run(args)
     out = lifecycle.resume(run, ws, now=args.now)
@@ -69,7 +69,7 @@ def cmd_resume(args) -> int:
 
 @_guard
 def cmd_retry(args) -> int:
-    from . import lifecycle
+    from labtui.engine.runtime import lifecycle
 
     ws, run = _ws_run(args)
     confirmed = args.yes
@@ -93,9 +93,8 @@ def cmd_retry(args) -> int:
 
 @_guard
 def cmd_queue(args) -> int:
-    from . import queue
-
-    from .fmt import printable
+    from labtui.engine.rundir.fmt import printable
+    from labtui.engine.runtime import queue
 
     ws = workspace_from(args)
     if args.concurrency is not None:

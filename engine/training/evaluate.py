@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import evalstore, store
+from labtui.engine.analysis import evalstore
+from labtui.engine.rundir import store
 
 PROGRESS_EVERY_S = 1.0
 
@@ -241,7 +242,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], temperature: floa
 def score_examples(model, tokenizer, examples: list[dict], task: dict, choices: list[str], batch_size: int):
     """Yields batches of (example, [loglik per choice], tokens processed), longest prompts first
     (little padding, and an out-of-memory error shows at once rather than at the end)."""
-    from .data import format_answer, format_prompt
+    from labtui.engine.training.data import format_answer, format_prompt
 
     limit = model_max_positions(model, tokenizer)
     items = []
@@ -261,7 +262,7 @@ def score_examples(model, tokenizer, examples: list[dict], task: dict, choices: 
 
 def score_record(example: dict, scores: list[float], choices: list[str], task: dict) -> dict:
     """The predictions.jsonl record of one scored example; ties go to the first choice."""
-    from .data import format_answer
+    from labtui.engine.training.data import format_answer
 
     best = max(range(len(choices)), key=lambda j: (scores[j], -j))
     gold = str(example["answer"]).strip().lower()
@@ -278,8 +279,7 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
     import copy
 
     import torch
-
-    from .worker import load_model_and_tokenizer, set_pad_token
+    from labtui.engine.training.worker import load_model_and_tokenizer, set_pad_token
 
     dtype = dtype or cfg["model"].get("dtype") or "auto"
     device_map = {"": torch.cuda.current_device()} if device.startswith("cuda") else None  # weights straight onto the GPU
@@ -317,8 +317,7 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
 
 def eval_environment(device: str, dtype: str) -> dict:
     import torch
-
-    from .worker import environment
+    from labtui.engine.training.worker import environment
 
     env = environment(device)
     env["device"] = device
@@ -330,7 +329,7 @@ def eval_environment(device: str, dtype: str) -> dict:
         env["cudnn"] = torch.backends.cudnn.version()
         env["gpu_capability"] = list(torch.cuda.get_device_capability(0))
     else:
-        from .sysmon import cpu_name
+        from labtui.engine.runtime.sysmon import cpu_name
 
         env["device_name"] = cpu_name()
     return env
@@ -340,8 +339,8 @@ def eval_environment(device: str, dtype: str) -> dict:
 
 
 def select_examples(cfg: dict, workspace: Path, split: str, n: int | None) -> list[dict]:
-    from .config import ConfigError
-    from .data import load_splits
+    from labtui.engine.config.experiment import ConfigError
+    from labtui.engine.training.data import load_splits
 
     splits = load_splits(cfg, workspace)
     examples = {"test": splits.test, "eval": splits.eval, "train": splits.train}[split]
@@ -437,7 +436,7 @@ class Evaluation:
             print(f"[labtui] {status}: accuracy {self.summary_line()}", flush=True)
             return 0
         except BaseException as e:  # noqa: BLE001 - recorded, then turned into an exit code
-            from .worker import failed
+            from labtui.engine.training.worker import failed
 
             return failed(e, self.finish)
 
@@ -453,7 +452,7 @@ class Evaluation:
         self.write_progress(force=True)
 
     def write_summary(self, env: dict, wall: float, partial: bool) -> None:
-        from .evaluate_launch import rerun_command
+        from labtui.engine.runtime.evaluate_launch import rerun_command
 
         s = self.settings
         cmd = rerun_command(self.info.get("run"), s, None)
@@ -490,8 +489,7 @@ class Evaluation:
 
     def generate(self, model, tokenizer, examples: list[dict], temperature: float) -> None:
         import transformers
-
-        from .data import format_prompt
+        from labtui.engine.training.data import format_prompt
 
         task = self.cfg["task"]
         choices = self.settings.get("choices") or task["choices"]
@@ -527,7 +525,7 @@ def threading_main() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="labtui.engine.evaluate")
+    ap = argparse.ArgumentParser(prog="labtui.engine.training.evaluate")
     ap.add_argument("eval_dir")
     args = ap.parse_args(argv)
     path = Path(args.eval_dir)

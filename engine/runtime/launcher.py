@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import yaml
-
-from . import store
-from .config import Experiment
+from labtui.engine.config.experiment import Experiment
+from labtui.engine.rundir import store
 
 
 def create_training_run(ws: store.Workspace, exp: Experiment, argv: list[str] | None = None,
@@ -65,7 +64,7 @@ def worker_command(run: store.Run, resume: bool = False) -> list[str]:
     info = run.info()
     if info.get("kind") == "script":
         return list(info["script_command"])
-    return [sys.executable, "-m", "labtui.engine.worker", str(run.path), *(["--resume"] if resume else [])]
+    return [sys.executable, "-m", "labtui.engine.training.worker", str(run.path), *(["--resume"] if resume else [])]
 
 
 def start(run: store.Run, resume: bool = False, command: list[str] | None = None) -> subprocess.Popen:
@@ -80,7 +79,7 @@ def start(run: store.Run, resume: bool = False, command: list[str] | None = None
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "labtui.engine.supervisor", str(run.path), "--", *command],
+            [sys.executable, "-m", "labtui.engine.runtime.supervisor", str(run.path), "--", *command],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, cwd=cwd, env=env,
         )

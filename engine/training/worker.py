@@ -2,7 +2,7 @@
 
 Loads the run's resolved config, the model (AutoModelForCausalLM.from_pretrained: a hub id or a
 local folder), applies LoRA, trains with trl.SFTTrainer or transformers.Trainer, checkpoints,
-and records everything through LabtuiCallback. Runs under the supervisor (engine/supervisor.py),
+and records everything through LabtuiCallback. Runs under the supervisor (engine/runtime/supervisor.py),
 which owns state.json; this process writes progress.json, metrics.jsonl and its log.
 """
 
@@ -14,13 +14,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import store
-from .config import resolve_path
-from .errors import explain
+from labtui.engine.config.experiment import resolve_path
+from labtui.engine.rundir import store
+from labtui.engine.training.errors import explain
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="labtui.engine.worker")
+    ap = argparse.ArgumentParser(prog="labtui.engine.training.worker")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
@@ -58,8 +58,8 @@ def environment(device: str | None = None) -> dict:
 
 
 def train(run: store.Run, resume: bool = False) -> int:
-    from .callback import LabtuiCallback
-    from .watchdog import Watchdog
+    from labtui.engine.training.callback import LabtuiCallback
+    from labtui.engine.training.watchdog import Watchdog
 
     cfg = run.config()
     info = run.info()
@@ -81,7 +81,7 @@ def train(run: store.Run, resume: bool = False) -> int:
             checkpoint = str(cp)
             print(f"[labtui] resuming from {run.checkpoint_note()} ({cp})", flush=True)
         print(f"[labtui] training {info.get('experiment')} ({run.id})", flush=True)
-        watchdog.on_trainer(trainer)  # checks before the first step (engine/watchdog.py)
+        watchdog.on_trainer(trainer)  # checks before the first step (engine/training/watchdog.py)
         trainer.train(resume_from_checkpoint=checkpoint)
         status = "stopped" if cb.stop_requested else "completed"
         if status == "completed" and cfg.get("lora") is not None:
@@ -177,7 +177,7 @@ TRAINING_DEFAULTS = {
 
 
 def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
-    from .libcheck import with_platform_defaults
+    from labtui.engine.training.libcheck import with_platform_defaults
 
     training = with_platform_defaults({**TRAINING_DEFAULTS, **(cfg.get("training") or {})}, cfg["trainer"])
     if has_eval and "eval_strategy" not in training and "evaluation_strategy" not in training:
@@ -196,7 +196,7 @@ def training_args(cfg: dict, run: store.Run, has_eval: bool) -> dict:
 
 def loss_on_of(cfg: dict) -> str:
     """task.loss_on; configs written before the key existed get their trainer's default."""
-    from .config import loss_on_default
+    from labtui.engine.config.experiment import loss_on_default
 
     return (cfg.get("task") or {}).get("loss_on") or loss_on_default(cfg.get("trainer"))
 
@@ -219,8 +219,7 @@ def plain_trainer_features(tokenizer, prompt: str, completion: str, max_length: 
 def build_trainer(run: store.Run, cfg: dict, workspace: Path, cb):
     import datasets
     import transformers
-
-    from .data import load_splits, to_prompt_completion
+    from labtui.engine.training.data import load_splits, to_prompt_completion
 
     transformers.set_seed(int(cfg["engine"].get("seed", 42)))
     transformers.logging.set_verbosity_warning()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import demo, fmt, launcher, queue, store
-from .config import ConfigError, Experiment, check_files, load_experiment
-from .follow import follow_progress, progress_head
-from .libcheck import validate_with_libraries
+from labtui.engine.cli.follow import follow_progress, progress_head
+from labtui.engine.config.experiment import ConfigError, Experiment, check_files, load_experiment
+from labtui.engine.rundir import fmt, store
+from labtui.engine.runtime import launcher, queue
+from labtui.engine.training import demo
+from labtui.engine.training.libcheck import validate_with_libraries
 
 DEMO_EXPERIMENTS = ("demo-baseline.yaml", "demo-tuned.yaml", "demo-sft.yaml")
 
@@ -25,7 +27,7 @@ def load_and_validate(ws: store.Workspace, path: str | Path, overrides: list[str
         log("building the offline demo model and data (once, about 20 s)...")
         demo.prepare(ws.root, log=log)
     check_files(exp.config, ws.root, str(path))
-    from .data import check_splits
+    from labtui.engine.training.data import check_splits
 
     check_splits(exp.config, ws.root)  # labels within task.choices, no empty split (not the hub format)
     validate_with_libraries(exp.config, str(path))
@@ -49,7 +51,7 @@ def _start_or_queue(runs: list[store.Run], args) -> int:
     """Several files, or --queue: all join the queue. One run: it starts if the workspace's concurrency
     allows (queue.start_or_queue decides, as for resume, retry and the TUI), else it is queued and the
     message says why; --now starts it (or them) anyway."""
-    from . import queue
+    from labtui.engine.runtime import queue
 
     ws = store.Workspace(runs[0].info()["workspace"])
     now = bool(getattr(args, "now", False))
@@ -86,7 +88,7 @@ def follow_many(runs: list[store.Run]) -> int:
 def follow(run: store.Run, out=sys.stderr) -> int:
     """Wait for a run, drawing a progress bar; Ctrl-C asks it to stop (checkpoint, then `stopped`)."""
 
-    from .lifecycle import stop
+    from labtui.engine.runtime.lifecycle import stop
 
     state = follow_progress(run, lambda st, prog: progress_line(run.id, st, prog), stop,
                             worth_a_line=lambda _, prog: prog.get("step", 0) % 10 == 0,
@@ -142,7 +144,7 @@ def cmd_demo(ws: store.Workspace, args) -> int:
     demo.prepare(ws.root, log=lambda m: print(m, file=sys.stderr))
     if args.prepare_only:
         return 0
-    exp_dir = ws.experiments if ws.experiments.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+    exp_dir = ws.experiments if ws.experiments.is_dir() else store.SHIPPED_EXPERIMENTS
     files = [exp_dir / name for name in DEMO_EXPERIMENTS]
     missing = [str(f) for f in files if not f.exists()]
     if missing:

@@ -14,8 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from . import launcher, store
-from .supervisor import STOP_FILE
+from labtui.engine.rundir import store
+from labtui.engine.runtime import launcher
+from labtui.engine.runtime.supervisor import STOP_FILE
 
 
 class LifecycleError(Exception):
@@ -70,7 +71,7 @@ def stop(run: store.Run, now: bool = False) -> str:
     state = run.derive_state(raw, run.progress())
     status = state.get("status")
     if status == "queued" and not is_eval:  # an eval is never queued: it has not started yet
-        from . import queue
+        from labtui.engine.runtime import queue
 
         if not queue.cancel(workspace_of(run), run):
             raise LifecycleError(f"{run.id} says it is queued but is not in the queue (it may be starting right "
@@ -115,7 +116,7 @@ def stop(run: store.Run, now: bool = False) -> str:
 
 
 def _started_or_queued(ws: store.Workspace, run: store.Run, now: bool, resume: bool, started_line: str) -> Outcome:
-    from . import queue
+    from labtui.engine.runtime import queue
 
     started, why = queue.start_or_queue(ws, run, now=now, resume=resume)
     if started:

@@ -757,7 +757,7 @@ def tail_lines(path: Path, n: int = 20, max_bytes: int = 64_000) -> list[str]:
     """The last `n` non-blank lines of a log (a regular file), each as a terminal shows it: a line a
     progress bar redrew with carriage returns is its last state (`fmt.last_cr_segment`). Not made
     printable: the caller that prints them does that (`fmt.printable`)."""
-    from .fmt import last_cr_segment
+    from labtui.engine.rundir.fmt import last_cr_segment
 
     f = open_regular(path) if n > 0 else None
     if f is None:
@@ -1089,6 +1089,10 @@ class Run:
 SUMMARY_FIELDS = ("id", "experiment", "description", "kind", "status", "step", "max_steps", "epoch", "created",
                   "started", "ended", "train_loss", "eval_loss", "best_step", TOKENS_PER_S, "parent", "pid",
                   "heartbeat", "exit_code", "exit_signal", "error", "warning", "checkpoint", "host")
+
+
+# the experiments/ folder of the checkout labtui runs from (`labtui demo` and Launch fall back to it)
+SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 class Workspace:

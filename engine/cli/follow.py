@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import fmt, store
+from labtui.engine.rundir import fmt, store
 
 
 def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Callable[[store.Run], object], *,

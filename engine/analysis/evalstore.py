@@ -27,8 +27,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import stats, store
-from .config import ConfigError
+from labtui.engine.analysis import stats
+from labtui.engine.config.experiment import ConfigError
+from labtui.engine.rundir import store
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.jsonl"

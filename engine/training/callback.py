@@ -3,7 +3,7 @@
 labtui's own worker uses it, and any script with a `transformers.Trainer` or `trl.SFTTrainer`
 adds it with one line:
 
-    from labtui.engine.callback import LabtuiCallback
+    from labtui.engine.training.callback import LabtuiCallback
     trainer.add_callback(LabtuiCallback())
 
 Started by `labtui run -- python my_train.py`, it writes into that run (the launcher sets
@@ -22,9 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from labtui.engine.rundir import store
 from transformers import TrainerCallback
-
-from . import store
 
 PROGRESS_EVERY_S = 2.0
 

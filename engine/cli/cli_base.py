@@ -1,4 +1,4 @@
-"""What every command module of the CLI shares (engine/cli.py, lifecycle_cli.py, eval_cli.py): the
+"""What every command module of the CLI shares (engine/cli/main.py, lifecycle_cli.py, eval_cli.py): the
 workspace and the run named by the arguments, JSON output, and the error that means bad input."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from . import store
-from .config import ConfigError
+from labtui.engine.config.experiment import ConfigError
+from labtui.engine.rundir import store
 
 
 class UsageError(ConfigError):

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import eval_cli, fmt, lifecycle_cli, store
-from .cli_base import UsageError, get_run, print_json, workspace_from
-from .config import ConfigError
+from labtui.engine.cli import eval_cli, lifecycle_cli
+from labtui.engine.cli.cli_base import UsageError, get_run, print_json, workspace_from
+from labtui.engine.config.experiment import ConfigError
+from labtui.engine.rundir import fmt, store
 
 # --- formatting -------------------------------------------------------------------------------
 
@@ -32,7 +33,7 @@ def _when(t) -> str:
 
 def cmd_runs(args) -> int:
     ws = workspace_from(args)
-    from . import queue
+    from labtui.engine.runtime import queue
 
     queue.advance(ws)  # a queue whose managers were all killed moves on as soon as anybody looks
     rows = sorted((r.summary() for r in ws.iter_runs()), key=lambda r: (r.get("created") or 0, r["id"]))
@@ -84,7 +85,7 @@ def run_detail(run: store.Run) -> dict:
 def _eval_lines(run: store.Run) -> list[str]:
     """One line per evaluation of the run: id, what it evaluated (checkpoint step, N, mode, device),
     its accuracy or how far it got; the headline eval (the one History and compare use) marked."""
-    from . import evalstore
+    from labtui.engine.analysis import evalstore
 
     rows = evalstore.list_evals(run)
     if not rows:
@@ -162,7 +163,7 @@ def cmd_logs(args) -> int:
         for line in store.tail_lines(path, args.lines, max_bytes=max(64_000, args.lines * 400)):
             print(_p(line))
         return 0
-    from .follow import follow_log
+    from labtui.engine.cli.follow import follow_log
 
     try:
         follow_log(path, args.lines, lambda: run.state().get("status") in store.FINAL)
@@ -172,14 +173,14 @@ def cmd_logs(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import runs as runs_mod
+    from labtui.engine.cli import runs as runs_mod
 
     ws = workspace_from(args)
     return runs_mod.cmd_run(ws, args)
 
 
 def cmd_demo(args) -> int:
-    from . import runs as runs_mod
+    from labtui.engine.cli import runs as runs_mod
 
     ws = workspace_from(args)
     return runs_mod.cmd_demo(ws, args)
