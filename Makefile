@@ -1,5 +1,5 @@
 # labtui: `make demo`      (install, build the offline demo, queue the demo runs, open the dashboard)
-#         `make test`      (install, lint: ruff and the import contracts, then the whole test suite)
+#         `make test`      (install, lint: ruff, the import contracts and mypy, then the whole test suite)
 #         `make test-fast` (the same without the tests that start a model: about a minute)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -31,6 +31,8 @@ lint: install
 	rm -rf build/lint
 	$(PIP) install -q --no-deps --no-build-isolation --target build/lint .
 	cd build/lint && ../../$(VENV)/bin/lint-imports --no-cache ../../pyproject.toml
+	cd build/lint && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p labtui.engine.rundir \
+		-p labtui.engine.config -p labtui.engine.analysis
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -25,7 +25,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from labtui.engine.analysis import stats
 from labtui.engine.config.experiment import ConfigError
@@ -277,7 +277,7 @@ def read_settings(path: Path) -> dict:
 # --- error kinds and the summary ----------------------------------------------------------------
 
 
-def error_kind(gold: str, pred: str | None, choices: Iterable[str] = ("yes", "no", "maybe")) -> str:
+def error_kind(gold: str | None, pred: str | None, choices: Iterable[str] = ("yes", "no", "maybe")) -> str:
     """One of ERROR_KINDS for a (gold, prediction) pair."""
     choices = list(choices)
     if pred is None or (isinstance(pred, str) and not pred.strip()):
@@ -314,7 +314,7 @@ def _temp_key(t: Any) -> str:
     return "null" if t is None else str(float(t))
 
 
-def degenerate_warnings(records: list[Mapping], choices: list[str]) -> list[str]:
+def degenerate_warnings(records: Sequence[Mapping], choices: list[str]) -> list[str]:
     """Signs of broken inference: one answer above 90% of predictions (unless the gold answers are
     just as lopsided), or over 10% empty or unparseable outputs."""
     n = len(records)
@@ -336,7 +336,7 @@ def degenerate_warnings(records: list[Mapping], choices: list[str]) -> list[str]
     return out
 
 
-def _accuracy_block(records: list[Mapping], choices: list[str]) -> dict:
+def _accuracy_block(records: Sequence[Mapping], choices: list[str]) -> dict:
     n = len(records)
     k = sum(1 for r in records if r.get("correct"))
     return {

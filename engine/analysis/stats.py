@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 # Standard library only, but for numpy, imported where it is used: every `labtui` command (the TUI
 # too) imports this module through the CLI's parser, and History compares a thousand evals at once.
@@ -239,7 +239,7 @@ def _is_empty(p: object) -> bool:
     return p is None or (isinstance(p, str) and not p.strip())
 
 
-def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> float:
+def macro_f1(gold: Sequence[str | None], pred: Sequence[str | None], labels: Sequence[str]) -> float:
     """Unweighted mean F1 over `labels`.
 
     Labels with neither gold nor predicted examples are left out of the mean.
@@ -251,7 +251,7 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) ->
     return macro_f1_counts(Counter(zip(gold, pred)), labels)
 
 
-def macro_f1_counts(pairs: Mapping[tuple[str, str], int], labels: Sequence[str]) -> float:
+def macro_f1_counts(pairs: Mapping[tuple[Any, Any], int], labels: Sequence[str]) -> float:
     """`macro_f1` from counts of (gold, pred) pairs."""
     gold_n: Counter = Counter()
     pred_n: Counter = Counter()
@@ -268,7 +268,7 @@ def macro_f1_counts(pairs: Mapping[tuple[str, str], int], labels: Sequence[str])
     return float(sum(f1s) / len(f1s)) if f1s else 0.0
 
 
-def confusion_matrix(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]
+def confusion_matrix(gold: Sequence[str | None], pred: Sequence[str | None], labels: Sequence[str]
                      ) -> dict[str, dict[str, int]]:
     """Counts as {gold: {pred: count}}; every row has the same columns.
 

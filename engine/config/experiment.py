@@ -229,8 +229,8 @@ def _temperatures_error(value: list) -> str | None:
     return None
 
 
-_POS_INT = dict(kind="int", low=1, want="a positive integer")
-_NONNEG_INT = dict(kind="int", low=0, want="an integer, 0 or more")
+_POS_INT: dict[str, Any] = dict(kind="int", low=1, want="a positive integer")
+_NONNEG_INT: dict[str, Any] = dict(kind="int", low=0, want="an integer, 0 or more")
 
 # The one schema: every key labtui checks itself, with its type, range and choices. The validator
 # (`check_keys`), the CLI's argparse choices and the TUI's forms (`check_field`) all read it.
@@ -570,7 +570,7 @@ def check_files(cfg: dict, workspace: Path, where: str) -> None:
         raise ConfigError(f"{where}: model.model_name_or_path is required (a hub id like google/gemma-3-4b-it or a local folder)")
     model = cfg["model"]["model_name_or_path"]
     local = resolve_path(model, workspace)
-    if looks_local(model) and not local.exists():
+    if looks_local(model) and local is not None and not local.exists():
         raise ConfigError(f"{where}: model.model_name_or_path: {local} does not exist")
     ds = cfg["dataset"]
     if ds["format"] == "hub":

@@ -188,6 +188,8 @@ def stall_check(run: store.Run, now: float | None = None, settings: dict | None 
     if state.get("status") not in store.LIVE:
         return None
     last = progress.get("updated") or progress.get("started")
+    if not isinstance(last, (int, float)):
+        return None
     limit = float(settings["stall_minutes"]) * 60.0
     steps_per_s = progress.get("steps_per_s")
     if isinstance(steps_per_s, (int, float)) and steps_per_s > 0:
@@ -376,7 +378,8 @@ def superseded_by(alert: dict, *, status: str | None = None, step: Any = None, p
     if kind in ("gpu_memory", "host_memory"):
         if not isinstance(system, dict) or a_t is None or (store.as_finite(system.get("t")) or 0) <= a_t:
             return None
-        data = alert.get("data") if isinstance(alert.get("data"), dict) else {}
+        raw = alert.get("data")
+        data = raw if isinstance(raw, dict) else {}
         key = "gpu_memory_percent" if kind == "gpu_memory" else "host_memory_percent"
         threshold = store.as_finite(data.get("threshold")) or ALERT_DEFAULTS[key]
         lowered = threshold - MEMORY_HYSTERESIS

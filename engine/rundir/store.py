@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -262,7 +262,7 @@ ENV_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def clean(obj: Any, fields: dict[str, Callable[[Any], Any]]) -> dict:
+def clean(obj: Any, fields: Mapping[str, Callable[[Any], Any]]) -> dict:
     """`obj` (a parsed JSON file) as a dict whose known `fields` have their types: a field of the wrong
     type is left out, as if missing; a null stays null; other keys are kept as they are. Not a dict: {}."""
     if not isinstance(obj, dict):
@@ -856,10 +856,12 @@ def process_alive(pid: int | None, start_time: float | None) -> bool:
 
 def process_suspended(pid: int | None) -> bool:
     """True if the process is stopped (SIGSTOP, Ctrl-Z, a debugger): it cannot act on a signal until continued."""
+    if pid is None:
+        return False
     try:
         import psutil
 
-        return psutil.Process(int(pid)).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
     except Exception:
         return False
 
