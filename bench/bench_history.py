@@ -7,7 +7,7 @@ Cohen's h).
   runs_json_inproc_s the same work in-process: Run.summary() of every run, JSON-encoded
   history_s          in `labtui` (bench/tui_probe.py), from `h` (the History screen pushed, right after
                      the dashboard is drawn) to the table painted with every row, the comparisons
-                     cached from an earlier session (logs/.labtui-history-cache.json): the usual case
+                     cached from an earlier session (logs/.labtui-cache/history.json): the usual case
   history_cold_s     the same with no cache at all (the first History after 1,000 new evaluations):
                      every eval's columns read and every comparison computed; the table is painted
                      with its rows first, then again with the comparisons
@@ -27,7 +27,7 @@ import synth
 from bench_start import probe
 from common import ROOT, Report, child_env, parser, wait_quiet
 
-HISTORY_CACHE = ".labtui-history-cache.json"
+HISTORY_CACHE = ".labtui-cache/history.json"
 BASELINE = ".labtui-baseline"
 
 

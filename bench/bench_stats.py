@@ -3,7 +3,7 @@
 Figures (two eval dirs of score-mode predictions, as engine.evaluate writes them):
   compare_s       engine.evalstore.compare_sources(A, B): what `labtui compare` and the TUI's Compare
                   screen call (in-process, modules already imported): read both evals' columns
-                  (predictions.columns.json, which the eval worker writes when it completes), pair
+                  (logs/.labtui-cache/columns/, which the eval worker writes when it completes), pair
                   them, McNemar (exact), Cohen's h, intervals, error kinds, macro-F1
   no_columns_s    the same for evals without a columns file (made by an older labtui): both
                   predictions.jsonl parsed, then the columns written for the next time
@@ -40,7 +40,7 @@ def main() -> None:
     total, cold, load, st = [], [], [], []
     for _ in range(repeats):
         for side in (a, b):
-            (side / evalstore.COLUMNS_FILE).unlink(missing_ok=True)
+            evalstore.columns_cache(side).path.unlink(missing_ok=True)
         t = time.perf_counter()
         evalstore.compare_sources(a, b)
         cold.append(time.perf_counter() - t)

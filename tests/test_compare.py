@@ -325,7 +325,7 @@ def test_compare_from_columns_equals_compare_from_records_and_follows_changes(tm
 
     expected = evalstore.compare_sources(evalstore.load_predictions(a), evalstore.load_predictions(b))
     got = evalstore.compare_sources(a, b)
-    assert (a / evalstore.COLUMNS_FILE).exists() and (b / evalstore.COLUMNS_FILE).exists()
+    assert evalstore.columns_cache(a).path.exists() and evalstore.columns_cache(b).path.exists()
     again = evalstore.compare_sources(a.parent.parent, b)  # a run stands for its latest eval; columns read back
     for r in (got, again):
         assert _without_names(r) == _without_names(expected)
@@ -339,9 +339,10 @@ def test_compare_from_columns_equals_compare_from_records_and_follows_changes(tm
     assert _without_names(evalstore.compare_sources(a, b)) == _without_names(fresh) != _without_names(expected)
 
     # a damaged columns file is ignored and rewritten
-    (a / evalstore.COLUMNS_FILE).write_text('{"version": 1, "key": [0, 0], "ids": [')
+    kept = evalstore.columns_cache(a).path
+    kept.write_text(kept.read_text()[:100])
     assert _without_names(evalstore.compare_sources(a, b)) == _without_names(fresh)
-    assert json.loads((a / evalstore.COLUMNS_FILE).read_text())["ids"][0] == "e0"
+    assert json.loads(kept.read_text().split("\n", 1)[1])[""][1]["ids"][0] == "e0"
 
     # different examples: the same refusal as from records
     c = _eval_dir(ws, "c", a_rows[:-1])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, fast_overrides, labtui, wait_for
 from labtui.engine.analysis import evalstore
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 
 N = 40  # examples per eval: the after-training eval and the score evals below share them
 
@@ -143,9 +143,8 @@ def test_detached_checkpoint_eval_then_compare(trained, more_evals):
     settings = evalstore.read_settings(path)
     assert settings["checkpoint"].endswith("checkpoints/checkpoint-5") and settings["checkpoint_step"] == 5
     # the worker leaves the columns compare reads, in step with its predictions
-    cols = evalstore.Columns.from_json((path / evalstore.COLUMNS_FILE).read_text(),
-                                       [(path / "predictions.jsonl").stat().st_size,
-                                        (path / "predictions.jsonl").stat().st_mtime_ns])
+    kept = evalstore.columns_cache(path)
+    cols = evalstore.Columns.from_value(kept.get("", cache.stamps([path / "predictions.jsonl"])))
     assert cols is not None and sorted(cols.ids) == sorted(evalstore.load_predictions(path))
 
     first = evalstore.list_evals(run)[0]["id"]

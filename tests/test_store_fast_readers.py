@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from labtui.engine.analysis import evalstore
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 from labtui.tui import history_data, scan
 from labtui.tui import tail as tail_mod
 from labtui.tui.history_data import HistoryData
@@ -150,7 +150,7 @@ def test_the_scanner_starts_from_its_rows_file(tmp_path, monkeypatch):
     for i, status in enumerate(("completed", "failed", "queued")):
         make_run(ws, f"20260101-00000{i}-demo-{i:04x}", "demo", status=status, created=T0 + i)
     first = scan.Scanner(ws).scan()
-    assert (ws.logs / scan.CACHE_FILE).exists()
+    assert cache.path_for(ws.logs, scan.CACHE_NAME).exists()
     calls = []
     real = scan.row_for
     monkeypatch.setattr(scan, "row_for", lambda run, now=None: calls.append(run.id) or real(run, now))
@@ -160,7 +160,7 @@ def test_the_scanner_starts_from_its_rows_file(tmp_path, monkeypatch):
     calls.clear()
     rows = scan.Scanner(ws).scan()
     assert rows[0].step == 7 and first[0].id in calls
-    (ws.logs / scan.CACHE_FILE).write_text("{not json")
+    cache.path_for(ws.logs, scan.CACHE_NAME).write_text("{not json")
     assert scan.Scanner(ws).scan() == rows  # a damaged file is ignored
 
 
@@ -179,7 +179,7 @@ def test_history_comparisons_from_the_cache_equal_compare_sources(tmp_path, monk
         if r.eval_path and Path(r.eval_path) != base:
             ref = evalstore.compare_sources(base, Path(r.eval_path))
             assert (r.diff, r.p, r.h, r.verdict) == (ref["diff"], ref["mcnemar_p"], ref["cohens_h"], ref["verdict"])
-    assert (ws.logs / history_data.CACHE_FILE).exists()
+    assert cache.path_for(ws.logs, history_data.CACHE_NAME).exists()
     history_data._CACHES.clear()  # a new session: everything from the file, nothing recomputed
 
     def boom(*a, **k):

@@ -55,8 +55,8 @@ def test_history_compares_through_the_one_compare_and_keeps_no_correctness_of_it
     row = next(r for r in built if r.run_id == runs[1].id)
     ref = evalstore.compare_sources(runs[0], runs[1])
     assert calls and (row.diff, row.p, row.verdict) == (ref["diff"], ref["mcnemar_p"], ref["verdict"])
-    cache = json.loads((ws.logs / history_data.CACHE_FILE).read_text())
-    assert "correct" not in cache  # the evals' columns files are the one copy of their answers
+    kept = history_data._cache_for(ws).store.path.read_text()
+    assert "correct" not in kept  # the evals' columns files are the one copy of their answers
 
 
 def test_records_and_columns_are_compared_by_the_same_code(tmp_path):

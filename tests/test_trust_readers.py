@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from conftest import labtui
-from labtui.engine.rundir import fmt, store
+from labtui.engine.rundir import cache, fmt, store
 from labtui.tui import scan
 from labtui.tui import tail as tail_mod
 from labtui.tui.tail import RunTail
@@ -79,11 +79,13 @@ def test_a_damaged_rows_cache_is_read_again_from_the_run(tmp_path):
     ws = _ws(tmp_path)
     run = make_run(ws, "20260101-000000-good-0000", "good", created=T0)
     first = scan.Scanner(ws).scan()
-    path = ws.logs / scan.CACHE_FILE
-    data = json.loads(path.read_text())
-    row = data["rows"][run.id][1]
+    kept = cache.Store(ws.logs, scan.CACHE_NAME, scan.CACHE_VERSION)  # a well-formed file, rows hand-edited
+    kept.load()
+    stamps, row = kept.entries[run.id]
     row[list(scan.RunRow.__dataclass_fields__).index("created")] = "yesterday"
-    path.write_text(json.dumps(data))
+    kept.put(run.id, stamps, row)
+    kept.dirty = True
+    kept.save()
     again = scan.Scanner(ws).scan()
     assert again == first and again[0].created == T0
 

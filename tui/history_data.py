@@ -6,25 +6,24 @@ headline eval each row gets the difference (B - A, B = the row), the exact
 McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker thread;
 no Textual here.
 
-What it reads is cached, so History opens fast with a thousand evaluated runs: a finished eval's
-row by the modification times and sizes of its JSON files, and each comparison by both
-predictions.jsonl's. A comparison is engine.evalstore.compare_columns (what `labtui compare`
-computes) on the evals' columns (engine.evalstore.columns); the baseline's columns are read once
-per build, not once per row. The cache is shared by every History screen of the process and
-kept in `logs/.labtui-history-cache.json` (written by the TUI, atomically; stale entries are
-recomputed, a damaged file is ignored), so the next session starts warm too.
+What it reads is cached (engine.rundir.cache, the one rule: keyed by the stamps of the files it
+came from), so History opens fast with a thousand evaluated runs: a finished eval's row by its JSON
+files, and each comparison by both predictions.jsonl files. A comparison is
+engine.evalstore.compare_columns (what `labtui compare` computes) on the evals' columns
+(engine.evalstore.columns); the baseline's columns are read once per build, not once per row. The
+cache is shared by every History screen of the process and kept in `logs/.labtui-cache/history.json`,
+so the next session starts warm too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from labtui.engine.analysis import evalstore
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 
 from . import evals
 from . import format as fmt
@@ -71,60 +70,34 @@ class HistRow:
         return Path(self.eval_path) if self.eval_path else None
 
 
-CACHE_FILE = ".labtui-history-cache.json"
-CACHE_VERSION = 4  # 2: correctness digests and bits in the predictions' file order; 3: rows with split; 4: no bits
+CACHE_NAME = "history"  # logs/.labtui-cache/history.json: "row:<eval dir>" and "pair:<eval dir A>\n<B>"
+CACHE_VERSION = 1  # rows: evals.eval_row without its path; pairs: RESULT_KEYS or the error text
 EVAL_FILES = (store.RUN_FILE, evalstore.EVAL_FILE, evalstore.SUMMARY_FILE, store.PROGRESS_FILE, store.STATE_FILE)
 PREDICTIONS = evalstore.PREDICTIONS_FILE
 PARTIAL_AFTER = 20  # more comparisons than this to compute: the rows are shown first, without them
 RESULT_KEYS = ("n", "acc_a", "acc_b", "b", "c", "diff", "mcnemar_p", "cohens_h", "verdict")
 
 
-def _stamp(path: Path) -> list[int]:
-    try:
-        st = os.stat(path)
-        return [st.st_mtime_ns, st.st_size]
-    except OSError:
-        return [0, -1]
-
-
 class _Cache:
-    """Eval rows, per-example correctness and comparisons of one workspace (see the module's doc)."""
+    """Eval rows and comparisons of one workspace (see the module's doc)."""
 
     def __init__(self, logs: Path):
-        self.path = logs / CACHE_FILE
         self.logs = logs
-        self.lock = threading.RLock()
-        self.loaded = False
-        self.dirty = False
-        self.rows: dict[str, list] = {}  # eval dir (relative to logs/) -> [key, row]
+        self.store = cache.Store(logs, CACHE_NAME, CACHE_VERSION)
+        self.lock = self.store.lock
         self.columns: dict[str, tuple] = {}  # eval dir -> (predictions stamp, Columns), this build only
-        self.pairs: dict[str, list] = {}  # "A\nB" -> [stamps, result dict or error text]
         self.seen: set[str] = set()
-
-    def load(self) -> None:
-        if self.loaded:
-            return
-        self.loaded = True
-        try:
-            data = json.loads(self.path.read_text())
-            if data.get("version") == CACHE_VERSION:
-                self.rows, self.pairs = data["rows"], data["pairs"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
 
     def save(self) -> None:
         """Keep what this build used (evals and pairs of runs that are gone drop out), atomically."""
-        if not self.dirty:
-            return
-        self.dirty = False
         keep = self.seen
-        data = {"version": CACHE_VERSION,
-                "rows": {k: v for k, v in self.rows.items() if k in keep},
-                "pairs": {k: v for k, v in self.pairs.items() if all(x in keep for x in k.split("\n"))}}
-        try:
-            store.atomic_write_text(self.path, json.dumps(data, separators=(",", ":")))
-        except OSError:  # a read-only workspace: the cache lives for this process only
-            pass
+
+        def used(key: str) -> bool:
+            rest = key.partition(":")[2]
+            return all(x in keep for x in rest.split("\n"))
+
+        self.store.prune(used)
+        self.store.save()
 
     def rel(self, path: Path | str) -> str:
         text, logs = str(path), str(self.logs)
@@ -165,18 +138,17 @@ class HistoryData:
         for name in names:
             where = os.path.join(folder, name)
             rel = f"{run_id}/{store.EVALS_DIR}/{name}"
-            key = [_stamp(os.path.join(where, f)) for f in EVAL_FILES]
-            hit = c.rows.get(rel)
-            if hit is not None and hit[0] == key:
-                row = dict(hit[1], path=where)
+            key = cache.stamps(os.path.join(where, f) for f in EVAL_FILES)
+            hit = c.store.get("row:" + rel, key)
+            if isinstance(hit, dict):
+                row = dict(hit, path=where)
             else:
                 path = Path(where)
                 if not evalstore.is_eval_dir(path):
                     continue
                 row = evals.eval_row(path)
                 if row.get("status") in store.FINAL:
-                    c.rows[rel] = [key, row]
-                    c.dirty = True
+                    c.store.put("row:" + rel, key, {k: v for k, v in row.items() if k != "path"})
             c.seen.add(rel)
             out.append(row)
         return out
@@ -186,7 +158,7 @@ class HistoryData:
         read once, not once per row. None when they cannot be read (the comparison then says why)."""
         c = self._cache
         rel = c.rel(path)
-        stamp = _stamp(os.path.join(path, PREDICTIONS))
+        stamp = cache.stamp(os.path.join(path, PREDICTIONS))
         hit = c.columns.get(rel)
         if hit is not None and hit[0] == stamp:
             return hit[1]
@@ -201,27 +173,25 @@ class HistoryData:
         """The cached comparison of a and b if it is still valid, else None (nothing computed)."""
         return self._lookup(a, b)[2]
 
-    def _lookup(self, a: Path, b: Path) -> tuple[str, list, dict | str | None]:
+    def _lookup(self, a: Path, b: Path) -> tuple[str, tuple, dict | str | None]:
         """(cache key, both predictions files' stamps, the cached result if those stamps match)."""
         c = self._cache
-        key = f"{c.rel(a)}\n{c.rel(b)}"
-        stamps = [_stamp(os.path.join(a, PREDICTIONS)), _stamp(os.path.join(b, PREDICTIONS))]
-        hit = c.pairs.get(key)
-        return key, stamps, hit[1] if hit is not None and hit[0] == stamps else None
+        key = f"pair:{c.rel(a)}\n{c.rel(b)}"
+        stamps = cache.stamps((os.path.join(a, PREDICTIONS), os.path.join(b, PREDICTIONS)))
+        hit = c.store.get(key, stamps)
+        return key, stamps, hit if isinstance(hit, (dict, str)) else None
 
     def compare_cached(self, a: Path, b: Path) -> dict | str:
         """The comparison (B minus A: n, acc_a, acc_b, b, c, diff, mcnemar_p, cohens_h, verdict), or the
-        error message. Cached by both predictions files' modification times and sizes."""
+        error message. Cached by both predictions files' stamps."""
         c = self._cache
         with c.lock:
-            c.load()
             c.seen.update((c.rel(a), c.rel(b)))
             key, stamps, hit = self._lookup(a, b)
             if hit is not None:
                 return hit
             result = self._compare(Path(a), Path(b))
-            c.pairs[key] = [stamps, result]
-            c.dirty = True
+            c.store.put(key, stamps, result)
             return result
 
     def _compare(self, a: Path, b: Path) -> dict | str:
@@ -241,7 +211,6 @@ class HistoryData:
         History after many new evaluations shows its table while it computes them)."""
         c = self._cache
         with c.lock:
-            c.load()
             c.seen = set()
             c.columns = {}
             try:

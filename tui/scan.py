@@ -1,20 +1,18 @@
 """The run list: one cheap `RunRow` per run directory, re-read only when its files change.
 
-A finished run's row is cached by the modification times of its small JSON files; a live run's
-row is recomputed every scan, because liveness (pid and heartbeat checks in
-`store.Run.state()`) can change without any file changing. The finished rows are also kept in
-`logs/.labtui-runs-cache.json` (written by the TUI, atomically, only when they changed), so a new
-TUI starts with a thousand finished runs by checking their modification times rather than
-reading some 4,000 files. No Textual here.
+A finished run's row is cached (engine.rundir.cache: keyed by the stamps of its small files, KEY_FILES,
+kept in `logs/.labtui-cache/runs.json`, written by the TUI only when it changed), so a new TUI starts
+with a thousand finished runs by checking their stamps rather than parsing some 4,000 files. A live
+run's row is recomputed every scan, because liveness (pid and heartbeat checks in
+`store.Run.state()`) can change without any file changing. No Textual here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 
 from . import engine_api
 
@@ -61,17 +59,10 @@ class RunRow:
         return (self.ended or now) - self.started
 
 
-def _mtime(path) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
-
-
 def _run_dirs(ws: store.Workspace):
     """(run id, key) for every run directory, as `Workspace.iter_runs` lists them (folders holding a
-    run.json, by name); the key is the modification times of KEY_FILES. Plain os calls: this runs
-    over every run every second."""
+    run.json, by name); the key is the cache stamps of KEY_FILES (one stat each once known: this
+    runs over every run every second)."""
     logs = str(ws.logs)
     try:
         with os.scandir(logs) as it:
@@ -80,8 +71,8 @@ def _run_dirs(ws: store.Workspace):
         return
     for name in names:
         base = os.path.join(logs, name, "")
-        key = tuple(_mtime(base + f) for f in KEY_FILES)
-        if key[2] or os.path.exists(base + store.RUN_FILE):  # run.json (KEY_FILES[2]) makes it a run
+        key = cache.stamps(base + f for f in KEY_FILES)
+        if key[2] is not None:  # run.json (KEY_FILES[2]) makes it a run
             yield name, key
 
 
@@ -92,8 +83,8 @@ def row_for(run: store.Run, now: float | None = None) -> RunRow:
     return RunRow(**{k: row[k] for k in _ROW_FIELDS if k in row})
 
 
-CACHE_FILE = ".labtui-runs-cache.json"
-CACHE_VERSION = 3  # 2: a row is the list of its field values, in RunRow's order; 3: with `warning`
+CACHE_NAME = "runs"  # logs/.labtui-cache/runs.json
+CACHE_VERSION = 1  # an entry's value: the row's field values, in RunRow's order
 KEY_FILES = (store.STATE_FILE, store.PROGRESS_FILE, store.RUN_FILE, store.NOTES_FILE)
 _ROW_FIELDS = tuple(f.name for f in fields(RunRow))
 _STATUS = _ROW_FIELDS.index("status")
@@ -103,34 +94,33 @@ class Scanner:
     def __init__(self, ws: store.Workspace, clock=None, persist: bool = True):
         self.ws = ws
         self.clock = clock
-        self.persist = persist  # keep finished rows in logs/.labtui-runs-cache.json between sessions
+        self.persist = persist  # keep finished rows in logs/.labtui-cache/runs.json between sessions
         self._cache: dict[str, tuple[tuple, RunRow]] = {}
-        self._loaded = not persist
-        self._saved: set | None = None  # (id, key) of the finished rows the file holds
+        self._store = cache.Store(ws.logs, CACHE_NAME, CACHE_VERSION) if persist else None
 
     def scan(self) -> list[RunRow]:
-        if not self._loaded:
-            self._loaded = True
-            self._load()
         rows = []
         seen = set()
         for run_id, key in _run_dirs(self.ws):
             cached = self._cache.get(run_id)
             if cached and cached[0] == key and cached[1].status not in store.LIVE:
                 row = cached[1]
-            else:
+            elif (row := self._stored(run_id, key)) is None:
                 run = store.Run(self.ws.logs / run_id)
                 try:
                     row = row_for(run, self.clock() if self.clock else None)
                 except Exception:  # a run directory being created or removed right now
                     continue
-                self._cache[run_id] = (key, row)
+                if self._store is not None and row.status in store.FINAL:
+                    self._store.put(run_id, key, list(astuple_shallow(row)))
+            self._cache[run_id] = (key, row)
             seen.add(run_id)
             rows.append(row)
         for gone in set(self._cache) - seen:
             del self._cache[gone]
-        if self.persist:
-            self._save()
+        if self._store is not None:
+            self._store.prune(seen.__contains__)
+            self._store.save()
         if any(r.status == "queued" for r in rows):
             order = engine_api.queue_order(self.ws)
             if order:
@@ -138,37 +128,18 @@ class Scanner:
                 rows = [_with_pos(r, pos.get(r.id)) if r.status == "queued" else r for r in rows]
         return rows
 
-
-    # --- the rows file ------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        try:
-            data = json.loads((self.ws.logs / CACHE_FILE).read_text())
-            if data.get("version") != CACHE_VERSION:
-                return
-            n = len(_ROW_FIELDS)
-            for run_id, (key, row) in data["rows"].items():
-                if len(row) == n and row[_STATUS] in store.FINAL and _row_ok(row):
-                    self._cache[run_id] = (tuple(key), RunRow(*row))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self._cache.clear()
-        self._saved = {(rid, key) for rid, (key, row) in self._cache.items()}
-
-    def _save(self) -> None:
-        finished = {rid: (key, row) for rid, (key, row) in self._cache.items() if row.status in store.FINAL}
-        marks = {(rid, key) for rid, (key, _) in finished.items()}
-        if marks == self._saved:
-            return
-        self._saved = marks
-        data = {"version": CACHE_VERSION,
-                "rows": {rid: [list(key), list(astuple_shallow(row))] for rid, (key, row) in finished.items()}}
-        try:
-            store.atomic_write_text(self.ws.logs / CACHE_FILE, json.dumps(data, separators=(",", ":")))
-        except OSError:  # a read-only workspace: the cache lives for this process only
-            pass
+    def _stored(self, run_id: str, key: tuple) -> RunRow | None:
+        """The finished row kept in the cache file for these stamps, if it is well-formed."""
+        if self._store is None:
+            return None
+        values = self._store.get(run_id, key)
+        if (isinstance(values, list) and len(values) == len(_ROW_FIELDS) and values[_STATUS] in store.FINAL
+                and _row_ok(values)):
+            return RunRow(*values)
+        return None
 
 
-# the types of the rows file's fields: a row with another (a hand-edited or damaged file) is read again
+# the types of a cached row's fields: a row with another is read again from the run
 _ROW_TYPES = {"id": store.as_text, "experiment": store.as_text, "status": store.as_text, "kind": store.as_text,
               "description": store.as_text, "step": store.as_whole, "max_steps": store.as_whole,
               "epoch": store.as_finite, "created": store.as_finite, "started": store.as_finite,

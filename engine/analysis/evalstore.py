@@ -9,10 +9,10 @@ An eval directory is a run directory of its own (`store.Run(eval_dir).state()` w
   predictions.jsonl one record per example and temperature: id, gold, pred, raw, correct, temperature
                     (and loglik {choice: float} in score mode)
   summary.json      accuracy, Wilson interval, macro-F1, confusion, error kinds, speed, warnings
-  predictions.columns.json
-                    derived, for speed: the ids, gold and predicted answers of predictions.jsonl as
-                    columns (answers as codes into a label table), keyed by that file's size and
-                    modification time; written when the eval ends and remade whenever it is stale
+Derived, for speed: the ids, gold and predicted answers of predictions.jsonl as columns (answers
+as codes into a label table), kept in the workspace's cache (engine.rundir.cache, keyed by that
+file's stamp: `logs/.labtui-cache/columns/<run-id>/<eval-id>.json`); written when the eval ends and
+remade whenever it is stale.
 
 Light: used by the TUI and the CLI, so nothing here imports torch. `summarize` is the one place
 where a summary is computed, for the worker and for planted prediction sets alike.
@@ -29,12 +29,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from labtui.engine.analysis import stats
 from labtui.engine.config.experiment import ConfigError
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-COLUMNS_FILE = "predictions.columns.json"
-COLUMNS_VERSION = 1
+COLUMNS_VERSION = 1  # the columns cache's entries (engine.rundir.cache): Columns.to_value
 SUMMARY_FILE = "summary.json"
 
 EMPTY = ""  # pred of an output with no text
@@ -610,30 +609,29 @@ class Columns:
         to = np.array([labels.index(x) for x in self.labels] or [0], dtype=np.int32)
         return to[self.gold], to[self.pred]
 
-    def to_json(self, key: list[int]) -> str:
+    def to_value(self) -> dict:
+        """The columns as JSON values (the answers' codes in base64), for the cache."""
         import base64
 
         def b64(a) -> str:
             return base64.b64encode(a.astype("<i4").tobytes()).decode("ascii")
 
-        return json.dumps({"version": COLUMNS_VERSION, "key": key, "labels": self.labels, "ids": self.ids,
-                           "gold": b64(self.gold), "pred": b64(self.pred)}, separators=(",", ":"))
+        return {"labels": self.labels, "ids": self.ids, "gold": b64(self.gold), "pred": b64(self.pred)}
 
     @classmethod
-    def from_json(cls, text: str, key: list[int]) -> "Columns | None":
+    def from_value(cls, d: Any) -> "Columns | None":
+        """to_value's columns back, or None when `d` is not well-formed."""
         import base64
 
         import numpy as np
 
         try:
-            d = json.loads(text)
-            if d.get("version") != COLUMNS_VERSION or d.get("key") != key:
-                return None
             gold = np.frombuffer(base64.b64decode(d["gold"]), dtype="<i4")
             pred = np.frombuffer(base64.b64decode(d["pred"]), dtype="<i4")
             ids, labels = d["ids"], d["labels"]
             n = len(ids)
-            if not (len(gold) == len(pred) == n and all(isinstance(x, str) for x in labels)
+            if not (isinstance(ids, list) and isinstance(labels, list) and len(gold) == len(pred) == n
+                    and all(isinstance(x, str) for x in labels)
                     and (n == 0 or (0 <= min(gold.min(), pred.min()) and max(gold.max(), pred.max()) < len(labels)))):
                 return None
             return cls(ids, labels, gold, pred)
@@ -690,9 +688,18 @@ def _is_eval_source(x: Any) -> bool:
     return isinstance(x, (str, Path)) and Path(x).is_dir() and is_eval_dir(Path(x))
 
 
+def columns_cache(eval_dir: Path) -> cache.Store | None:
+    """The cache store of an eval's columns, `logs/.labtui-cache/columns/<run-id>/<eval-id>.json`, for
+    an eval inside a workspace (logs/<run-id>/evals/<eval-id>/); None for one elsewhere (its columns
+    are read for each compare)."""
+    if eval_dir.parent.name != store.EVALS_DIR:
+        return None
+    return cache.Store(eval_dir.parents[2], f"columns/{eval_dir.parents[1].name}/{eval_dir.name}", COLUMNS_VERSION)
+
+
 def columns(source: Any) -> Columns | None:
-    """The columns of an eval directory (or of a run's headline eval), from
-    COLUMNS_FILE when it matches predictions.jsonl, else read once and the file (re)written.
+    """The columns of an eval directory (or of a run's headline eval), from the columns cache when
+    it was made from this predictions.jsonl (its stamp), else read once and the cache (re)written.
     None for anything else (a JSONL or PubMedQA file: read those with load_predictions)."""
     path = _source_path(source)
     if not path.is_dir():
@@ -703,23 +710,17 @@ def columns(source: Any) -> Columns | None:
         return None
     if not is_eval_dir(path):
         return None
-    pred_file = path / PREDICTIONS_FILE
-    try:
-        st = pred_file.stat()
-    except OSError:
+    key = cache.stamps([path / PREDICTIONS_FILE])
+    if key[0] is None:
         return None
-    key = [st.st_size, st.st_mtime_ns]
-    try:
-        cached = Columns.from_json(store.read_text(path / COLUMNS_FILE), key)
-    except OSError:
-        cached = None
+    kept = columns_cache(path)
+    cached = Columns.from_value(kept.get("", key)) if kept is not None else None
     if cached is not None:
         return cached
     cols = Columns.from_records(load_predictions(path))
-    try:
-        store.atomic_write_text(path / COLUMNS_FILE, cols.to_json(key))
-    except OSError:  # a read-only workspace: columns for this process only
-        pass
+    if kept is not None:
+        kept.put("", key, cols.to_value())
+        kept.save()  # a read-only workspace: columns for this process only
     return cols
 
 

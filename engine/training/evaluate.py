@@ -431,7 +431,7 @@ class Evaluation:
                 try:  # compare and History read these, not every record; they remake them if missing
                     evalstore.columns(self.ev.path)
                 except Exception as e:  # noqa: BLE001 - the eval itself is done and recorded
-                    print(f"[labtui] could not write {evalstore.COLUMNS_FILE}: {e}", flush=True)
+                    print(f"[labtui] could not cache the columns of {evalstore.PREDICTIONS_FILE}: {e}", flush=True)
             self.finish(status, error)
             print(f"[labtui] {status}: accuracy {self.summary_line()}", flush=True)
             return 0
