@@ -39,7 +39,8 @@ CHUNK = 4096  # larger ones: their first and last CHUNK bytes
 Stamp = tuple  # (size, mtime_ns, ctime_ns, inode, digest); None for a missing file
 
 def _hash(data: bytes) -> str:
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()  # a checksum, not a seal: the fastest here
+    """A checksum, not a seal (SHA-1: the fastest here), 64 bits of it: enough to see a change."""
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()[:16]
 
 
 _digests: dict[str, tuple[tuple, str]] = {}  # path -> (stat part, digest): read once per version
