@@ -76,7 +76,7 @@ def test_the_import_contracts_hold(installed):
 @pytest.mark.parametrize("module, planted, contract", [
     ("engine/rundir/store.py", "import labtui.tui.app", "the engine never imports the TUI"),
     ("engine/runtime/queue.py", "import torch", "only training and evaluation import torch"),
-    ("tui/format.py", "from labtui.engine import worker", "the TUI never reaches the training side"),
+    ("tui/format.py", "from labtui.engine.training import worker", "the TUI never reaches the training side"),
     ("engine/rundir/fmt.py", "import textual", "only the TUI imports textual"),
     ("engine/rundir/store.py", "def _later():\n    from labtui.engine.runtime import queue", "the engine's layers"),
     ("engine/rundir/fmt.py", "def _later():\n    from . import store", "no import cycles"),

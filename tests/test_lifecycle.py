@@ -33,7 +33,7 @@ def wait_step(run: store.Run, step: int, timeout: float = 180) -> None:
 def test_run_survives_its_launching_shell_being_killed(workspace):
     env = dict(os.environ, LABTUI_WORKSPACE=str(workspace.root))
     shell = subprocess.Popen(
-        ["bash", "-c", f"{sys.executable} -m engine.cli run experiments/demo-sft.yaml {' '.join(fast_overrides(30))} > id.txt; sleep 600"],
+        ["bash", "-c", f"{sys.executable} -m labtui run experiments/demo-sft.yaml {' '.join(fast_overrides(30))} > id.txt; sleep 600"],
         cwd=workspace.root, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (workspace.root / "id.txt").read_text().strip() if (workspace.root / "id.txt").exists() else True:

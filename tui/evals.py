@@ -46,7 +46,7 @@ def gpu_here() -> tuple[bool, str]:
 
 
 def headline_eval(run: store.Run, baseline: Any = None) -> dict | None:
-    """engine.evalstore.headline_eval: the eval that stands for the run (its row, with `why`)."""
+    """labtui.engine.analysis.evalstore.headline_eval: the eval that stands for the run (its row, with `why`)."""
     return evalstore.headline_eval(run, baseline)
 
 

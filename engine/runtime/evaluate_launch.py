@@ -1,6 +1,6 @@
 """Creating eval directories and starting them detached; the evaluation that follows training.
 
-An eval is started like a run: `python -m engine.supervisor EVAL_DIR -- python -m engine.evaluate
+An eval is started like a run: `python -m labtui.engine.runtime.supervisor EVAL_DIR -- python -m labtui.engine.training.evaluate
 EVAL_DIR`, in its own session, so it has the same states, stop and crash detection. Light: no torch.
 """
 

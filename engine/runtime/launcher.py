@@ -1,6 +1,6 @@
 """Creating runs and starting them detached. Used by the CLI and the TUI; imports nothing heavy.
 
-A run is started as `python -m engine.supervisor RUN_DIR -- python -m engine.worker RUN_DIR` in a
+A run is started as `python -m labtui.engine.runtime.supervisor RUN_DIR -- python -m labtui.engine.training.worker RUN_DIR` in a
 new session with stdin closed and output appended to the run's log, so closing the terminal, a
 dropped SSH connection, or quitting the TUI never stops it.
 """

@@ -1,4 +1,4 @@
-"""The supervisor: `python -m engine.supervisor RUN_DIR -- COMMAND...`.
+"""The supervisor: `python -m labtui.engine.runtime.supervisor RUN_DIR -- COMMAND...`.
 
 Started detached by the launcher (own session, stdin closed), it runs the worker (or any command)
 as its child in the child's own process group, and is the only writer of state.json while the run
@@ -146,7 +146,7 @@ def after_run(run: store.Run, state: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv or argv.index("--") != 1:
-        print("usage: python -m engine.supervisor RUN_DIR -- COMMAND...", file=sys.stderr)
+        print("usage: python -m labtui.engine.runtime.supervisor RUN_DIR -- COMMAND...", file=sys.stderr)
         return 2
     run = store.Run(Path(argv[0]))
     return supervise(run, argv[2:])

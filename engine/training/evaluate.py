@@ -1,4 +1,4 @@
-"""The eval worker: `python -m engine.evaluate EVAL_DIR`.
+"""The eval worker: `python -m labtui.engine.training.evaluate EVAL_DIR`.
 
 Loads the evaluated model (the run's base model, plus its LoRA adapter or a full checkpoint) on the
 requested device, runs the examples of the split, appends one record per example and temperature

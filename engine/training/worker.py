@@ -1,4 +1,4 @@
-"""The training worker: `python -m engine.worker RUN_DIR [--resume]`.
+"""The training worker: `python -m labtui.engine.training.worker RUN_DIR [--resume]`.
 
 Loads the run's resolved config, the model (AutoModelForCausalLM.from_pretrained: a hub id or a
 local folder), applies LoRA, trains with trl.SFTTrainer or transformers.Trainer, checkpoints,
