@@ -115,3 +115,19 @@ async def test_the_dashboard_headline_pairs_with_the_baseline_as_history_does(ws
         await until(pilot, lambda: app.evals[run.id].headline["id"] == "20261122-030000-ev-same-n",
                     what="the headline against the baseline")
         assert app.evals[base.id].headline["id"] == "20261122-030000-ev-base"
+
+
+async def test_history_keys_can_be_asked_about_before_the_screen_is_composed(ws):
+    """The footer asks each screen which keys are available as soon as it is pushed, which can be
+    before the screen has its table: History must answer (dimmed, still loading), not raise."""
+    from labtui.tui.screens.history import HistoryScreen
+
+    make_run(ws, "20261122-010000-base-a001", "base")
+    app = app_for(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: len(app.runs) == 1)
+        screen = HistoryScreen()
+        assert screen.cursor_row is None
+        assert screen.why_disabled("compare", ()) == "still loading"
+        await app.push_screen(screen)
+        await until(pilot, lambda: screen.loaded, what="History's rows")

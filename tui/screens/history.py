@@ -199,8 +199,9 @@ class HistoryScreen(HonestKeys, Screen):
 
     @property
     def cursor_row(self) -> HistRow | None:
-        table = self.query_one("#history", DataTable)
-        if not table.row_count:
+        tables = self.query("#history").results(DataTable)  # none yet: the footer asks before compose
+        table = next(tables, None)
+        if table is None or not table.row_count:
             return None
         try:
             key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
