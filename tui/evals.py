@@ -1,4 +1,4 @@
-"""Evaluations as the TUI shows them, read through `engine.evalstore`.
+"""Evaluations as the TUI shows them, read through `labtui.engine.analysis.evalstore`.
 
 Imported by the screens that show evaluations (not while the dashboard opens); call these from
 worker threads: they read files, and a comparison may read every prediction. No Textual here.
@@ -29,7 +29,7 @@ def summary(path: Path) -> dict:
 
 
 def settings_text(row: dict, short: bool = False) -> str:
-    """What an eval evaluated, in a few words (engine.evalstore.eval_settings_text)."""
+    """What an eval evaluated, in a few words (labtui.engine.analysis.evalstore.eval_settings_text)."""
     return evalstore.eval_settings_text(row, short=short)
 
 
@@ -51,7 +51,7 @@ def headline_eval(run: store.Run, baseline: Any = None) -> dict | None:
 
 
 def pair(a: Any, b: Any) -> tuple[Any, Any, dict | None, dict | None]:
-    """engine.evalstore.headline_pair: each run replaced by its headline eval folder, paired with the
+    """labtui.engine.analysis.evalstore.headline_pair: each run replaced by its headline eval folder, paired with the
     other side; (a, b, headline row of a or None, of b or None). ValueError when a run has none."""
     try:
         return evalstore.headline_pair(a, b)
@@ -60,7 +60,7 @@ def pair(a: Any, b: Any) -> tuple[Any, Any, dict | None, dict | None]:
 
 
 def compare(a: Any, b: Any) -> dict:
-    """engine.evalstore.compare_sources (B minus A). Sources: a store.Run (its headline eval) or an
+    """labtui.engine.analysis.evalstore.compare_sources (B minus A). Sources: a store.Run (its headline eval) or an
     eval directory. Raises ValueError with the engine's message when a side has no finished
     evaluation or the two were not evaluated on the same examples."""
     try:

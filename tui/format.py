@@ -151,7 +151,7 @@ def accuracy_ci(acc: float | None, ci: Sequence[float] | None) -> str:
 
 
 def p_value(p: float | None) -> str:
-    """McNemar p as engine.stats formats it, with significance marks: `0.0123 *`."""
+    """McNemar p as labtui.engine.analysis.stats formats it, with significance marks: `0.0123 *`."""
     if p is None:
         return "-"
     if p < 0.001:

@@ -1,16 +1,16 @@
 """The rows of the History table: every run with its evaluations, compared with the baseline.
 
-One row per run (its headline eval: engine.evalstore.choose_headline, the rule written in
+One row per run (its headline eval: labtui.engine.analysis.evalstore.choose_headline, the rule written in
 HEADLINE_RULE), then one indented row per other finished eval, newest first. Against the baseline's
 headline eval each row gets the difference (B - A, B = the row), the exact
-McNemar p and Cohen's h from engine.stats via engine.evalstore. Runs in a worker thread;
+McNemar p and Cohen's h from engine.stats via labtui.engine.analysis.evalstore. Runs in a worker thread;
 no Textual here.
 
 What it reads is cached (engine.rundir.cache, the one rule: keyed by the stamps of the files it
 came from), so History opens fast with a thousand evaluated runs: a finished eval's row by its JSON
 files, and each comparison by both predictions.jsonl files. A comparison is
-engine.evalstore.compare_columns (what `labtui compare` computes) on the evals' columns
-(engine.evalstore.columns); the baseline's columns are read once per build, not once per row. The
+labtui.engine.analysis.evalstore.compare_columns (what `labtui compare` computes) on the evals' columns
+(labtui.engine.analysis.evalstore.columns); the baseline's columns are read once per build, not once per row. The
 cache is shared by every History screen of the process and kept in `logs/.labtui-cache/history.json`,
 so the next session starts warm too.
 """
@@ -154,7 +154,7 @@ class HistoryData:
         return out
 
     def _columns(self, path: Path):
-        """The eval's columns (engine.evalstore.columns), kept for this build: the baseline's are
+        """The eval's columns (labtui.engine.analysis.evalstore.columns), kept for this build: the baseline's are
         read once, not once per row. None when they cannot be read (the comparison then says why)."""
         c = self._cache
         rel = c.rel(path)

@@ -42,7 +42,7 @@ SNAPSHOT_EVERY_S = 1.0  # a history that takes longer to load shows its progress
 
 @dataclass(frozen=True)
 class EvalInfo:
-    """A run's evaluations as the dashboard shows them: the headline eval (engine.evalstore's rule;
+    """A run's evaluations as the dashboard shows them: the headline eval (labtui.engine.analysis.evalstore's rule;
     its row with `rule` and `why`), the evaluations still going (rows with `eta_s`), all rows."""
 
     headline: dict | None = None
@@ -199,7 +199,7 @@ class Monitor:
                 self.post(messages.EvalsScanned(infos))
 
     def _headlines(self, infos: dict[str, EvalInfo]) -> dict[str, EvalInfo]:
-        """Each run's headline eval by engine.evalstore's rule, against the baseline's headline eval
+        """Each run's headline eval by labtui.engine.analysis.evalstore's rule, against the baseline's headline eval
         (its N and split) when a baseline is marked: the figure History shows for the run."""
         from labtui.engine.analysis import evalstore
 

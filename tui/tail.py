@@ -1,8 +1,8 @@
 """Following one run's files incrementally: metrics, machine samples, alerts, the log's tail.
 
-`RunTail.poll()` reads only the bytes appended since the last call (engine.store.JsonlReader
+`RunTail.poll()` reads only the bytes appended since the last call (labtui.engine.rundir.store.JsonlReader
 keeps the offset and leaves a half-written last line for next time), applies resumes
-(engine.store.Rewinder: a run resumed from step S redoes S+1.., so the step axis forgets the
+(labtui.engine.rundir.store.Rewinder: a run resumed from step S redoes S+1.., so the step axis forgets the
 abandoned steps), folds the records into bounded series, and `snapshot()` returns an immutable
 `TailSnapshot` for the UI thread. The
 background monitor owns RunTail objects; widgets only ever see snapshots. No Textual here.

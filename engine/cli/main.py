@@ -129,8 +129,8 @@ def cmd_show(args) -> int:
     lines.append(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt.num(d.get('epoch'), 3)}")
     lines.append(f"  train loss  {fmt.num(d['train_loss'])}   best eval loss {fmt.num(d['eval_loss'])}"
                  + (f" (step {d['best_step']})" if d.get("best_step") is not None else ""))
-    if d.get("tokens_per_s"):
-        tps = d["tokens_per_s"]
+    if d.get(store.TOKENS_PER_S):
+        tps = d[store.TOKENS_PER_S]
         lines.append(f"  tokens/s    {tps:.0f}" if isinstance(tps, (int, float)) else f"  tokens/s    {fmt.num(tps)}")
     dur = (d["ended"] or time.time()) - d["started"] if d.get("started") else None
     lines.append(f"  created     {_when(d['created'])}   duration {fmt.duration(dur)}")

@@ -312,6 +312,6 @@ class EvalScreen(Screen):
                 notes.append(f"split {r['split']}")
             rid = str(r["id"])
             cells = (rid[9:] if len(rid) > 9 else rid, r.get("status") or "-", r.get("device") or "-",
-                     r.get("mode") or "-", r.get("checkpoint_step") if r.get("checkpoint_step") is not None else "-",
+                     r.get("mode") or "-", r.get(store.CHECKPOINT_STEP) if r.get(store.CHECKPOINT_STEP) is not None else "-",
                      r.get("n") or "-", fmt.accuracy_ci(r.get("accuracy"), r.get("ci")), " ".join(notes))
             table.add_row(*(Text(printable(c)) for c in cells), key=rid)

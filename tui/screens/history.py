@@ -2,7 +2,7 @@
 
 space selects rows (two at most), `c` compares the two selected (or the cursor row with the
 baseline), `b` marks the cursor row's run as the baseline, `f` switches each run's headline eval
-between its final and its best checkpoint's (engine.evalstore.choose_headline), `o`/`O` sort, `/` filters.
+between its final and its best checkpoint's (labtui.engine.analysis.evalstore.choose_headline), `o`/`O` sort, `/` filters.
 Loading and comparing happen in a worker thread.
 """
 

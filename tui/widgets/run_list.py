@@ -10,7 +10,7 @@ from ..scan import RunRow
 from .tables import cell_changes, fill, update_cells
 
 # "eval loss": the loss on the eval split during training; "acc": the headline eval's accuracy
-# (engine.evalstore's rule), or the progress of an evaluation still going.
+# (labtui.engine.analysis.evalstore's rule), or the progress of an evaluation still going.
 COLUMNS = (("", "icon"), ("run", "run"), ("status", "status"), ("step", "step"), ("loss", "loss"),
            ("eval loss", "eval"), ("acc", "acc"), ("age", "age"))
 # Rich styles for the run list cells: plain ANSI colours, right in 16-colour terminals.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from labtui.engine.rundir import alerts as alerts_mod
+from labtui.engine.rundir import store
 from textual.content import Content
 from textual.widgets import Static
 
@@ -66,7 +67,7 @@ def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, c
     step, total = last.get("step"), last.get("max_steps") or (row.max_steps if row else None)
     eta = eta_seconds(last, snap.start) if row is None or row.live else None
     lines = [
-        markup("tok/s  [b]$now[/b] now · $avg avg", now=fmt.rate(last.get("tokens_per_s")),
+        markup("tok/s  [b]$now[/b] now · $avg avg", now=fmt.rate(last.get(store.TOKENS_PER_S)),
                avg=fmt.rate(last.get("tokens_per_s_avg"))),
         markup("samp/s $samples · step/s $steps", samples=fmt.rate(last.get("samples_per_s")),
                steps=fmt.rate(last.get("steps_per_s"))),
