@@ -131,3 +131,12 @@ async def test_history_keys_can_be_asked_about_before_the_screen_is_composed(ws)
         assert screen.why_disabled("compare", ()) == "still loading"
         await app.push_screen(screen)
         await until(pilot, lambda: screen.loaded, what="History's rows")
+
+
+def test_the_cli_shows_max_steps_from_the_config_before_the_first_log(ws, capsys):
+    """`labtui runs` and the run list read one row (store.Run.row): a queued run is 0/120, not 0/?."""
+    run = make_run(ws, "20261122-010000-waiting-a001", "waiting", status="queued", max_steps=120)
+    run.file(store.PROGRESS_FILE).unlink(missing_ok=True)  # as the launcher leaves a run that never started
+    assert run.row()["max_steps"] == 120 and run.summary()["max_steps"] == 120
+    assert cli.main(["--workspace", str(ws.root), "runs"]) == 0
+    assert "0/120" in capsys.readouterr().out

@@ -57,15 +57,6 @@ def _mtime_ns(path) -> int | None:
         return None
 
 
-def _config_max_steps(run_dir) -> int | None:
-    """training.max_steps of a run's config.yaml (before its first log the progress has none)."""
-    try:
-        value = ((store.Run(run_dir).config() or {}).get("training") or {}).get("max_steps")
-    except Exception:  # noqa: BLE001  (a damaged config says nothing here)
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 class Monitor:
     def __init__(self, ws: store.Workspace, post: Callable[[Message], object], poll_interval: float = 1.0,
                  tails_kept: int = 6, chunk_bytes: int | None = None, clock: Callable[[], float] | None = None):
@@ -81,7 +72,6 @@ class Monitor:
         self.last_error: str | None = None  # what failed in the last tick (None: all went well)
         self.evals: dict[str, EvalInfo] = {}
         self._eval_cache: dict[str, tuple] = {}
-        self._max_steps: dict[str, int | None] = {}
         self._selected: str | None = None
         self._posted_for: str | None = None
         self._wake = threading.Event()
@@ -156,7 +146,7 @@ class Monitor:
         self.ticks += 1
 
     def _scan(self, post_rows: bool = True) -> None:
-        rows = tuple(self._with_max_steps(r) for r in self.scanner.scan())
+        rows = tuple(self.scanner.scan())
         if rows != self.rows:
             self.rows = rows
             if post_rows:
@@ -171,15 +161,6 @@ class Monitor:
         self._statuses = {r.id: r.status for r in rows}
         for gone in set(self._alerts) - set(self._statuses):
             del self._alerts[gone]
-
-    def _with_max_steps(self, row: RunRow) -> RunRow:
-        """A run that has not logged a step yet shows `0/120`: max_steps from its config."""
-        if row.max_steps or row.kind not in ("train", None, ""):
-            return row
-        if row.id not in self._max_steps:
-            self._max_steps[row.id] = _config_max_steps(self.ws.logs / row.id)
-        steps = self._max_steps[row.id]
-        return replace(row, max_steps=steps) if steps else row
 
     def _scan_evals(self, post: bool = True) -> None:
         """Each run's evaluations, read again only when its evals/ folder changed (or one of its

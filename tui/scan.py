@@ -84,7 +84,7 @@ def row_for(run: store.Run, now: float | None = None) -> RunRow:
 
 
 CACHE_NAME = "runs"  # logs/.labtui-cache/runs.json
-CACHE_VERSION = 1  # an entry's value: the row's field values, in RunRow's order
+CACHE_VERSION = 2  # an entry's value: the row's field values, in RunRow's order; 2: max_steps from the config before the first log
 KEY_FILES = (store.STATE_FILE, store.PROGRESS_FILE, store.RUN_FILE, store.NOTES_FILE)
 _ROW_FIELDS = tuple(f.name for f in fields(RunRow))
 _STATUS = _ROW_FIELDS.index("status")

@@ -925,6 +925,12 @@ class Run:
             return {}
         return cfg if isinstance(cfg, dict) else {}
 
+    def config_max_steps(self) -> int | None:
+        """training.max_steps of the run's config.yaml, when it is a positive whole number."""
+        training = self.config().get("training")
+        value = training.get("max_steps") if isinstance(training, dict) else None
+        return value if type(value) is int and value > 0 else None
+
     def env(self) -> dict:
         return clean(read_json(self.file(ENV_FILE)), ENV_FIELDS)
 
@@ -1059,7 +1065,9 @@ class Run:
             "kind": info.get("kind") or "train",
             "status": state.get("status") or "queued",
             "step": progress.get("step") or 0,
-            "max_steps": progress.get("max_steps"),
+            # before its first log a run's progress has no max_steps: `0/120` from its config, not `0/?`
+            "max_steps": progress.get("max_steps") or (self.config_max_steps() if (info.get("kind") or "train") == "train"
+                                                       else None),
             "epoch": progress.get("epoch"),
             "created": info.get("created"),
             "started": state.get("started"),
