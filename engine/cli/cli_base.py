@@ -30,6 +30,6 @@ def get_run(ws: store.Workspace, ref: str) -> store.Run:
 
 
 def print_json(obj) -> None:
-    """JSON on stdout; json escapes control characters in strings (`\\u001b`), so run data cannot
-    reach the terminal raw through it."""
-    print(json.dumps(obj, indent=2, default=str))
+    """JSON on stdout, NaN/Inf as strings (store.jsonable); json escapes control characters in strings
+    (`\\u001b`), so run data cannot reach the terminal raw through it."""
+    print(json.dumps(store.jsonable(obj), indent=2, default=str))

@@ -1,8 +1,7 @@
 """The evaluation commands of `labtui`: eval, evals, compare, export-predictions, parity, doctor.
 
-Registered by engine/cli/main.py through `register(subparsers)`. Bad input raises ConfigError, which the
-CLI prints as `labtui: error: ...` with exit code 2 (engine.cli.UsageError is not used here: under
-`python -m engine.cli` that module is `__main__`, and a second import would make a different class).
+Registered by engine/cli/main.py through `register(subparsers)`. Bad input raises UsageError (or the
+schema's ConfigError), which the CLI prints as `labtui: error: ...` with exit code 2.
 """
 
 from __future__ import annotations
@@ -14,18 +13,11 @@ from pathlib import Path
 
 from labtui.engine.analysis import evalstore
 from labtui.engine.analysis.evalstore import ERROR_KINDS
+from labtui.engine.cli.cli_base import UsageError, get_run, print_json, workspace_from
 from labtui.engine.cli.follow import follow_progress, progress_head
 from labtui.engine.config.experiment import CHOICES, ConfigError
 from labtui.engine.rundir import fmt, store
 from labtui.engine.runtime import lifecycle
-
-UsageError = ConfigError
-
-
-def _workspace(args) -> store.Workspace:
-    from labtui.engine.cli.cli_base import workspace_from
-
-    return workspace_from(args)
 
 
 def _run(ws: store.Workspace, ref: str) -> store.Run:
@@ -33,19 +25,12 @@ def _run(ws: store.Workspace, ref: str) -> store.Run:
     p = Path(ref)
     if (p / store.RUN_FILE).is_file() and not evalstore.is_eval_dir(p):
         return store.Run(p.resolve())
-    try:
-        return ws.run(ref)
-    except store.RunNotFound as e:
-        raise UsageError(str(e)) from None
+    return get_run(ws, ref)
 
 
 def _print(*parts, **kw) -> None:
     """print with every part made printable: run data (ids, errors, warnings) carries no terminal escapes."""
     print(*(fmt.printable(p) for p in parts), **kw)
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(store.jsonable(obj), indent=2, default=str))
 
 
 def _pct(x) -> str:
@@ -67,7 +52,7 @@ def cmd_eval(args) -> int:
     from labtui.engine.config.experiment import load_experiment
     from labtui.engine.runtime import evaluate_launch as el
 
-    ws = _workspace(args)
+    ws = workspace_from(args)
     ref = args.run
     run = holder = None
     experiment_file = None
@@ -117,7 +102,7 @@ def cmd_eval(args) -> int:
     state = follow_eval(ev)
     summary = evalstore.read_summary(ev.path)
     if args.json:
-        _print_json(summary if summary else {"status": state.get("status"), "error": state.get("error")})
+        print_json(summary if summary else {"status": state.get("status"), "error": state.get("error")})
     else:
         print_eval(ev.path)
     return 0 if state.get("status") == "completed" else 1
@@ -200,7 +185,7 @@ def print_eval(path: Path) -> None:
 
 
 def cmd_evals(args) -> int:
-    ws = _workspace(args)
+    ws = workspace_from(args)
     if args.ref:
         p = Path(args.ref)
         is_eval = (p.is_dir() and evalstore.is_eval_dir(p)) or ("/" in args.ref and not (p / store.RUN_FILE).is_file())
@@ -219,7 +204,7 @@ def cmd_evals(args) -> int:
                     _print(str(e), file=sys.stderr)
                 return 0
             if args.json:
-                _print_json({**evalstore.eval_row(path), "settings": evalstore.read_settings(path),
+                print_json({**evalstore.eval_row(path), "settings": evalstore.read_settings(path),
                              "summary": evalstore.read_summary(path)})
             else:
                 print_eval(path)
@@ -227,7 +212,7 @@ def cmd_evals(args) -> int:
     else:
         rows = [r for run in ws.iter_runs() for r in evalstore.list_evals(run)]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         _print("no evaluations yet - start one with `labtui eval RUN`")
@@ -248,7 +233,7 @@ def cmd_evals(args) -> int:
 def cmd_compare(args) -> int:
     from labtui.engine.analysis.stats import UnpairedError, format_p, h_magnitude, significance_marks
 
-    ws = _workspace(args)
+    ws = workspace_from(args)
     if args.gold and not Path(args.gold).exists():
         raise UsageError(f"--gold {args.gold}: no such file")
     a, b, ha, hb = evalstore.headline_pair(evalstore.resolve_ref(ws, args.a), evalstore.resolve_ref(ws, args.b))
@@ -267,7 +252,7 @@ def cmd_compare(args) -> int:
     res["same_source"] = same
     res["headline_a"], res["headline_b"] = ({"id": h["id"], "why": h["why"]} if h else None for h in (ha, hb))
     if args.json:
-        _print_json(res)
+        print_json(res)
         return 0
     w = max(len(res["name_a"]), len(res["name_b"]), 1)
     _print(f"A  {res['name_a']:<{w}}  accuracy {_pct(res['acc_a']):>6} {_ci(res['ci_a'])}  macro-F1 {res['macro_f1_a']:.3f}")
@@ -295,7 +280,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    ws = _workspace(args)
+    ws = workspace_from(args)
     path, head = evalstore.resolve_with_why(ws, args.eval)
     if head is not None:
         _print(evalstore.which_line(head), file=sys.stderr)
@@ -332,7 +317,7 @@ def cuda_available() -> tuple[bool, str]:
 def cmd_parity(args) -> int:
     from labtui.engine.runtime import evaluate_launch as el
 
-    ws = _workspace(args)
+    ws = workspace_from(args)
     run = _run(ws, args.run)
     ok, name = cuda_available()
     if not ok:
@@ -356,7 +341,7 @@ def cmd_parity(args) -> int:
             return 1
     report = parity_report(evs[0].path, evs[1].path)
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         _print(f"CPU  accuracy {_pct(report['acc_cpu'])}   GPU accuracy {_pct(report['acc_gpu'])}   ({report['n']} examples)")
         _print(f"predictions agree on {report['agree']}/{report['n']} ({_pct(report['agreement'])}); "
@@ -538,11 +523,11 @@ def _experiment_checks(ws: store.Workspace) -> list[dict]:
 
 
 def cmd_doctor(args) -> int:
-    ws = _workspace(args)
+    ws = workspace_from(args)
     checks = doctor_checks(ws)
     problems = [c for c in checks if c["ok"] is False]
     if args.json:
-        _print_json({"ok": not problems, "checks": checks})
+        print_json({"ok": not problems, "checks": checks})
         return 1 if problems else 0
     for c in checks:
         mark = "ok  " if c["ok"] else "FAIL" if c["ok"] is False else "--  "
