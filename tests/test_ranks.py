@@ -1,0 +1,133 @@
+"""Per-rank heartbeats (engine/rundir/ranks.py): writing, reading tolerant of bad files, the derived
+age and status, step skew, the straggler and the stalled rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+from labtui.engine.rundir import ranks, store
+
+NOW = 1_800_000_000.0
+HOST = socket.gethostname()
+
+
+def beat(rank: int, step: int, age: float = 1.0, step_age: float = 2.0, **kw) -> dict:
+    """A heartbeat of this very process (so the pid check finds it alive), `age` seconds before NOW."""
+    pid = os.getpid()
+    rec = {"rank": rank, "local_rank": rank, "world_size": 2, "host": HOST, "pid": pid,
+           "pid_start": store.process_start_time(pid), "step": step, "step_time": NOW - step_age,
+           "time": NOW - age, "device": f"cuda:{rank}", "mem_allocated": 1_000_000 * (rank + 1),
+           "mem_reserved": 2_000_000, "mem_peak": 3_000_000, "state": "running"}
+    rec.update(kw)
+    return rec
+
+
+def test_write_then_read_sorted_by_rank_with_age_and_status(tmp_path):
+    for r in (1, 0, 10):
+        ranks.write_heartbeat(tmp_path, beat(r, 40 + r, age=r + 0.5))
+    assert ranks.heartbeat_path(tmp_path, 10) == tmp_path / "ranks" / "10.json"
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    assert [r["rank"] for r in got] == [0, 1, 10]  # numeric order, not "0, 1, 10" by accident of names
+    assert [r["heartbeat_age"] for r in got] == [0.5, 1.5, 10.5]
+    assert [r["status"] for r in got] == ["running"] * 3
+    assert got[1]["step"] == 41 and got[1]["device"] == "cuda:1" and got[1]["mem_allocated"] == 2_000_000
+    # written atomically: no temp file left beside the heartbeats
+    assert sorted(p.name for p in (tmp_path / "ranks").iterdir()) == ["0.json", "1.json", "10.json"]
+
+
+def test_write_refuses_a_record_without_a_rank(tmp_path):
+    with pytest.raises(ValueError, match="world rank"):
+        ranks.write_heartbeat(tmp_path, {"step": 3})
+
+
+def test_bad_files_are_skipped(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 5))
+    d = tmp_path / "ranks"
+    (d / "1.json").write_text('{"rank": 1, "st')  # half a file
+    (d / "2.json").write_text("[1, 2]")  # not an object
+    (d / "3.json").write_text(json.dumps(beat(4, 5)))  # its rank disagrees with its name
+    (d / "x.json").write_text(json.dumps(beat(5, 5)))
+    (d / "01.json").write_text(json.dumps(beat(1, 5)))
+    (d / "torchrun").mkdir()  # torchrun's --log-dir lives here too
+    (d / "6.json").write_text(json.dumps({**beat(6, 5), "step": "seven", "host": 3}))  # wrong types: left out
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    assert [r["rank"] for r in got] == [0, 6]
+    assert "step" not in got[1] and "host" not in got[1]
+
+
+def test_no_ranks_folder_reads_as_no_ranks(tmp_path):
+    assert ranks.read_ranks(tmp_path / "nope") == []
+    assert ranks.read_ranks(tmp_path) == []
+
+
+def test_status_from_state_age_and_process(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 9, state="done", age=3600))  # final states are final, however old
+    ranks.write_heartbeat(tmp_path, beat(1, 9, age=ranks.RANK_STALE_S + 1))
+    ranks.write_heartbeat(tmp_path, beat(2, 9, state="stopping"))
+    ranks.write_heartbeat(tmp_path, beat(3, 9, pid_start=1.0))  # our pid, another start time: a reused pid
+    ranks.write_heartbeat(tmp_path, beat(4, 9, host="elsewhere", pid=1, pid_start=1.0))  # not checked remotely
+    ranks.write_heartbeat(tmp_path, beat(5, 9, state="failed"))
+    got = {r["rank"]: r["status"] for r in ranks.read_ranks(tmp_path, now=NOW)}
+    assert got == {0: "done", 1: "stale", 2: "stopping", 3: "gone", 4: "running", 5: "failed"}
+    assert ranks.read_ranks(tmp_path, now=NOW, check_pids=False)[3]["status"] == "running"
+
+
+def test_skew_and_straggler(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 40, step_age=1))
+    ranks.write_heartbeat(tmp_path, beat(1, 37, step_age=30))
+    ranks.write_heartbeat(tmp_path, beat(2, 37, step_age=50))  # at the same step as 1, for longer
+    ranks.write_heartbeat(tmp_path, beat(3, 12, state="done"))  # finished ranks do not count
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    assert ranks.step_skew(got) == 3
+    s = ranks.straggler(got)
+    assert (s.rank, s.step, s.behind, s.lead_step) == (2, 37, 3, 40)
+    assert s.text() == "rank 2 slow: 3 steps behind"
+    assert ranks.straggler(got, min_behind=4) is None
+
+
+def test_no_straggler_when_level_or_alone(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 40))
+    assert ranks.step_skew(ranks.read_ranks(tmp_path, now=NOW)) is None
+    ranks.write_heartbeat(tmp_path, beat(1, 40))
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    assert ranks.step_skew(got) == 0 and ranks.straggler(got) is None
+    assert ranks.stalled_rank(got, NOW, 60) is None
+
+
+def test_stalled_rank_behind_the_others(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 40, step_age=5, host="h"))
+    ranks.write_heartbeat(tmp_path, beat(1, 39, step_age=720, host="h"))
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    s = ranks.stalled_rank(got, NOW, after_s=600)
+    assert (s.rank, s.step, s.others_step, s.frozen) == (1, 39, 40, False)
+    assert s.message() == "rank 1 on host h has not finished a step for 12 min (others at step 40 wait)"
+    assert ranks.stalled_rank(got, NOW, after_s=900) is None  # not idle long enough yet
+
+
+def test_stalled_rank_whose_heartbeat_ages_while_the_others_are_fresh(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 40, age=1, host="h"))
+    ranks.write_heartbeat(tmp_path, beat(1, 40, age=400, host="h"))
+    ranks.write_heartbeat(tmp_path, beat(2, 40, age=2, host="h"))
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    s = ranks.stalled_rank(got, NOW, after_s=300)
+    assert (s.rank, s.frozen) == (1, True)
+    assert s.message() == "rank 1 on host h has not written a heartbeat for 7 min (others at step 40 wait)"
+    # every heartbeat old: nothing names one rank
+    ranks.write_heartbeat(tmp_path, beat(0, 40, age=500))
+    ranks.write_heartbeat(tmp_path, beat(2, 40, age=500))
+    assert ranks.stalled_rank(ranks.read_ranks(tmp_path, now=NOW), NOW, after_s=300) is None
+
+
+def test_device_index():
+    assert [ranks.device_index(d) for d in ("cuda:1", "cuda", "cpu", None, "cuda:x")] == [1, 0, None, None, None]
+
+
+def test_summary_fields(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 7, age=4))
+    (s,) = [ranks.summary(r) for r in ranks.read_ranks(tmp_path, now=NOW)]
+    assert s == {"rank": 0, "host": HOST, "pid": os.getpid(), "step": 7, "heartbeat": NOW - 4, "heartbeat_age": 4.0,
+                 "status": "running", "device": "cuda:0", "mem_allocated": 1_000_000, "mem_reserved": 2_000_000,
+                 "mem_peak": 3_000_000}
