@@ -8,7 +8,8 @@ import os
 import socket
 
 import pytest
-from labtui.engine.rundir import ranks, store
+import yaml
+from labtui.engine.rundir import alerts, ranks, store
 
 NOW = 1_800_000_000.0
 HOST = socket.gethostname()
@@ -131,3 +132,59 @@ def test_summary_fields(tmp_path):
     assert s == {"rank": 0, "host": HOST, "pid": os.getpid(), "step": 7, "heartbeat": NOW - 4, "heartbeat_age": 4.0,
                  "status": "running", "device": "cuda:0", "mem_allocated": 1_000_000, "mem_reserved": 2_000_000,
                  "mem_peak": 3_000_000}
+
+
+def _live_run(tmp_path, stall_minutes: float = 10) -> store.Run:
+    """A training run whose state is live (this process as its worker) and whose training started."""
+    ws = store.Workspace(tmp_path)
+    run = ws.create_run("ddp", {"experiment": "ddp", "kind": "train", "workspace": str(ws.root)},
+                        yaml.safe_dump({"engine": {"alerts": {"stall_minutes": stall_minutes}}}))
+    me = os.getpid()
+    run.update_state(status="running", pid=me, pid_start=store.process_start_time(me), host=HOST, heartbeat=NOW,
+                     launch={"launcher": "torchrun", "nproc": 2})
+    run.write_progress({"started": NOW - 3600, "updated": NOW - 5, "step": 40, "steps_per_s": 1.0})
+    return run
+
+
+def test_supervisor_watch_names_the_stalled_rank(tmp_path):
+    run = _live_run(tmp_path)
+    watch = alerts.SupervisorWatch(run)
+    ranks.write_heartbeat(run.path, beat(0, 40, step_age=5, host="h"))
+    ranks.write_heartbeat(run.path, beat(1, 39, step_age=300, host="h"))
+    watch.tick(now=NOW)
+    assert alerts.read_alerts(run) == []  # 5 min behind: under the 10 min limit
+    ranks.write_heartbeat(run.path, beat(1, 39, step_age=720, host="h"))
+    watch.tick(now=NOW)
+    watch.tick(now=NOW + 5)  # once per episode
+    (a,) = alerts.read_alerts(run)
+    assert a["kind"] == "stalled" and a["severity"] == "critical"
+    assert a["message"] == "rank 1 on host h has not finished a step for 12 min (others at step 40 wait)"
+    assert a["data"]["rank"] == 1 and a["data"]["rank_step"] == 39 and a["data"]["others_step"] == 40
+    assert "py-spy dump --pid" in a["hint"] and "rank 1" in a["hint"]
+    # rank 1 catches up: the episode ends, a later stall of rank 0 is a new alert
+    ranks.write_heartbeat(run.path, beat(1, 40, step_age=1, host="h"))
+    watch.tick(now=NOW)
+    ranks.write_heartbeat(run.path, beat(0, 40, age=900, host="h"))
+    watch.tick(now=NOW)
+    last = alerts.read_alerts(run)[-1]
+    assert len(alerts.read_alerts(run)) == 2 and last["data"]["rank"] == 0 and last["data"]["frozen"] is True
+    assert last["message"].startswith("rank 0 on host h has not written a heartbeat for 15 min")
+
+
+def test_supervisor_watch_single_process_stall_is_unchanged(tmp_path):
+    run = _live_run(tmp_path, stall_minutes=1)
+    run.write_progress({"started": NOW - 3600, "updated": NOW - 100, "step": 7, "steps_per_s": 1.0})
+    alerts.SupervisorWatch(run).tick(now=NOW)
+    (a,) = alerts.read_alerts(run)
+    assert a["kind"] == "stalled" and a["message"].startswith("no new step for 1.7 min (step 7")
+    assert "rank" not in a["data"]
+
+
+def test_every_rank_equally_stuck_falls_back_to_the_run_wide_stall(tmp_path):
+    run = _live_run(tmp_path, stall_minutes=1)
+    run.write_progress({"started": NOW - 3600, "updated": NOW - 100, "step": 7, "steps_per_s": 1.0})
+    ranks.write_heartbeat(run.path, beat(0, 7, age=90, step_age=100))
+    ranks.write_heartbeat(run.path, beat(1, 7, age=90, step_age=100))
+    alerts.SupervisorWatch(run).tick(now=NOW)
+    (a,) = alerts.read_alerts(run)
+    assert a["message"].startswith("no new step for") and "rank" not in a["data"]

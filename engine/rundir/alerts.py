@@ -15,12 +15,13 @@ experiment's `engine.alerts` (ALERT_DEFAULTS). Light: no torch; the TUI and the 
 from __future__ import annotations
 
 import difflib
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from labtui.engine.rundir import store
+from labtui.engine.rundir import ranks, store
 
 # kind: (severity, what it means) - the list the docs and `engine.alerts.disable` / `stop_on` use
 KINDS: dict[str, tuple[str, str]] = {
@@ -214,6 +215,44 @@ def stall_check(run: store.Run, now: float | None = None, settings: dict | None 
                             "threshold_s": round(limit, 1)})
 
 
+def rank_stall_check(run: store.Run, now: float | None = None, settings: dict | None = None) -> dict | None:
+    """`stalled` naming one rank of a multi-process run (ranks/<rank>.json) that stopped while the
+    others wait: its heartbeat aged while theirs stay fresh, or it is the lowest step and has not
+    finished a step for the same limit as `stall_check` (`stall_minutes`, or ten usual step times).
+    None for a single-process run, or when nothing names one rank (`stall_check` covers the run)."""
+    now = time.time() if now is None else now
+    if not ranks.ranks_dir(run.path).is_dir():
+        return None
+    settings = settings or alert_settings(run.config())
+    progress = run.progress()
+    if progress.get("result") or run.state(now).get("status") not in store.LIVE:
+        return None
+    limit = float(settings["stall_minutes"]) * 60.0
+    steps_per_s = progress.get("steps_per_s")
+    if isinstance(steps_per_s, (int, float)) and steps_per_s > 0:
+        limit = max(limit, 10.0 / steps_per_s)
+    every = ranks.read_ranks(run.path, now)
+    found = ranks.stalled_rank(every, now, limit)
+    if found is None:
+        return None
+    rec = next(r for r in every if r["rank"] == found.rank)
+    pid = rec.get("pid")
+    status = _process_status(pid) if rec.get("host") == socket.gethostname() else None
+    message = found.message()
+    where = f" on {found.host}" if found.host else ""
+    if status == "stopped":
+        message += f"; its process {pid} is suspended (SIGSTOP or Ctrl-Z)"
+        hint = f"resume it with `kill -CONT {pid}`" + (f" on {found.host}" if found.host else "")
+    else:
+        hint = (f"see where rank {found.rank} waits with `py-spy dump --pid {pid or '<its pid>'}`{where}: a stuck "
+                "data loader (try training.dataloader_num_workers: 0), uneven data across ranks, or a hung collective "
+                "(NCCL_DEBUG=INFO); its log is in ranks/torchrun/")
+    return make_alert("stalled", message, hint, step=progress.get("step"), t=now,
+                      data={"rank": found.rank, "host": found.host, "pid": pid, "rank_step": found.step,
+                            "others_step": found.others_step, "idle_s": round(found.idle_s, 1),
+                            "frozen": found.frozen, "process_status": status, "threshold_s": round(limit, 1)})
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f}"
 
@@ -274,7 +313,8 @@ class SupervisorWatch:
         if not self.enabled:
             return
         try:
-            alert = stall_check(self.run, now, self.settings)
+            # a multi-process run names the rank that stopped when it can; else the run-wide check
+            alert = rank_stall_check(self.run, now, self.settings) or stall_check(self.run, now, self.settings)
             if alert is not None:
                 self.log.fire(alert)
             else:
