@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 import yaml
+from labtui.engine.cli import main as cli
 from labtui.engine.rundir import alerts, ranks, store
 
 NOW = 1_800_000_000.0
@@ -122,6 +124,11 @@ def test_stalled_rank_whose_heartbeat_ages_while_the_others_are_fresh(tmp_path):
     assert ranks.stalled_rank(ranks.read_ranks(tmp_path, now=NOW), NOW, after_s=300) is None
 
 
+def test_memory_text():
+    assert ranks.mem_text({"mem_allocated": 3 * 2**29, "mem_peak": 950 * 2**20}) == "1.5G/950M"
+    assert ranks.mem_text({"device": "cpu", "mem_allocated": None}) == "-"
+
+
 def test_device_index():
     assert [ranks.device_index(d) for d in ("cuda:1", "cuda", "cpu", None, "cuda:x")] == [1, 0, None, None, None]
 
@@ -188,3 +195,82 @@ def test_every_rank_equally_stuck_falls_back_to_the_run_wide_stall(tmp_path):
     alerts.SupervisorWatch(run).tick(now=NOW)
     (a,) = alerts.read_alerts(run)
     assert a["message"].startswith("no new step for") and "rank" not in a["data"]
+
+
+# --- labtui show -----------------------------------------------------------------------------------
+
+TRACEBACK = """Traceback (most recent call last):
+  File "/w/worker.py", line 88, in train
+    trainer.train()
+ValueError: bad batch at step 40"""
+
+
+def _two_rank_run(tmp_path, **state) -> store.Run:
+    """A torchrun run with two ranks' heartbeats written now, as the workers write them."""
+    ws = store.Workspace(tmp_path / "ws")
+    run = ws.create_run("ddp", {"experiment": "ddp", "kind": "train", "workspace": str(ws.root)},
+                        yaml.safe_dump({"launch": {"launcher": "torchrun", "nproc_per_node": "auto",
+                                                   "accelerate_config": None, "extra_args": []}}))
+    me, now = os.getpid(), time.time()
+    run.update_state(status="running", pid=me, pid_start=store.process_start_time(me), host=HOST, heartbeat=now,
+                     started=now - 60, launch={"launcher": "torchrun", "nproc": 2, "accelerate_config": None,
+                                               "command": ["torchrun", "--nproc-per-node", "2", "-m", "w"]},
+                     **state)
+    run.write_progress({"started": now - 60, "updated": now, "step": 40, "max_steps": 100})
+    for rank, step in ((0, 40), (1, 37)):
+        ranks.write_heartbeat(run.path, {**beat(rank, step), "time": now - 1, "step_time": now - 2})
+    return run
+
+
+def show(run: store.Run, capsys, *flags: str) -> str:
+    assert cli.main(["--workspace", str(run.path.parent.parent), "show", run.id, *flags]) == 0
+    return capsys.readouterr().out
+
+
+def test_show_json_lists_launch_and_ranks(tmp_path, capsys):
+    run = _two_rank_run(tmp_path)
+    d = json.loads(show(run, capsys, "--json"))
+    assert d["launch"] == {"launcher": "torchrun", "nproc": 2, "accelerate_config": None,
+                           "command": ["torchrun", "--nproc-per-node", "2", "-m", "w"]}
+    assert [(r["rank"], r["step"], r["status"], r["device"], r["pid"], r["host"]) for r in d["ranks"]] == [
+        (0, 40, "running", "cuda:0", os.getpid(), HOST), (1, 37, "running", "cuda:1", os.getpid(), HOST)]
+    r1 = d["ranks"][1]
+    assert set(r1) == {"rank", "host", "pid", "step", "heartbeat", "heartbeat_age", "status", "device", "mem_allocated",
+                       "mem_reserved", "mem_peak"}
+    assert r1["mem_allocated"] == 2_000_000 and r1["mem_peak"] == 3_000_000 and 0 < r1["heartbeat_age"] < 60
+    assert d["error_rank"] is None
+
+
+def test_show_text_has_a_ranks_block(tmp_path, capsys):
+    out = show(_two_rank_run(tmp_path), capsys)
+    assert "  launch      torchrun, 2 processes" in out
+    assert "  ranks       2 reporting, step skew 3; rank 1 slow: 3 steps behind" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("    rank ")]
+    assert len(lines) == 2 and "step 40" in lines[0] and "cuda:0" in lines[0] and "mem 1M/3M" in lines[0]
+    assert "step 37" in lines[1] and lines[1].endswith("<- slow") and "heartbeat 1s ago" in lines[1]
+
+
+def test_show_a_failed_rank_names_it_with_its_traceback(tmp_path, capsys):
+    run = _two_rank_run(tmp_path)
+    run.update_state(status="failed", ended=time.time(), error=f"rank 1 on host {HOST} failed: ValueError: bad batch",
+                     error_rank=1, error_where=TRACEBACK)
+    ranks.write_heartbeat(run.path, {**beat(1, 37), "state": "failed"})
+    out = show(run, capsys)
+    lines = out.splitlines()
+    i = lines.index(f"  error       rank 1 on host {HOST} failed: ValueError: bad batch")
+    assert lines[i + 1] == "  traceback"
+    assert lines[i + 2:i + 6] == ["    " + ln for ln in TRACEBACK.splitlines()]
+    d = json.loads(show(run, capsys, "--json"))
+    assert d["error_rank"] == 1 and d["error_where"] == TRACEBACK and d["ranks"][1]["status"] == "failed"
+
+
+def test_show_single_process_run_has_no_ranks(tmp_path, capsys):
+    ws = store.Workspace(tmp_path / "ws")
+    run = ws.create_run("one", {"experiment": "one", "kind": "train", "workspace": str(ws.root)}, yaml.safe_dump({}))
+    run.update_state(status="failed", error="boom", error_where="worker.py:12 in train")
+    d = json.loads(show(run, capsys, "--json"))
+    assert d["launch"] == {"launcher": "python", "nproc": 1, "accelerate_config": None, "command": None}
+    assert d["ranks"] == []
+    out = show(run, capsys)
+    assert "  error       boom  at worker.py:12 in train" in out  # as before: one line
+    assert not [ln for ln in out.splitlines() if ln.startswith(("  ranks", "  launch", "    rank "))]

@@ -16,7 +16,7 @@ from typing import Callable
 from labtui.engine.cli import eval_cli, lifecycle_cli
 from labtui.engine.cli.cli_base import UsageError, get_run, print_json, workspace_from
 from labtui.engine.config.experiment import ConfigError
-from labtui.engine.rundir import fmt, store
+from labtui.engine.rundir import fmt, ranks, store
 
 # --- formatting -------------------------------------------------------------------------------
 
@@ -78,8 +78,43 @@ def run_detail(run: store.Run) -> dict:
         notes=run.notes(),
         skipped_records=store.skipped_records(run),
     )
-    detail["error_where"] = run.state().get("error_where")
+    state = run.state()
+    detail["error_where"] = state.get("error_where")
+    detail["error_rank"] = store.as_whole(state.get("error_rank"))  # the rank that failed a multi-process run
+    detail["launch"] = launch = ranks.launch_info(state, detail["config"])
+    beats = ranks.read_ranks(run.path)
+    single = launch["launcher"] == "python" and len(beats) <= 1
+    detail["ranks"] = [] if single else [ranks.summary(r) for r in beats]
     return detail
+
+
+def _rank_lines(d: dict) -> list[str]:
+    """The `ranks` block of a multi-process run: how it was launched, the step skew and the straggler,
+    then one line per rank (step, heartbeat age, status, device, host:pid, memory allocated/peak)."""
+    if not d.get("ranks") and (d.get("launch") or {}).get("launcher", "python") == "python":
+        return []
+    beats = d.get("ranks") or []
+    lines = [f"  launch      {ranks.launch_text(d['launch'])}"]
+    skew, slow = ranks.step_skew(beats), ranks.straggler(beats)
+    head = "no heartbeat yet" if not beats else f"{len(beats)} reporting" + (
+        f", step skew {skew}" if skew is not None else "") + (f"; {slow.text()}" if slow else "")
+    lines.append(f"  ranks       {head}")
+    for r in beats:
+        where = f"{r.get('host') or '?'}:{r.get('pid') if r.get('pid') is not None else '?'}"
+        mark = "  <- slow" if slow and slow.rank == r["rank"] else ""
+        lines.append(f"    rank {r['rank']:<3} step {r['step'] if r.get('step') is not None else '-':<6} "
+                     f"heartbeat {fmt.age(r.get('heartbeat'))} ago  {r.get('status') or '?':<8} "
+                     f"{r.get('device') or '-':<7} {where}  mem {ranks.mem_text(r)}{mark}")
+    return lines
+
+
+def _error_lines(d: dict) -> list[str]:
+    """The error, then where: one `at file:line` on the same line, or a traceback (a rank's root
+    cause) indented under it."""
+    where = d.get("error_where") or ""
+    if "\n" not in where.strip():
+        return [f"  error       {d['error']}" + (f"  at {where}" if where else "")]
+    return [f"  error       {d['error']}", "  traceback"] + [f"    {ln}" for ln in where.rstrip().splitlines()]
 
 
 def _eval_lines(run: store.Run) -> list[str]:
@@ -123,7 +158,7 @@ def cmd_show(args) -> int:
     if d.get("description"):
         lines.append(f"  hypothesis  {d['description']}")
     if d.get("error"):
-        lines.append(f"  error       {d['error']}" + (f"  at {d['error_where']}" if d.get("error_where") else ""))
+        lines += _error_lines(d)
     if d.get("warning"):
         lines.append(f"  warning     {d['warning']}")
     lines.append(f"  step        {d['step']}/{d['max_steps'] or '?'}   epoch {fmt.num(d.get('epoch'), 3)}")
@@ -138,6 +173,7 @@ def cmd_show(args) -> int:
         lines.append(f"  parent      {d.get('parent') or d.get('parent_experiment')}")
     for key, (old, new) in (d.get("changed") or {}).items():
         lines.append(f"    {key}: {old!r} -> {new!r}")
+    lines += _rank_lines(d)
     if d.get("checkpoint"):
         lines.append(f"  checkpoint  {d['checkpoint']}")
     for a in d.get("alerts") or []:

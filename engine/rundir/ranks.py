@@ -217,3 +217,49 @@ def summary(rec: dict) -> dict:
             "heartbeat": rec.get("time"), "heartbeat_age": rec.get("heartbeat_age"), "status": rec.get("status"),
             "device": rec.get("device"), "mem_allocated": rec.get("mem_allocated"),
             "mem_reserved": rec.get("mem_reserved"), "mem_peak": rec.get("mem_peak")}
+
+
+LAUNCHERS = ("python", "torchrun", "accelerate")
+SINGLE_PROCESS = {"launcher": "python", "nproc": 1, "accelerate_config": None, "command": None}
+
+
+def launch_info(state: dict | None, config: dict | None) -> dict:
+    """How the run was (or will be) started: state.json's `launch` (written at launch, with the resolved
+    number of processes), else the config's `launch` section (`nproc` None while `auto` is unresolved),
+    else a single Python process. Keys: launcher, nproc, accelerate_config, command."""
+    given = (state or {}).get("launch")
+    if isinstance(given, dict) and isinstance(given.get("launcher"), str):
+        nproc = store.as_whole(given.get("nproc"))
+        return {"launcher": given["launcher"], "nproc": nproc, "accelerate_config": store.as_text(given.get("accelerate_config")),
+                "command": store.as_texts(given.get("command"))}
+    section = (config or {}).get("launch")
+    if isinstance(section, dict) and isinstance(section.get("launcher"), str):
+        launcher = section["launcher"]
+        nproc = store.as_whole(section.get("nproc_per_node"))
+        if launcher == "python":
+            nproc = 1
+        return {"launcher": launcher, "nproc": nproc, "accelerate_config": store.as_text(section.get("accelerate_config")),
+                "command": None}
+    return dict(SINGLE_PROCESS)
+
+
+def launch_text(launch: dict) -> str:
+    """`torchrun, 2 processes`, `accelerate (zero2), 8 processes`, `python, 1 process`."""
+    n = launch.get("nproc")
+    procs = "? processes" if n is None else f"{n} process{'es' if n != 1 else ''}"
+    preset = f" ({launch['accelerate_config']})" if launch.get("accelerate_config") else ""
+    return f"{launch.get('launcher')}{preset}, {procs}"
+
+
+def mem_text(rec: dict) -> str:
+    """`1.2G/3.4G`, `950M/1.2G` (torch memory allocated / peak) or `-` on the CPU."""
+    alloc, peak = rec.get("mem_allocated"), rec.get("mem_peak")
+    if alloc is None and peak is None:
+        return "-"
+    return f"{_size(alloc)}/{_size(peak)}"
+
+
+def _size(x: float | None) -> str:
+    if x is None:
+        return "?"
+    return f"{x / 2**30:.1f}G" if x >= 2**30 else f"{x / 2**20:.0f}M"
