@@ -1,4 +1,5 @@
-"""Experiment files: load, inherit (`extends`), override (`--set`), validate, diff.
+"""Experiment files: the schema (each key's type, default and choices, once), load, inherit
+(`extends`), override (`--set`), validate, diff.
 
 This module is imported by the CLI and the TUI, so it imports nothing heavy at module level.
 Validation against the libraries' own classes (peft.LoraConfig, trl.SFTConfig,
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from labtui.engine.rundir import alerts
 
 
 class ConfigError(Exception):
@@ -123,70 +125,30 @@ LOSS_ON = ("all", "answer")
 # SFTTrainer on prompt/completion data learns the completion only (completion_only_loss).
 LOSS_ON_DEFAULT = {"trainer": "all", "sft": "answer"}
 TEMPLATE_FIELDS = ("context", "question")
+# launch.launcher: one process, or the field's launchers for several (issue 13)
+LAUNCHERS = ("python", "torchrun", "accelerate")
+# launch.accelerate_config: these names are the accelerate configs shipped in the package; anything
+# else is a path to the user's own YAML file (relative to the workspace)
+ACCELERATE_PRESETS = ("multi_gpu", "zero2", "zero3", "fsdp")
 
-DEFAULTS: dict[str, Any] = {
-    "description": "",
-    "model": {
-        "model_name_or_path": None,
-        "dtype": "auto",
-        "trust_remote_code": False,
-        "revision": None,
-        "attn_implementation": None,
-    },
-    "trainer": "sft",
-    "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear", "task_type": "CAUSAL_LM"},
-    "training": {},
-    "dataset": {
-        "format": "pubmedqa",
-        "path": None,
-        "test_split": None,
-        "name": None,
-        "config": None,
-        "split": "train",
-        "test_split_name": None,
-        "eval_size": 50,
-        "max_train_samples": None,
-        "seed": 0,
-    },
-    "task": {
-        "template": "Context: {context}\nQuestion: {question}\nAnswer:",
-        "choices": ["yes", "no", "maybe"],
-        "answer_prefix": " ",
-        "max_length": 512,
-        "max_context_chars": 3000,
-        "loss_on": None,  # None: the trainer's usual default (LOSS_ON_DEFAULT), filled in by `resolve`
-    },
-    "eval": {
-        "n": 500,
-        "mode": "score",
-        "device": "auto",
-        "split": "test",
-        "temperatures": [0.0],
-        "batch_size": 8,
-        "max_new_tokens": 5,
-        "dtype": None,
-        "after_training": False,
-        "seed": 0,
-    },
-    "engine": {
-        "seed": 42,
-        "empty_cache_every": 0,
-        "sample_interval": 5.0,
-        "heartbeat_interval": 5.0,
-        "alerts": {},
-    },
-}
 
-# Sections whose keys are checked here; `lora` and `training` are checked against the libraries.
-_CHECKED_SECTIONS = ("model", "dataset", "task", "eval", "engine")
-_TOP_KEYS = set(DEFAULTS) | {"extends", "name"}
+class _NoDefault:
+    """A key labtui checks but never fills in: the library's own default applies (lora.bias, training.*)."""
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
 
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """What one key accepts: its type, its range or its choices. `null` always means "the default"."""
+    """One key: its type, its default, its range or its choices. `null` means "the default" to
+    the code that reads it (in `launch` and `engine.alerts` it is replaced by the default)."""
 
-    kind: str  # int | number | str | bool | list | dict
+    kind: str  # int | number | str | bool | list | dict | any (checked by `check` alone)
+    default: Any = NO_DEFAULT  # what a file that omits the key gets (DEFAULTS); NO_DEFAULT: not filled in
     choices: tuple | None = None
     low: float | None = None
     high: float | None = None
@@ -212,11 +174,16 @@ def _template_error(template: str) -> str | None:
     return None
 
 
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def _choices_error(value: list) -> str | None:
     if not value or not all(isinstance(c, str) and c.strip() for c in value):
-        return f"task.choices must be a list of non-empty strings, got {repr(value)[:80]}"
+        return f"task.choices must be a list of non-empty strings, got {_short(value)}"
     if len(set(value)) != len(value):
-        return f"task.choices lists an answer twice: {repr(value)[:80]}"
+        return f"task.choices lists an answer twice: {_short(value)}"
     odd = [c for c in value if c != c.strip().lower()]
     if odd:  # evaluation compares them with the data's answers lowercased and stripped
         return f"task.choices are matched to the data's answers in lower case: write {odd[0].strip().lower()!r}, not {odd[0]!r}"
@@ -225,60 +192,83 @@ def _choices_error(value: list) -> str | None:
 
 def _temperatures_error(value: list) -> str | None:
     if not value or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0 for t in value):
-        return f"eval.temperatures must be a list of numbers, 0 (greedy) or more, got {repr(value)[:80]}"
+        return f"eval.temperatures must be a list of numbers, 0 (greedy) or more, got {_short(value)}"
     return None
+
+
+def _target_modules_error(value: Any) -> str | None:
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(m, str) for m in value)):
+        return None
+    return f"lora.target_modules must be a module name pattern (all-linear) or a list of names, got {_short(value)}"
+
+
+def _nproc_error(value: Any) -> str | None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return f"launch.nproc_per_node must be an integer, 1 or more, or auto (one process per visible GPU), got {_short(value)}"
+
+
+def _extra_args_error(value: list) -> str | None:
+    if all(isinstance(a, str) for a in value):
+        return None
+    return f"launch.extra_args must be a list of strings (quote numbers: '3'), got {_short(value)}"
+
+
+def _alert_kinds_error(key: str):
+    """disable: any alert kind; stop_on: only the kinds the worker checks (it is the one that can stop)."""
+
+    def error(value: list) -> str | None:
+        if not all(isinstance(k, str) for k in value):
+            return f"engine.alerts.{key} must be a list of alert kinds, got {_short(value)}"
+        allowed = alerts.WORKER_KINDS if key == "stop_on" else tuple(alerts.KINDS)
+        for kind in value:
+            if kind not in allowed:
+                match = difflib.get_close_matches(kind, list(allowed), n=1, cutoff=0.5)
+                extra = f" (did you mean '{match[0]}'?)" if match else f"; one of {', '.join(allowed)}"
+                if key == "stop_on" and kind in alerts.KINDS:
+                    extra = f" (stop_on works for the checks the worker runs: {', '.join(alerts.WORKER_KINDS)})"
+                return f"engine.alerts.{key}: unknown alert kind '{kind}'{extra}"
+        return None
+
+    return error
+
+
+def _alert_field(key: str, default: Any) -> Field:
+    """The schema of one `engine.alerts` key. The keys and their defaults are the watchdogs' own
+    (rundir.alerts.ALERT_DEFAULTS, which an old run's config.yaml is read against); the type
+    follows the default: a list of kinds, a whole number >= 1, or a number above 0."""
+    if isinstance(default, list):
+        return Field("list", default=default, check=_alert_kinds_error(key))
+    if isinstance(default, int) and not isinstance(default, bool):
+        return Field("int", default=default, low=1, want="a whole number >= 1")
+    return Field("number", default=default, low=0, low_open=True, want="a number above 0")
 
 
 _POS_INT: dict[str, Any] = dict(kind="int", low=1, want="a positive integer")
 _NONNEG_INT: dict[str, Any] = dict(kind="int", low=0, want="an integer, 0 or more")
 
-# The one schema: every key labtui checks itself, with its type, range and choices. The validator
-# (`check_keys`), the CLI's argparse choices and the TUI's forms (`check_field`) all read it.
+# The one schema: every key labtui knows, with its type, default, range and choices, written once.
+# DEFAULTS (what a file that omits a key gets) is built from it; the validator (`check_keys`), the
+# CLI's argparse choices and the TUI's forms (`check_field`, CHOICES) all read it. Its order is the
+# order of a resolved config (config.yaml, the Launch screen).
 SCHEMA: dict[str, Field] = {
-    "description": Field("str"),
-    "trainer": Field("str", choices=TRAINERS, nullable=False),
-    "model.model_name_or_path": Field("str"),
-    "model.dtype": Field("str", choices=DTYPES),
-    "model.trust_remote_code": Field("bool"),
-    "model.revision": Field("str"),
-    "model.attn_implementation": Field("str"),
-    "dataset.format": Field("str", choices=DATASET_FORMATS, nullable=False),
-    "dataset.path": Field("str"),
-    "dataset.test_split": Field("str"),
-    "dataset.name": Field("str"),
-    "dataset.config": Field("str"),
-    "dataset.split": Field("str"),
-    "dataset.test_split_name": Field("str"),
-    "dataset.eval_size": Field(**_NONNEG_INT),
-    "dataset.max_train_samples": Field(**_POS_INT),
-    "dataset.seed": Field("int"),
-    "task.template": Field("str", check=_template_error, nullable=False),
-    "task.choices": Field("list", check=_choices_error, nullable=False),
-    "task.answer_prefix": Field("str"),
-    "task.max_length": Field(**_POS_INT),
-    "task.max_context_chars": Field("int", low=0, want="an integer, 0 (no limit) or more"),
-    "task.loss_on": Field("str", choices=LOSS_ON),
-    "eval.n": Field("int", low=0, want="an integer, 0 (all) or more"),
-    "eval.mode": Field("str", choices=EVAL_MODES),
-    "eval.device": Field("str", choices=EVAL_DEVICES),
-    "eval.split": Field("str", choices=EVAL_SPLITS),
-    "eval.dtype": Field("str", choices=EVAL_DTYPES),
-    "eval.temperatures": Field("list", check=_temperatures_error),
-    "eval.batch_size": Field(**_POS_INT),
-    "eval.max_new_tokens": Field(**_POS_INT),
-    "eval.after_training": Field("bool"),
-    "eval.seed": Field("int"),
-    "engine.seed": Field("int"),
-    "engine.empty_cache_every": Field("int", low=0, want="an integer, 0 (never) or more"),
-    "engine.sample_interval": Field("number", low=0, low_open=True, want="a number of seconds above 0"),
-    "engine.heartbeat_interval": Field("number", low=0, low_open=True, want="a number of seconds above 0"),
-    "engine.alerts": Field("dict"),
-    # the library sections: the keys people change most, so a typo shows at once (the TUI's form);
-    # everything else in them is checked by the libraries' own classes before a run starts
-    "lora.r": Field(**_POS_INT),
-    "lora.lora_alpha": Field("number", low=0, low_open=True, want="a positive number"),
-    "lora.lora_dropout": Field("number", low=0, high=1, high_open=True, want="in [0, 1)"),
+    "description": Field("str", default=""),
+    "model.model_name_or_path": Field("str", default=None),
+    "model.dtype": Field("str", default="auto", choices=DTYPES),
+    "model.trust_remote_code": Field("bool", default=False),
+    "model.revision": Field("str", default=None),
+    "model.attn_implementation": Field("str", default=None),
+    "trainer": Field("str", default="sft", choices=TRAINERS, nullable=False),
+    # the library sections (lora: peft.LoraConfig, training: trl.SFTConfig / TrainingArguments): the keys
+    # people change most are checked here, so a typo shows at once (the TUI's form); every other key
+    # in them is checked by the libraries' own classes before a run starts (engine/training/libcheck.py)
+    "lora.r": Field(**_POS_INT, default=16),
+    "lora.lora_alpha": Field("number", default=32, low=0, low_open=True, want="a positive number"),
+    "lora.lora_dropout": Field("number", default=0.05, low=0, high=1, high_open=True, want="in [0, 1)"),
+    "lora.target_modules": Field("any", default="all-linear", check=_target_modules_error),
+    "lora.task_type": Field("str", default="CAUSAL_LM"),
     "lora.bias": Field("str", choices=("none", "all", "lora_only")),
+    "training": Field("dict", default={}),  # labtui fills in no TrainingArguments: the library's defaults hold
     "training.learning_rate": Field("number", low=0, want="a finite number, 0 or more"),
     "training.max_steps": Field("int", low=-1, want="an integer (-1: train num_train_epochs)"),
     "training.num_train_epochs": Field("number", low=0, low_open=True, want="a number above 0"),
@@ -292,13 +282,105 @@ SCHEMA: dict[str, Field] = {
     "training.save_steps": Field("number", low=0, low_open=True, want="a number above 0"),
     "training.eval_steps": Field("number", low=0, low_open=True, want="a number above 0"),
     "training.max_length": Field(**_POS_INT),
+    "dataset.format": Field("str", default="pubmedqa", choices=DATASET_FORMATS, nullable=False),
+    "dataset.path": Field("str", default=None),
+    "dataset.test_split": Field("str", default=None),
+    "dataset.name": Field("str", default=None),
+    "dataset.config": Field("str", default=None),
+    "dataset.split": Field("str", default="train"),
+    "dataset.test_split_name": Field("str", default=None),
+    "dataset.eval_size": Field(**_NONNEG_INT, default=50),
+    "dataset.max_train_samples": Field(**_POS_INT, default=None),
+    "dataset.seed": Field("int", default=0),
+    "task.template": Field("str", default="Context: {context}\nQuestion: {question}\nAnswer:", check=_template_error,
+                           nullable=False),
+    "task.choices": Field("list", default=["yes", "no", "maybe"], check=_choices_error, nullable=False),
+    "task.answer_prefix": Field("str", default=" "),
+    "task.max_length": Field(**_POS_INT, default=512),
+    "task.max_context_chars": Field("int", default=3000, low=0, want="an integer, 0 (no limit) or more"),
+    # None: the trainer's usual target (LOSS_ON_DEFAULT), filled in by `resolve`
+    "task.loss_on": Field("str", default=None, choices=LOSS_ON),
+    "eval.n": Field("int", default=500, low=0, want="an integer, 0 (all) or more"),
+    "eval.mode": Field("str", default="score", choices=EVAL_MODES),
+    "eval.device": Field("str", default="auto", choices=EVAL_DEVICES),
+    "eval.split": Field("str", default="test", choices=EVAL_SPLITS),
+    "eval.temperatures": Field("list", default=[0.0], check=_temperatures_error),
+    "eval.batch_size": Field(**_POS_INT, default=8),
+    "eval.max_new_tokens": Field(**_POS_INT, default=5),
+    "eval.dtype": Field("str", default=None, choices=EVAL_DTYPES),  # None: model.dtype
+    "eval.after_training": Field("bool", default=False),
+    "eval.seed": Field("int", default=0),
+    "engine.seed": Field("int", default=42),
+    "engine.empty_cache_every": Field("int", default=0, low=0, want="an integer, 0 (never) or more"),
+    "engine.sample_interval": Field("number", default=5.0, low=0, low_open=True, want="a number of seconds above 0"),
+    "engine.heartbeat_interval": Field("number", default=5.0, low=0, low_open=True, want="a number of seconds above 0"),
+    # the watchdogs' thresholds (docs/watchdogs.md)
+    **{f"engine.alerts.{key}": _alert_field(key, default) for key, default in alerts.ALERT_DEFAULTS.items()},
+    # how the worker is started: one process, or torchrun / accelerate launch for several (issue 13)
+    "launch.launcher": Field("str", default="python", choices=LAUNCHERS),
+    "launch.nproc_per_node": Field("any", default="auto", check=_nproc_error),
+    "launch.accelerate_config": Field("str", default=None),  # a preset (ACCELERATE_PRESETS) or a YAML file
+    "launch.extra_args": Field("list", default=[], check=_extra_args_error),
 }
+
+# Sections handed to a library: keys that SCHEMA does not name are the library's to check. Every
+# other section is labtui's own, and a key it does not name there is refused (with the closest one).
+_OPEN_SECTIONS = ("lora", "training")
+# Sections where null means the default in the resolved config (their readers need every key).
+_NULL_IS_DEFAULT = ("engine.alerts", "launch")
+
+
+def _build_defaults(schema: dict[str, Field]) -> dict[str, Any]:
+    """The nested defaults of every key that has one, in the schema's order."""
+    out: dict[str, Any] = {}
+    for dotted, spec in schema.items():
+        if spec.default is NO_DEFAULT:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        if isinstance(spec.default, dict) and isinstance(node.get(leaf), dict):
+            continue
+        node[leaf] = copy.deepcopy(spec.default)
+    return out
+
+
+DEFAULTS: dict[str, Any] = _build_defaults(SCHEMA)
+
+_ABSENT = object()
+
+
+def _get(cfg: dict, dotted: str, missing: Any = None) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
+def _section_keys() -> dict[str, tuple[str, ...]]:
+    """{section: the keys it allows} for labtui's own sections, parents first (engine, engine.alerts)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for dotted in SCHEMA:
+        parts = dotted.split(".")
+        if parts[0] in _OPEN_SECTIONS:
+            continue
+        for depth in range(1, len(parts)):
+            section = ".".join(parts[:depth])
+            out[section] = tuple(_get(DEFAULTS, section))
+    return out
+
+
+_SECTIONS = _section_keys()
+_TOP_KEYS = set(DEFAULTS) | {"extends", "name"}
 
 # {dotted key: allowed values} for every key with choices: argparse `choices=` and the TUI's forms.
 CHOICES: dict[str, tuple] = {key: f.choices for key, f in SCHEMA.items() if f.choices}
 
 _KIND_WORDS = {"int": "an integer", "number": "a number", "str": "a string", "bool": "true or false",
-               "list": "a list", "dict": "a mapping"}
+               "list": "a list", "dict": "a mapping", "any": "a value"}
 
 
 def check_field(dotted_key: str, value: Any) -> str | None:
@@ -310,8 +392,7 @@ def check_field(dotted_key: str, value: Any) -> str | None:
     if value is None:
         return None if spec.nullable else f"{dotted_key} must be set, got null"
     kind = spec.kind
-    shown = repr(value)
-    got = f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
+    got = f", got {_short(value)}"
     is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -320,6 +401,7 @@ def check_field(dotted_key: str, value: Any) -> str | None:
         "bool": isinstance(value, bool),
         "list": isinstance(value, list),
         "dict": isinstance(value, dict),
+        "any": True,
     }[kind]
     if not ok:
         return f"{dotted_key} must be {_KIND_WORDS[kind]}{got}"
@@ -492,10 +574,18 @@ def _override_items(given: list[str] | dict | None, over: dict) -> list[str]:
 
 
 def resolve(raw: dict) -> dict:
-    """Fill defaults. `lora: null` (full fine-tuning) stays null."""
-    cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k != "lora"})
+    """Fill defaults. `lora: null` (full fine-tuning) stays null; any other section given as null
+    is its defaults, and so is a null key in `launch` and `engine.alerts` (their readers need each key)."""
+    cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k != "lora" and not (v is None and isinstance(DEFAULTS.get(k), dict))})
     if "lora" in raw:
         cfg["lora"] = None if raw["lora"] is None else deep_merge(DEFAULTS["lora"], raw["lora"])
+    for section in _NULL_IS_DEFAULT:
+        *parents, leaf = section.split(".")
+        node = _get(cfg, ".".join(parents)) if parents else cfg
+        if isinstance(node, dict):
+            given = node.get(leaf)
+            node[leaf] = deep_merge(_get(DEFAULTS, section), {k: v for k, v in given.items() if v is not None}
+                                    if isinstance(given, dict) else {})
     if isinstance(cfg.get("task"), dict) and cfg["task"].get("loss_on") is None:
         cfg["task"]["loss_on"] = loss_on_default(cfg.get("trainer"))
     return cfg
@@ -506,49 +596,56 @@ def loss_on_default(trainer: str | None) -> str:
 
 
 def check_keys(cfg: dict, where: str) -> None:
-    """Unknown keys and wrong types in the sections labtui owns."""
+    """Unknown keys in labtui's own sections, and every value the schema knows (its type, range,
+    choices), then what only makes sense together (the launcher and its settings)."""
     for key in cfg:
         if key not in _TOP_KEYS:
             raise unknown_key(where, key, _TOP_KEYS)
-    for section in _CHECKED_SECTIONS:
-        value = cfg.get(section)
+    for key, default in DEFAULTS.items():
+        value = cfg.get(key)
+        if isinstance(default, dict) and value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {_short(value)}")
+    for section, allowed in _SECTIONS.items():
+        value = _get(cfg, section)
         if value is None:
             continue
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{section}' must be a mapping, got {value!r}")
-        allowed = DEFAULTS[section]
+            raise ConfigError(f"{where}: '{section}' must be a mapping, got {_short(value)}")
         for key in value:
             if key not in allowed:
                 raise unknown_key(f"{where}: {section}", key, allowed)
-    for section in ("lora", "training"):
-        value = cfg.get(section)
-        if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{section}' must be a mapping, got {value!r}")
     for dotted in SCHEMA:
         value = _get(cfg, dotted, _ABSENT)
         error = None if value is _ABSENT else check_field(dotted, value)
         if error:
             raise ConfigError(f"{where}: {error}")
-    alerts = (cfg.get("engine") or {}).get("alerts")
-    if isinstance(alerts, dict) and alerts:
-        from labtui.engine.rundir.alerts import check_alert_settings
-
-        try:
-            check_alert_settings(alerts)
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
+    error = _launch_error(launch_settings(cfg))
+    if error:
+        raise ConfigError(f"{where}: {error}")
 
 
-_ABSENT = object()
+def launch_settings(cfg: dict | None) -> dict:
+    """The `launch:` section with the defaults under it: a null or missing key (an old run's
+    config.yaml has no `launch:`) is the default, one Python process."""
+    given = (cfg or {}).get("launch")
+    out = copy.deepcopy(DEFAULTS["launch"])
+    if isinstance(given, dict):
+        out.update({k: copy.deepcopy(v) for k, v in given.items() if k in out and v is not None})
+    return out
 
 
-def _get(cfg: dict, dotted: str, missing: Any = None) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return missing
-        node = node[part]
-    return node
+def _launch_error(launch: dict) -> str | None:
+    """Settings that the launcher chosen would not use: an error rather than a run that silently
+    starts one process."""
+    launcher = launch["launcher"]
+    if launch["accelerate_config"] is not None and launcher != "accelerate":
+        return (f"launch.accelerate_config is for accelerate launch, but launch.launcher is {launcher}; "
+                f"set launch.launcher: accelerate (or remove launch.accelerate_config)")
+    nproc = launch["nproc_per_node"]
+    if launcher == "python" and nproc not in ("auto", 1):
+        return (f"launch.nproc_per_node is {nproc}, but launch.launcher: python starts one process; "
+                f"set launch.launcher: torchrun (or accelerate) to start {nproc}")
+    return None
 
 
 def resolve_path(value: str | None, workspace: Path) -> Path | None:
@@ -585,3 +682,26 @@ def check_files(cfg: dict, workspace: Path, where: str) -> None:
                 raise ConfigError(f"{where}: dataset.{key}: {p} does not exist")
             if p is not None and not p.is_file():  # a folder, a device (/dev/zero never ends), a FIFO
                 raise ConfigError(f"{where}: dataset.{key}: {p} is not a regular file")
+    check_accelerate_config(cfg, workspace, where)
+
+
+def accelerate_config_path(value: str, workspace: Path) -> Path | None:
+    """The user's own accelerate config file (relative to the workspace), or None for a preset."""
+    return None if value in ACCELERATE_PRESETS else resolve_path(value, workspace)
+
+
+def check_accelerate_config(cfg: dict, workspace: Path, where: str) -> None:
+    """launch.accelerate_config names a preset or a YAML file that exists and reads as a mapping."""
+    value = launch_settings(cfg)["accelerate_config"]
+    path = None if value is None else accelerate_config_path(value, workspace)
+    if path is None:
+        return
+    what = f"a YAML file, or a preset: {', '.join(ACCELERATE_PRESETS)}"
+    if not path.exists():
+        raise ConfigError(f"{where}: launch.accelerate_config: {path} does not exist ({what}){closest(value, ACCELERATE_PRESETS)}")
+    if not path.is_file():
+        raise ConfigError(f"{where}: launch.accelerate_config: {path} is not a regular file ({what})")
+    try:
+        load_yaml(path)  # bad YAML names the file and line now, not in a launcher's traceback
+    except ConfigError as e:
+        raise ConfigError(f"{where}: launch.accelerate_config: {e}") from None

@@ -9,12 +9,12 @@ condition go away (a resumed run does not repeat what it already raised). The tr
 live in engine/training/watchdog.py (run in the worker); the supervisor calls `SupervisorWatch.tick` every
 heartbeat for the checks that only need the run directory and the machine: stalled, gpu_memory,
 host_memory; and `after_run` when an evaluation ends, for degenerate_eval. Thresholds come from the
-experiment's `engine.alerts` (ALERT_DEFAULTS). Light: no torch; the TUI and the CLI may import it.
+experiment's `engine.alerts` (ALERT_DEFAULTS: the keys and their defaults; engine/config's SCHEMA
+validates them with the rest of the experiment). Light: no torch; the TUI and the CLI may import it.
 """
 
 from __future__ import annotations
 
-import difflib
 import socket
 import sys
 import time
@@ -43,7 +43,9 @@ SEVERITIES = ("critical", "warning", "info")
 WORKER_KINDS = ("nan_loss", "loss_spike", "weights_frozen", "grad_norm_zero", "no_trainable_params",
                 "nothing_to_learn", "examples_dropped", "overfitting")
 
-# The experiment's `engine.alerts` keys and their defaults (docs/watchdogs.md explains each).
+# The experiment's `engine.alerts` keys and their defaults (docs/watchdogs.md explains each). The
+# experiment schema (engine/config/experiment.py SCHEMA) declares each from here, its type from its
+# default: a list of kinds, a whole number >= 1 (an int) or a number above 0 (a float).
 ALERT_DEFAULTS: dict[str, Any] = {
     "disable": [],  # kinds never raised
     "stop_on": [],  # worker-side kinds that stop the run (checkpoint, then status failed with the reason)
@@ -57,42 +59,16 @@ ALERT_DEFAULTS: dict[str, Any] = {
     "gpu_memory_percent": 95.0,  # gpu_memory: NVML used / total of any GPU above this
     "host_memory_percent": 95.0,  # host_memory: (total - available) / total above this
 }
-_POSITIVE_INTS = ("spike_window", "frozen_steps", "grad_zero_logs", "overfit_evals")
-_POSITIVE_NUMBERS = ("spike_mads", "spike_ratio", "stall_minutes", "gpu_memory_percent", "host_memory_percent")
 MEMORY_HYSTERESIS = 5.0  # a memory alert clears once usage is this many points under its threshold
 
 
 # --- settings ---------------------------------------------------------------------------------
 
 
-def check_alert_settings(values: dict) -> None:
-    """Raise ValueError with what to change for unknown keys, wrong types, or unknown kinds."""
-    if not isinstance(values, dict):
-        raise ValueError(f"engine.alerts must be a mapping, got {values!r}")
-    for key, value in values.items():
-        if key not in ALERT_DEFAULTS:
-            match = difflib.get_close_matches(key, list(ALERT_DEFAULTS), n=1, cutoff=0.5)
-            raise ValueError(f"engine.alerts: unknown key '{key}'" + (f" (did you mean '{match[0]}'?)" if match else ""))
-        if key in ("disable", "stop_on"):
-            if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-                raise ValueError(f"engine.alerts.{key} must be a list of alert kinds, got {value!r}")
-            allowed = WORKER_KINDS if key == "stop_on" else tuple(KINDS)
-            for kind in value:
-                if kind not in allowed:
-                    match = difflib.get_close_matches(kind, list(allowed), n=1, cutoff=0.5)
-                    extra = f" (did you mean '{match[0]}'?)" if match else f"; one of {', '.join(allowed)}"
-                    if key == "stop_on" and kind in KINDS:
-                        extra = f" (stop_on works for the checks the worker runs: {', '.join(WORKER_KINDS)})"
-                    raise ValueError(f"engine.alerts.{key}: unknown alert kind '{kind}'{extra}")
-        elif key in _POSITIVE_INTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"engine.alerts.{key} must be a whole number >= 1, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"engine.alerts.{key} must be a number > 0, got {value!r}")
-
-
 def alert_settings(cfg: dict | None) -> dict:
-    """ALERT_DEFAULTS with the experiment's `engine.alerts` over them (unknown keys are ignored here)."""
+    """ALERT_DEFAULTS with the experiment's `engine.alerts` over them. The loader validated them and
+    fills every key; an old run's config.yaml may lack some (or the section): those keys get the
+    default, and a key this version does not know is ignored."""
     given = ((cfg or {}).get("engine") or {}).get("alerts") or {}
     out = dict(ALERT_DEFAULTS)
     if isinstance(given, dict):

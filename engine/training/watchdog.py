@@ -22,13 +22,15 @@ The best checkpoint (lowest eval loss among saved checkpoints) is recorded as th
 `metric_for_best_model` (then the Trainer chooses) or `save_total_limit: 1` (the newest is kept).
 Kinds in `engine.alerts.stop_on` stop the run: the Trainer finishes the step, saves a checkpoint
 (not for nan_loss: its weights are lost), and the run ends `failed` with a WatchdogStop error that
-names the alert. torch is imported lazily, and
+names the alert. In a multi-process run only world rank 0 checks and writes alerts; its stop is
+`pending_stop` until LabtuiCallback has every rank agree on it at the next step end. torch is imported lazily, and
 nothing here may take a run down: a check that fails is reported once in the log and skipped.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 from collections import deque
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from labtui.engine.rundir import store
-from labtui.engine.rundir.alerts import ALERT_DEFAULTS, AlertLog, alert_settings, check_alert_settings, make_alert  # noqa: F401
+from labtui.engine.rundir.alerts import ALERT_DEFAULTS, AlertLog, alert_settings, make_alert  # noqa: F401
 
 FINGERPRINT_SAMPLES = 64  # elements sampled per trainable tensor
 SPIKE_MIN_POINTS = 5
@@ -117,7 +119,10 @@ class Watchdog:
         self.cb = cb
         self.settings = alert_settings(cfg)
         self.stop_on = set(self.settings.get("stop_on") or ())
-        self.log = AlertLog(run, disabled=self.settings.get("disable"), echo=True)
+        # world rank 0 alone writes alerts (RANK is set by torchrun / accelerate)
+        self.log = AlertLog(run, disabled=self.settings.get("disable"), echo=True) \
+            if os.environ.get("RANK", "0") == "0" else _NoAlerts()
+        self.pending_stop: dict | None = None  # a stop the ranks have still to agree on (multi-process)
         self.trainer = None
         self._args = self._state = self._control = None
         self._events = False
@@ -178,6 +183,9 @@ class Watchdog:
         control = self._ctl()
         if not (self._training and self._events and control is not None):
             raise WatchdogStop(stop_message(alert, by_config=True))
+        if getattr(self.cb, "distributed", False):
+            self.pending_stop = alert  # every rank stops at the next step end (LabtuiCallback._agree_on_stop)
+            return
         control.should_training_stop = True
         control.should_save = alert["kind"] != "nan_loss"  # NaN weights are not worth a checkpoint
 
@@ -412,6 +420,16 @@ class Watchdog:
                              "evals": [{"step": s, "eval_loss": e, "train_loss": t} for s, e, t in span]})
         elif len(self.evals) >= 2 and loss <= self.evals[-2][1]:
             self.clear("overfitting")
+
+
+class _NoAlerts:
+    """The AlertLog of a rank other than 0: fires and clears nothing."""
+
+    def fire(self, alert: dict) -> dict | None:
+        return None
+
+    def clear(self, key: str) -> None:
+        pass
 
 
 def stop_message(alert: dict, by_config: bool = False) -> str:
