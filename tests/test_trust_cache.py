@@ -11,12 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from labtui.engine.analysis import evalstore
 from labtui.engine.rundir import cache, store
-from labtui.tui import history_data, scan
+from labtui.engine.runtime import queue
+from labtui.tui import baseline, history_data, scan
+from labtui.tui.monitor import Monitor
 from test_tui_data import T0, make_eval, make_run, paired_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +60,14 @@ def _new_session() -> None:
     """What a new process starts with: no cache in memory (the stamps' digests included)."""
     history_data._CACHES.clear()
     cache._digests.clear()
+    cache._swept.clear()
+
+
+def _swept() -> None:
+    """Wait for the background sweeps (cache.sweep_soon) this process started."""
+    for t in threading.enumerate():
+        if t.name == "labtui-cache-sweep":
+            t.join(30)
 
 
 # --- a source edited in place, size and mtime put back --------------------------------------------
@@ -226,3 +237,106 @@ def test_a_read_only_logs_folder_still_works(tmp_path):
         for p in [root, *root.rglob("*")]:
             if not p.is_symlink():
                 p.chmod(p.stat().st_mode | 0o200)
+
+
+# --- the same rule outside the cache files: the queue, the monitor ---------------------------------------
+
+
+def test_a_queued_runs_cached_answer_is_not_trusted_after_an_edit_in_place(tmp_path):
+    ws = store.Workspace(tmp_path)
+    run = make_run(ws, "20260101-000000-demo-0000", "demo", status="queued", created=T0)
+    store.atomic_write_json(run.file(store.STATE_FILE), {**run.raw_state(), "status": "queued", "queued": True})
+    assert [r.id for r in queue.queued(ws)] == [run.id]
+    # the flag that `enqueue` sets is taken back in place, size and mtime put back: not in the queue
+    _edit_in_place(run.file(store.STATE_FILE), b'"queued": true', b'"queued": null')
+    assert queue.queued(ws) == []
+    assert queue.advance(ws) == []  # nothing started (advance reads the same cached answers)
+
+
+def test_the_monitor_chooses_a_headline_again_only_when_its_inputs_change(tmp_path):
+    ws = store.Workspace(tmp_path)
+    base = make_run(ws, "20260101-000000-base-0000", "base", created=T0)
+    tuned = make_run(ws, "20260101-000100-tuned-0001", "tuned", created=T0 + 60)
+    make_eval(base, "20260101-010000-cpu-score-0000", [True] * 20 + [False] * 10)
+    small = make_eval(tuned, "20260101-010001-cpu-score-0001", [True] * 25 + [False] * 5)
+    big = make_eval(tuned, "20260101-010002-cpu-score-0002", [True] * 40 + [False] * 20, created=T0 + 7300)
+    posted: list = []
+    monitor = Monitor(ws, posted.append)
+    monitor.prime()
+    monitor.tick()
+    assert monitor.evals[tuned.id].headline["path"] == str(big)  # no baseline: the most examples
+    scanned = [m for m in posted if type(m).__name__ == "EvalsScanned"]
+    monitor.tick()
+    assert [m for m in posted if type(m).__name__ == "EvalsScanned"] == scanned  # nothing new, nothing posted
+    baseline.set(ws, base.id)
+    monitor.tick()
+    assert monitor.evals[tuned.id].headline["path"] == str(small)  # the baseline's N
+    assert monitor.evals[base.id].headline is not None
+    bigger = make_eval(tuned, "20260101-010003-cpu-score-0003", [True] * 50 + [False] * 40, created=T0 + 7400)
+    monitor.tick()
+    assert monitor.evals[tuned.id].headline["path"] == str(small)  # still the one with the baseline's N
+    baseline.set(ws, None)
+    monitor.tick()
+    assert monitor.evals[tuned.id].headline["path"] == str(bigger)
+
+
+# --- what no cache reads again ----------------------------------------------------------------------------
+
+
+def _with_header(path: Path, **change) -> None:
+    head, body = path.read_text().split("\n", 1)
+    path.write_text(json.dumps({**json.loads(head), **change}) + "\n" + body)
+
+
+def test_files_no_cache_reads_again_are_deleted_and_the_rest_kept(tmp_path):
+    ws = store.Workspace(tmp_path)
+    runs, a, b = _two_evals(ws)
+    rows = scan.Scanner(ws).scan()
+    built = history_data.HistoryData(ws).build(rows, runs[0].id, T0)
+    compared = evalstore.compare_sources(a, b)
+    _swept()
+    where = ws.logs / cache.DIR
+    cols_a, cols_b = evalstore.columns_cache(a).path, evalstore.columns_cache(b).path
+    kept = {where / "runs.json", where / "history.json", cols_a}
+    _with_header(cols_b, version=evalstore.COLUMNS_VERSION - 1)  # an older version's
+    gone_eval = cols_a.parent / "20260101-020000-cpu-score-0009.json"  # its eval folder was deleted
+    gone_run = where / cache.COLUMNS / "20250101-000000-gone-0000" / "20250101-010000-cpu-score-0000.json"
+    gone_run.parent.mkdir()
+    for p in (gone_eval, gone_run):
+        shutil.copy(cols_a, p)
+    (where / "junk.json").write_text("{not json")
+    newer = where / "newer.json"  # a newer labtui's store: not ours to judge
+    newer.write_text(json.dumps({"format": cache.FORMAT + 1, "name": "newer", "version": 1}) + "\n{}")
+    kept.add(newer)
+    stale_tmp, fresh_tmp = where / ".runs.json.abc123.tmp", where / ".history.json.def456.tmp"
+    stale_tmp.write_text("{")
+    fresh_tmp.write_text("{")  # being written right now
+    hour_ago = time.time() - cache.TMP_AGE_S - 60
+    os.utime(stale_tmp, (hour_ago, hour_ago))
+    kept.add(fresh_tmp)
+    old = [ws.logs / ".labtui-runs-cache.json", ws.logs / ".labtui-history-cache.json", a / cache.OLD_EVAL_FILE]
+    for p in old:  # the layout before logs/.labtui-cache/
+        p.write_text("{}")
+    removed = cache.sweep(ws.logs)
+    assert set(removed) == {cols_b, gone_eval, gone_run, where / "junk.json", stale_tmp, *old}
+    assert {p for p in where.rglob("*") if p.is_file()} == kept
+    assert not gone_run.parent.exists() and cols_a.parent.exists()
+    assert all(p.exists() for p in (a / evalstore.PREDICTIONS_FILE, b / evalstore.PREDICTIONS_FILE))
+    _new_session()  # and every cache still answers right
+    assert scan.Scanner(ws).scan() == rows
+    assert history_data.HistoryData(ws).build(rows, runs[0].id, T0) == built
+    assert _figures(evalstore.compare_sources(a, b)) == _figures(compared)
+    assert json.loads(cols_b.read_text().split("\n", 1)[0])["version"] == evalstore.COLUMNS_VERSION
+
+
+def test_a_process_that_writes_a_cache_deletes_the_old_layouts_files(tmp_path):
+    ws = store.Workspace(tmp_path)
+    runs, a, b = _two_evals(ws)
+    old = [ws.logs / ".labtui-runs-cache.json", ws.logs / ".labtui-history-cache.json", a / cache.OLD_EVAL_FILE]
+    for p in old:
+        p.write_text("{}")
+    _new_session()
+    scan.Scanner(ws).scan()  # writes runs.json: the first write of this process here
+    _swept()
+    assert not any(p.exists() for p in old)
+    assert (ws.logs / cache.DIR / "runs.json").exists()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 from textual.message import Message
 
 from . import baseline, engine_api, messages
@@ -50,13 +50,6 @@ class EvalInfo:
     rows: tuple[dict, ...] = ()
 
 
-def _mtime_ns(path) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
 class Monitor:
     def __init__(self, ws: store.Workspace, post: Callable[[Message], object], poll_interval: float = 1.0,
                  tails_kept: int = 6, chunk_bytes: int | None = None, clock: Callable[[], float] | None = None):
@@ -71,7 +64,9 @@ class Monitor:
         self.ticks = 0
         self.last_error: str | None = None  # what failed in the last tick (None: all went well)
         self.evals: dict[str, EvalInfo] = {}
-        self._eval_cache: dict[str, tuple] = {}
+        self._eval_cache: dict[str, tuple] = {}  # run id -> (evals/ stamp, (eval folder, stamp) of those going, info)
+        self._headline_cache: dict[str, tuple] = {}  # run id -> (rows, baseline's headline, step, EvalInfo)
+        self._base_row: dict | None = None  # the baseline's headline eval at the last tick
         self._selected: str | None = None
         self._posted_for: str | None = None
         self._wake = threading.Event()
@@ -181,34 +176,49 @@ class Monitor:
 
     def _headlines(self, infos: dict[str, EvalInfo]) -> dict[str, EvalInfo]:
         """Each run's headline eval by labtui.engine.analysis.evalstore's rule, against the baseline's headline eval
-        (its N and split) when a baseline is marked: the figure History shows for the run."""
+        (its N and split) when a baseline is marked: the figure History shows for the run. Chosen again
+        only for a run whose evals, step or baseline changed (the same EvalInfo otherwise)."""
         from labtui.engine.analysis import evalstore
 
         steps = {r.id: r.step for r in self.rows}
         base_id = baseline.get(self.ws)
         base = infos.get(base_id) if base_id else None
         base_row = evalstore.choose_headline(base.rows, None, steps.get(base_id)) if base else None
-        return {rid: replace(info, headline=base_row if rid == base_id else
-                             evalstore.choose_headline(info.rows, base_row, steps.get(rid)))
-                for rid, info in infos.items()}
+        if base_row is not None and base_row == self._base_row:
+            base_row = self._base_row  # the same one: compared by identity below, once per run
+        self._base_row = base_row
+        out = {}
+        for rid, info in infos.items():
+            against = None if rid == base_id else base_row
+            step = steps.get(rid)
+            hit = self._headline_cache.get(rid)
+            if hit is not None and hit[0] is info.rows and hit[1] is against and hit[2] == step:
+                out[rid] = hit[3]
+                continue
+            out[rid] = replace(info, headline=base_row if rid == base_id else
+                               evalstore.choose_headline(info.rows, base_row, step))
+            self._headline_cache[rid] = (info.rows, against, step, out[rid])
+        for gone in set(self._headline_cache) - set(infos):
+            del self._headline_cache[gone]
+        return out
 
     def _eval_info(self, row: RunRow) -> EvalInfo | None:
         folder = self.ws.logs / row.id / "evals"
-        top = _mtime_ns(folder)
+        top = cache.stamp(folder)
         if top is None:
             self._eval_cache.pop(row.id, None)
             return None
         cached = self._eval_cache.get(row.id)
         if cached is not None and cached[0] == top:
             _, watched, info = cached
-            if all(_mtime_ns(path) == m for path, m in watched):
+            if all(cache.stamp(path) == s for path, s in watched):
                 return info
         from labtui.engine.analysis import evalstore  # light, but not needed before the first eval
 
         run = store.Run(self.ws.logs / row.id)
         # each eval folder's mtime before its files are read: a change made during the read is seen
         # at the next tick (taken after the read, it would hide that change for good)
-        before = {str(p): _mtime_ns(p) for p in run.evals()}
+        before = {str(p): cache.stamp(p) for p in run.evals()}
         rows = tuple(evalstore.list_evals(run))
         running = []
         for r in rows:
@@ -221,7 +231,7 @@ class Monitor:
                 eta = (total - done) / rate
             running.append({**r, "eta_s": eta})
         info = EvalInfo(running=tuple(running), rows=rows)  # the headline: _headlines, with the baseline
-        # the eval folders still going: their files are rewritten, which changes the folder's mtime
+        # the eval folders still going: their files are rewritten, which changes the folder's stamp
         watched = tuple((r["path"], before.get(r["path"])) for r in rows if r.get("status") not in store.FINAL)
         self._eval_cache[row.id] = (top, watched, info)
         return info

@@ -17,6 +17,14 @@ A store file is a header line (format, name, version, the digest of the rest) an
 entries: a file that is damaged, hand-edited, of another version or of another store is a miss,
 and is rewritten (atomically) on the next save. A workspace that cannot be written keeps its
 caches in memory for the process. Standard library only.
+
+What is no longer used is deleted (`sweep`, in a background thread, once per process and workspace,
+at the first write of a cache there): a cache file that cannot be read or is of an older format,
+or of an older version than the store of that name in this process; the columns of an eval whose
+folder is gone; a writer's temporary file left for an hour; the caches of the layout before this
+one (`logs/.labtui-runs-cache.json`, `logs/.labtui-history-cache.json`, and
+`evals/<eval-id>/predictions.columns.json` beside each eval's predictions). Entries of runs and
+evals that are gone drop out of `runs.json` and `history.json` when their owners save them.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -37,6 +46,11 @@ SMALL = 8192  # files up to this size are digested whole
 CHUNK = 4096  # larger ones: their first and last CHUNK bytes
 
 Stamp = tuple  # (size, mtime_ns, ctime_ns, inode, digest); None for a missing file
+
+COLUMNS = "columns"  # columns/<run-id>/<eval-id>.json: kept while logs/<run-id>/evals/<eval-id> is there
+OLD_FILES = (".labtui-runs-cache.json", ".labtui-history-cache.json")  # in logs/: the layout before DIR
+OLD_EVAL_FILE = "predictions.columns.json"  # in each eval's folder: the layout before DIR
+TMP_AGE_S = 3600.0  # a writer's temporary file this old was left by a killed process
 
 def _hash(data: bytes) -> str:
     """A checksum, not a seal (SHA-1: the fastest here), 64 bits of it: enough to see a change."""
@@ -102,9 +116,12 @@ class Store:
     """One cache file: entries key -> (stamps, value), value anything JSON can hold. Thread-safe."""
 
     def __init__(self, logs: str | os.PathLike, name: str, version: int):
+        self.logs = Path(logs)
         self.path = path_for(logs, name)
         self.name = name
         self.version = version
+        with _swept_lock:  # what sweep compares the files of this kind with: the newest known here
+            _versions[_kind(name)] = max(version, _versions.get(_kind(name), version))
         self.lock = threading.RLock()
         self.entries: dict[str, tuple[tuple, Any]] = {}
         self.loaded = False
@@ -176,4 +193,130 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 store.atomic_write_text(self.path, head + "\n" + body.decode())
             except OSError:  # a read-only workspace: the cache lives for this process only
+                return
+        sweep_soon(self.logs)
+
+
+# --- what is no longer used ------------------------------------------------------------------
+
+_versions: dict[str, int] = {}  # a store's kind (its name up to the first "/") -> its version here
+_swept: set[str] = set()  # the logs folders swept (or being swept) by this process
+_swept_lock = threading.Lock()
+
+
+def _kind(name: str) -> str:
+    return name.partition("/")[0]
+
+
+def _header(path: Path) -> dict | None:
+    f = store.open_regular(path)
+    if f is None:
+        return None
+    try:
+        with f:
+            head = json.loads(f.readline(4096))
+    except (OSError, ValueError):
+        return None
+    return head if isinstance(head, dict) else None
+
+
+def _outdated(path: Path, name: str) -> bool:
+    """A cache file no store reads again: unreadable, not the store its path names, or of an older
+    format or an older version than this process's store of that name (a newer one is left alone)."""
+    h = _header(path)
+    if h is None or h.get("name") != name:
+        return True
+    fmt, version = h.get("format"), h.get("version")
+    if not isinstance(fmt, int) or not isinstance(version, int) or fmt < FORMAT:
+        return True
+    with _swept_lock:
+        current = _versions.get(_kind(name))
+    return fmt == FORMAT and current is not None and version < current
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def sweep(logs: str | os.PathLike) -> list[Path]:
+    """Delete what no cache reads again (the module's doc says what); returns what was deleted.
+    Anything that cannot be deleted (a read-only workspace) stays. Links are never followed."""
+    logs = Path(logs)
+    root = logs / DIR
+    gone: list[Path] = []
+
+    def remove(p: Path) -> None:
+        try:
+            p.unlink()
+        except OSError:
+            return
+        gone.append(p)
+
+    now = time.time()
+    for folder, _, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        for f in files:
+            p = Path(folder, f)
+            if f.startswith(".") and f.endswith(".tmp"):  # store.atomic_write_text's
+                try:
+                    if now - os.lstat(p).st_mtime > TMP_AGE_S:
+                        remove(p)
+                except OSError:
+                    pass
+                continue
+            if not f.endswith(".json"):
+                continue  # not a cache file: not ours to delete
+            name = f[:-5] if rel == "." else f"{rel}/{f[:-5]}"
+            parts = name.split("/")
+            if parts[0] == COLUMNS and (len(parts) != 3 or not _is_dir(logs / parts[1] / store.EVALS_DIR / parts[2])):
+                remove(p)
+            elif _outdated(p, name):
+                remove(p)
+    try:
+        runs = list(os.scandir(root / COLUMNS))
+    except OSError:
+        runs = []
+    for entry in runs:  # the folder of a run that is gone, once its columns are
+        if entry.is_dir(follow_symlinks=False) and not os.path.lexists(logs / entry.name):
+            try:
+                os.rmdir(entry.path)
+            except OSError:
                 pass
+    for f in OLD_FILES:
+        p = logs / f
+        if p.is_file() and not p.is_symlink():
+            remove(p)
+    try:
+        run_dirs = [e for e in os.scandir(logs) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        run_dirs = []
+    for run in run_dirs:
+        try:
+            evals = [e for e in os.scandir(os.path.join(run.path, store.EVALS_DIR)) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for ev in evals:
+            p = Path(ev.path, OLD_EVAL_FILE)
+            if os.path.lexists(p):
+                remove(p)
+    return gone
+
+
+def _sweep_quietly(logs: Path) -> None:
+    try:
+        sweep(logs)
+    except Exception:  # noqa: BLE001 - tidying up must never break a reader or a writer
+        pass
+
+
+def sweep_soon(logs: str | os.PathLike) -> None:
+    """`sweep(logs)` in a background thread, the first time this process writes a cache there."""
+    key = os.fspath(logs)
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    threading.Thread(target=_sweep_quietly, args=(Path(key),), name="labtui-cache-sweep", daemon=True).start()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from labtui.engine.rundir import store
+from labtui.engine.rundir import cache, store
 
 QUEUE_FILE = "queue.json"
 LOCK_FILE = ".queue.lock"
@@ -53,9 +53,10 @@ def _listed(ws: store.Workspace) -> list[str]:
     return out
 
 
-# run dir -> (state.json's mtime_ns and size, queued by enqueue, created): a workspace of many finished
-# runs is checked with one stat each, not one read each, every time the order is rebuilt
-_waiting_cache: dict[str, tuple[tuple[int, int], bool, float]] = {}
+# run dir -> (state.json's stamp, queued by enqueue, created): a workspace of many finished runs is
+# checked with one stat each, not one read each, every time the order is rebuilt; an answer is used
+# only while state.json has the same stamp (labtui.engine.rundir.cache's one rule)
+_waiting_cache: dict[str, tuple[cache.Stamp, bool, float]] = {}
 
 
 def _waiting_runs(ws: store.Workspace) -> list[tuple[float, str]]:
@@ -71,11 +72,9 @@ def _waiting_runs(ws: store.Workspace) -> list[tuple[float, str]]:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         path = os.path.join(entry.path, store.STATE_FILE)
-        try:
-            st = os.stat(path)
-        except OSError:
+        key = cache.stamp(path)
+        if key is None:
             continue
-        key = (st.st_mtime_ns, st.st_size)
         cached = _waiting_cache.get(entry.path)
         if cached is None or cached[0] != key:
             raw = store.read_json(Path(path), {}) or {}
