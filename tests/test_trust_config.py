@@ -152,6 +152,7 @@ def test_choices_come_from_one_place():
     assert CHOICES["eval.dtype"] == ("auto", "float32", "bfloat16", "float16")
     assert CHOICES["task.loss_on"] == ("all", "answer")
     assert CHOICES["trainer"] == config.TRAINERS
+    assert CHOICES["launch.launcher"] == config.LAUNCHERS
     for key, options in CHOICES.items():
         assert check_field(key, options[0]) is None
         assert check_field(key, "nonsense-value") is not None
