@@ -274,3 +274,13 @@ def test_show_single_process_run_has_no_ranks(tmp_path, capsys):
     out = show(run, capsys)
     assert "  error       boom  at worker.py:12 in train" in out  # as before: one line
     assert not [ln for ln in out.splitlines() if ln.startswith(("  ranks", "  launch", "    rank "))]
+
+
+def test_ages_and_staleness_move_on_with_the_clock(tmp_path):
+    ranks.write_heartbeat(tmp_path, beat(0, 9, age=1))
+    ranks.write_heartbeat(tmp_path, beat(1, 9, age=1, pid_start=1.0))  # gone: stays gone
+    ranks.write_heartbeat(tmp_path, beat(2, 9, age=1, state="done"))
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    later = ranks.at(got, NOW + 100)
+    assert [(r["heartbeat_age"], r["status"]) for r in later] == [(101.0, "stale"), (101.0, "gone"), (101.0, "done")]
+    assert [r["status"] for r in ranks.at(later, NOW + 2)] == ["running", "gone", "done"]

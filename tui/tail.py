@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labtui.engine.rundir import store
+from labtui.engine.rundir import ranks, store
 
 from .series import Point, Series
 
@@ -36,6 +37,7 @@ SYSTEM_TAIL_BYTES = 1 << 20  # a longer system.jsonl is read from its last MiB (
 SPARK_LEN = 240  # recent samples kept for sparklines
 ALERTS_KEPT = 200
 LOG_LINES = 8
+RANKS_RECHECK_S = 5.0  # the ranks' heartbeats are read again this often even when no file changed (a rank gone)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class TailSnapshot:
     cpu: tuple[float, ...] = ()
     alerts: tuple[dict, ...] = ()
     log_tail: tuple[str, ...] = ()
+    ranks: tuple[dict, ...] = ()  # a multi-process run's heartbeats (ranks.read_ranks), by rank; () for one process
     metrics_offset: int = 0
     caught_up: bool = True
     corrupt: int = 0  # metrics.jsonl lines skipped (not JSON objects, or wrong-typed fields)
@@ -92,6 +95,9 @@ class RunTail:
         self.alerts: deque[dict] = deque(maxlen=ALERTS_KEPT)
         self.log_tail: tuple[str, ...] = ()
         self._log_size = -1
+        self.ranks: tuple[dict, ...] = ()
+        self._ranks_seen: tuple = ()
+        self._ranks_read = -math.inf
         self.version = 0
         self.caught_up = False
         self.was_caught_up = False  # the history up to some moment has been read once
@@ -126,6 +132,7 @@ class RunTail:
             self.alerts.append(rec)
             changed = True
         changed |= self._poll_log()
+        changed |= self._poll_ranks()
         caught_up = all(r.offset >= r.size() for r in (self.metrics, self.system, self.alerts_reader))
         if caught_up != self.caught_up:
             self.caught_up = caught_up
@@ -239,6 +246,21 @@ class RunTail:
         self.log_tail = tuple(store.tail_lines(log, LOG_LINES, max_bytes=16_000))
         return True
 
+    def _poll_ranks(self) -> bool:
+        """Read ranks/<rank>.json again when one changed (or every RANKS_RECHECK_S, so a rank whose
+        process is gone shows as gone); True when what a panel shows changed. One stat of a missing
+        folder for a single-process run."""
+        seen = _stats(ranks.ranks_dir(self.path), ".json")
+        clock = time.monotonic()
+        if seen == self._ranks_seen and clock - self._ranks_read < RANKS_RECHECK_S:
+            return False
+        self._ranks_seen, self._ranks_read = seen, clock
+        got = tuple(ranks.read_ranks(self.path)) if seen else ()
+        if [_sans_age(r) for r in got] == [_sans_age(r) for r in self.ranks]:
+            return False
+        self.ranks = got
+        return True
+
     def _metric(self, rec: dict) -> None:
         kind = rec.get("kind")
         t = rec.get("t")
@@ -307,12 +329,34 @@ class RunTail:
             cpu=tuple(self.cpu),
             alerts=tuple(self.alerts),
             log_tail=self.log_tail,
+            ranks=self.ranks,
             metrics_offset=self.metrics.offset,
             caught_up=self.caught_up,
             corrupt=self.metrics.skipped,
             skipped=self.metrics.skipped + self.system.skipped + self.alerts_reader.skipped,
             version=self.version,
         )
+
+
+def _stats(folder: Path, suffix: str) -> tuple:
+    """(name, mtime_ns, size) of the files of `folder` whose names end with `suffix`; () without it."""
+    out = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return ()
+    for e in entries:
+        if e.name.endswith(suffix):
+            try:
+                st = e.stat()
+            except OSError:  # replaced or removed since the listing
+                continue
+            out.append((e.name, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))
+
+
+def _sans_age(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "heartbeat_age"}
 
 
 def _line_start(path: Path, offset: int) -> int:

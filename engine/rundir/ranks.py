@@ -112,6 +112,22 @@ def read_ranks(run_dir: str | os.PathLike, now: float | None = None, check_pids:
     return out
 
 
+def at(recs: list[dict] | tuple[dict, ...], now: float) -> list[dict]:
+    """`read_ranks`' records with `heartbeat_age` and the age-dependent `status` (`stale`) worked out
+    again for `now`: a reader that keeps records while the clock moves on (the TUI draws ages long
+    after it read the files). A `gone` found by the process check, `done` and `failed` stay."""
+    out = []
+    for rec in recs:
+        t = rec.get("time")
+        age = max(0.0, now - t) if t is not None else None
+        status = rec.get("status")
+        if status not in (GONE, "done", "failed"):
+            state = rec.get("state") if rec.get("state") in STATES else "running"
+            status = STALE if age is None or age > RANK_STALE_S else state
+        out.append({**rec, "heartbeat_age": age, "status": status})
+    return out
+
+
 def _live(ranks: list[dict]) -> list[dict]:
     return [r for r in ranks if r.get("status") in ("running", "stopping", STALE) and r.get("step") is not None]
 

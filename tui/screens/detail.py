@@ -5,8 +5,9 @@ the environment, checkpoints and evaluations, the lifecycle actions, and the use
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from labtui.engine.rundir import ranks as ranks_mod
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,6 +24,7 @@ from ..config_view import config_content, diff_content
 from ..guard import guarded
 from ..text import join_lines, markup, plain
 from ..widgets.footer import LabFooter
+from ..widgets.run_panels import rank_lines
 from . import run_actions
 from .run_actions import call_engine, why_disabled
 
@@ -40,11 +42,19 @@ class RunFiles:
     config: dict
     env: dict
     checkpoints: tuple[tuple[str, float], ...]  # (name, mtime) of every checkpoint, oldest first
+    launch: dict = field(default_factory=dict)  # ranks.launch_info: launcher, nproc, accelerate_config, command
+    ranks: tuple[dict, ...] = ()  # a multi-process run's heartbeats (ranks.read_ranks)
+    error_where: str | None = None  # where it failed: `file:line in f`, or a rank's root-cause traceback
 
 
 def read_files(run) -> RunFiles:
-    return RunFiles(info=run.info(), status=run.state().get("status", "?"), config=run.config(), env=run.env(),
-                    checkpoints=tuple((p.name, p.stat().st_mtime) for p in run.checkpoints()))
+    state = run.state()
+    config = run.config()
+    where = state.get("error_where")
+    return RunFiles(info=run.info(), status=state.get("status", "?"), config=config, env=run.env(),
+                    checkpoints=tuple((p.name, p.stat().st_mtime) for p in run.checkpoints()),
+                    launch=ranks_mod.launch_info(state, config), ranks=tuple(ranks_mod.read_ranks(run.path)),
+                    error_where=where if isinstance(where, str) else None)
 
 
 class RunDetailScreen(HonestKeys, Screen):
@@ -129,6 +139,7 @@ class RunDetailScreen(HonestKeys, Screen):
         lines: list[Content | str] = []
         if row and row.error:
             lines.append(plain(f"error: {row.error}", "$error"))
+        lines += _traceback_lines(files)
         if info.get("description"):
             lines.append(markup("[b]hypothesis[/b] $text", text=info["description"]))
         if row:
@@ -137,6 +148,7 @@ class RunDetailScreen(HonestKeys, Screen):
                                f"eval loss {fmt.num(row.eval_loss)}"
                                + (f" (step {row.best_step})" if row.best_step is not None else "")
                                + f" · duration {dur}"))
+        lines += self._rank_lines(files)
         if info.get("experiment_file"):
             lines.append(markup("[b]experiment[/b] $path", path=info["experiment_file"]))
         parent = info.get("parent") or info.get("parent_experiment")
@@ -166,6 +178,20 @@ class RunDetailScreen(HonestKeys, Screen):
         lines += ["", "[b]evaluations[/b]"] + (getattr(self, "_eval_lines", None) or ["  loading…"])
         lines += ["", plain(str(run.path), "$text-muted")]
         self.query_one("#detail-info", Static).update(join_lines(lines))
+
+    def _rank_lines(self, files: RunFiles | None) -> list[Content | str]:
+        """A multi-process run: how it was launched, then every rank (the dashboard's GPU panel's
+        lines, with the GPU samples of the selected run's snapshot when this is that run)."""
+        if files is None or (len(files.ranks) < 2 and files.launch.get("launcher", "python") == "python"):
+            return []
+        lines: list[Content | str] = [markup("[b]launch[/b] $how", how=ranks_mod.launch_text(files.launch))]
+        if not files.ranks:
+            return lines + [plain("  no rank heartbeat yet", "$text-muted")]
+        snap = self.app.snapshot
+        system = snap.last_system if snap is not None and snap.run_id == self.run_id else None
+        width = self.query_one("#detail-info", Static).content_size.width or 40
+        lines += [Content("  ") + x for x in rank_lines(files.ranks, system, self.app.now(), max(34, width - 2))]
+        return lines
 
     @work(thread=True, group="detail-evals", exclusive=True, exit_on_error=False, description="list evals")
     def load_evals(self) -> None:
@@ -243,6 +269,15 @@ class RunDetailScreen(HonestKeys, Screen):
         from .log import LogScreen
 
         self.app.push_screen(LogScreen(self.run_id))
+
+
+def _traceback_lines(files: RunFiles | None) -> list[Content | str]:
+    """A traceback as the run's `error_where` (a rank's root cause, from torchrun's error file), one
+    line each, indented under the error; a one-line `file:line in f` is not repeated here."""
+    where = (files.error_where or "").strip() if files else ""
+    if "\n" not in where:
+        return []
+    return [plain("traceback (root cause)", "$error")] + [plain("  " + ln, "$text-muted") for ln in where.splitlines()]
 
 
 def _flat_keys(d: dict, prefix: str = "") -> list[str]:

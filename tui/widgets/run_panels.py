@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from labtui.engine.rundir import alerts as alerts_mod
+from labtui.engine.rundir import ranks as ranks_mod
 from labtui.engine.rundir import store
 from textual.content import Content
 from textual.widgets import Static
@@ -81,7 +82,63 @@ def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, c
     return join_lines(lines)
 
 
-def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False, final: bool = False) -> Content:
+RANK_BEAT_STYLES = {ranks_mod.STALE: "$warning", ranks_mod.GONE: "$error", "failed": "$error", "done": MUTED,
+                    "stopping": "$accent"}
+
+
+def rank_lines(recs, system: dict | None, now: float, width: int, max_lines: int | None = None) -> list[Content]:
+    """A multi-process run, one line per rank: rank, finished step, heartbeat age (or `done`, `gone`,
+    `fail`), the utilisation of its GPU (system.jsonl's sample of that device index), torch memory
+    allocated/peak and, when wide enough, NVML's used/total of that GPU; the straggler marked `◀`,
+    then the skew or `rank 1 slow: 3 steps behind`. At most `max_lines` lines: the ranks that do not
+    fit are counted (`+5 more`), the straggler is always among those shown."""
+    recs = ranks_mod.at(list(recs), now)
+    gpus = {g.get("index"): g for g in (system or {}).get("gpus") or [] if isinstance(g, dict)}
+    slow = ranks_mod.straggler(recs)
+    skew = ranks_mod.step_skew(recs)
+    nvml = width >= 41
+    shown = recs
+    if max_lines is not None and len(recs) + 2 > max_lines:
+        keep = max(1, max_lines - 3)
+        shown = recs[:keep]
+        if slow is not None and all(r["rank"] != slow.rank for r in shown):
+            shown = shown[:-1] + [r for r in recs if r["rank"] == slow.rank]
+    lines = [plain("rank  step beat util mem/peak" + ("    nvml" if nvml else ""), MUTED)]
+    for r in shown:
+        status = r.get("status")
+        if status in ("running", ranks_mod.STALE, "stopping"):
+            beat = fmt.age(r.get("time"), now) if r.get("time") is not None else "?"
+        else:
+            beat = {"failed": "fail"}.get(status, status or "?")
+        g = gpus.get(ranks_mod.device_index(r.get("device")))
+        util = fmt.pct(g.get("util")) if g else "-"
+        alloc, peak = r.get("mem_allocated"), r.get("mem_peak")
+        mem = "-" if alloc is None and peak is None else f"{fmt.size(alloc)}/{fmt.size(peak)}"
+        step = r.get("step")
+        parts: list = [f"{r['rank']:>4} {step if step is not None else '-':>5} ",
+                       (f"{beat:>4}", RANK_BEAT_STYLES.get(status, "")), f" {util:>4} {mem:<11}"]
+        if nvml:
+            used, total = (g or {}).get("mem_used"), (g or {}).get("mem_total")
+            parts.append(f" {used / 2**30:.0f}/{total / 2**30:.0f}G" if used is not None and total else " -")
+        if slow is not None and slow.rank == r["rank"]:
+            parts.append((" ◀", "$warning"))
+        lines.append(Content.assemble(*parts))
+    if len(shown) < len(recs):
+        lines.append(plain(f"+{len(recs) - len(shown)} more", MUTED))
+    if slow is not None:
+        lines.append(plain(slow.text(), "$warning"))
+    else:
+        lines.append(plain(f"{len(recs)} ranks" + (f" · step skew {skew}" if skew is not None else ""), MUTED))
+    return lines
+
+
+def gpu_text(snap: TailSnapshot | None, width: int, compact: bool = False, final: bool = False,
+             now: float | None = None, max_lines: int | None = None) -> Content:
+    """The selected run's GPUs (NVML, and its torch memory); for a multi-process run, its ranks
+    (`rank_lines`) in at most `max_lines` lines."""
+    if snap is not None and len(snap.ranks) > 1:
+        return join_lines(rank_lines(snap.ranks, snap.last_system, time.time() if now is None else now, width,
+                                     max_lines))
     system = snap.last_system if snap else None
     if not system:
         return plain("no machine samples yet", MUTED)
@@ -292,7 +349,18 @@ class GpuPanel(Panel):
 
     def build(self, snap: TailSnapshot | None, row: RunRow | None = None, *, width: int, height: int,
               compact: bool) -> Content:
-        return gpu_text(snap, width, compact, final=bool(row and row.final))
+        now = self.app.now() if hasattr(self.app, "now") else None
+        return gpu_text(snap, width, compact, final=bool(row and row.final), now=now, max_lines=self.room())
+
+    def room(self) -> int | None:
+        """The lines this panel can have without pushing its neighbours out of its container (the
+        dashboard's side column): the container's height less theirs; None before a layout."""
+        parent = self.parent
+        height = getattr(parent, "content_size", None)
+        if parent is None or height is None or not height.height:
+            return None
+        others = sum(w.outer_size.height for w in parent.children if w is not self and w.display)
+        return max(1, height.height - others - (self.outer_size.height - self.content_size.height))
 
 
 class SystemPanel(Panel):
