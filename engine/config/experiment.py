@@ -236,10 +236,12 @@ def _alert_kinds_error(key: str):
 def _alert_field(key: str, default: Any) -> Field:
     """The schema of one `engine.alerts` key. The keys and their defaults are the watchdogs' own
     (rundir.alerts.ALERT_DEFAULTS, which an old run's config.yaml is read against); the type
-    follows the default: a list of kinds, a whole number >= 1, or a number above 0."""
+    follows the default: a list of kinds, a whole number >= 1, a number above 0 (or a flag, a word)."""
     if isinstance(default, list):
         return Field("list", default=default, check=_alert_kinds_error(key))
-    if isinstance(default, int) and not isinstance(default, bool):
+    if isinstance(default, (bool, str)):
+        return Field("bool" if isinstance(default, bool) else "str", default=default)
+    if isinstance(default, int):
         return Field("int", default=default, low=1, want="a whole number >= 1")
     return Field("number", default=default, low=0, low_open=True, want="a number above 0")
 
