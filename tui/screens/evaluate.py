@@ -5,6 +5,7 @@ GPU eval comes back degenerate, and runs the CPU/GPU parity check (`p`)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from labtui.engine.config.experiment import CHOICES
@@ -37,6 +38,34 @@ def default_device(run: store.Run) -> str:
     return "cuda" if env.get("cuda_available") or str(env.get("device", "")).startswith("cuda") else "cpu"
 
 
+@dataclass(frozen=True)
+class EvalDefaults:
+    """The form's starting values, from the run directory (and NVML), read in a worker thread."""
+
+    device: str  # "cuda" only when the run trained on a GPU and this machine has one
+    mode: str
+    n: int | None  # the config's eval.n (None: all)
+    temperatures: tuple[float, ...]
+    best_step: int | None
+    complete: tuple[str, ...]  # the steps of the checkpoints that can be evaluated, newest first
+    incomplete: int  # half-written checkpoints (not offered)
+    gpu: tuple[bool, str]  # evals.gpu_here()
+
+
+def read_defaults(run: store.Run, gpu: tuple[bool, str]) -> EvalDefaults:
+    ecfg = run.config().get("eval") or {}
+    checkpoints = run.checkpoints()
+    complete = [p for p in checkpoints if store.checkpoint_problem(p) is None]  # a half-written one cannot be evaluated
+    temps = ecfg.get("temperatures") or [0.0]
+    return EvalDefaults(
+        device="cuda" if default_device(run) == "cuda" and gpu[0] else "cpu",  # trained on a GPU elsewhere; none here
+        mode=ecfg.get("mode") if ecfg.get("mode") in MODES else "score",
+        n=ecfg.get("n") or None, temperatures=tuple(temps) if isinstance(temps, (list, tuple)) else (0.0,),
+        best_step=run.progress().get("best_step"),
+        complete=tuple(p.name.split("-")[1] for p in reversed(complete)), incomplete=len(checkpoints) - len(complete),
+        gpu=gpu)
+
+
 class EvalScreen(Screen):
     HELP_TITLE = "Evaluate"
     BINDINGS = [
@@ -61,6 +90,8 @@ class EvalScreen(Screen):
         self.eval_dir: Path | None = None
         self.last_argv: list[str] | None = None
         self.last_result: cli_runner.CliResult | None = None
+        self.defaults: EvalDefaults | None = None  # None until read (load_defaults)
+        self._switched: set[str] = set()  # "device", "mode": switched by the user, kept when the defaults come in
         self._gpu: tuple[bool, str] | None = None
 
     @property
@@ -86,38 +117,53 @@ class EvalScreen(Screen):
         yield LabFooter()
 
     def on_mount(self) -> None:
-        run = self.run
-        cfg = run.config()
-        ecfg = cfg.get("eval") or {}
-        self.device = default_device(run)
-        if self.device == "cuda" and not self.gpu()[0]:  # trained on a GPU elsewhere; none here
-            self.device = "cpu"
-        self.mode = ecfg.get("mode") if ecfg.get("mode") in MODES else "score"
-        self.query_one("#n", Input).placeholder = str(ecfg.get("n") or "all")
-        temps = ecfg.get("temperatures") or [0.0]
-        self.query_one("#temps", Input).value = ", ".join(f"{t:g}" for t in temps)
-        options = [("latest", "latest")]
-        best = run.progress().get("best_step")
-        if best is not None:
-            options.append((f"best (step {best})", "best"))
-        checkpoints = run.checkpoints()
-        complete = [p for p in checkpoints if store.checkpoint_problem(p) is None]  # a half-written one cannot be evaluated
-        options += [(f"step {p.name.split('-')[1]}", p.name.split("-")[1]) for p in reversed(complete)]
-        self.query_one("#checkpoint", Select).set_options(options)
-        self.query_one("#checkpoint", Select).value = "latest"
-        row = self.app.row(self.run_id)
-        status = row.status if row else "?"
-        self.query_one("#eval-title", Static).update(Content.from_markup(
-            "[b]Evaluate[/b] $run · $status · $n checkpoint(s)", run=printable(self.run_id), status=printable(status),
-            n=str(len(complete)) + (f" (+{len(checkpoints) - len(complete)} incomplete)" if len(complete) < len(checkpoints) else "")))
+        self._title("…")
         table = self.query_one("#eval-list", DataTable)
         table.border_title = "Evaluations of this run"
         for label in ("eval", "status", "device", "mode", "step", "n", "accuracy [95% CI]", "notes"):
             table.add_column(label)
         self.query_one("#eval-progress").display = False
         self._refresh_form()
+        self.load_defaults()
         self.load_evals()
         self.query_one("#n", Input).focus()
+
+    def _title(self, checkpoints: str) -> None:
+        row = self.app.row(self.run_id)
+        self.query_one("#eval-title", Static).update(Content.from_markup(
+            "[b]Evaluate[/b] $run · $status · $n checkpoint(s)", run=printable(self.run_id),
+            status=printable(row.status if row else "?"), n=checkpoints))
+
+    @work(thread=True, group="eval-defaults", exclusive=True, exit_on_error=False, description="read the eval form's defaults")
+    def load_defaults(self) -> None:
+        try:
+            defaults = read_defaults(self.run, self.gpu())
+        except Exception as e:  # noqa: BLE001 - logged; the form keeps its plain defaults
+            self.app.call_from_thread(self.app.report_error, "evaluate defaults", e)
+            return
+        self.app.call_from_thread(self._defaults_loaded, defaults)
+
+    def _defaults_loaded(self, d: EvalDefaults) -> None:
+        """The run's defaults, where the form still has its own: what was already typed or switched stays."""
+        self.defaults = d
+        if "device" not in self._switched:
+            self.device = d.device
+        if "mode" not in self._switched:
+            self.mode = d.mode
+        self.query_one("#n", Input).placeholder = str(d.n or "all")
+        temps = self.query_one("#temps", Input)
+        if temps.value == "0":
+            temps.value = ", ".join(f"{t:g}" for t in d.temperatures)
+        options = [("latest", "latest")]
+        if d.best_step is not None:
+            options.append((f"best (step {d.best_step})", "best"))
+        options += [(f"step {step}", step) for step in d.complete]
+        select = self.query_one("#checkpoint", Select)
+        chosen = select.value
+        select.set_options(options)
+        select.value = chosen if any(value == chosen for _, value in options) else "latest"
+        self._title(str(len(d.complete)) + (f" (+{d.incomplete} incomplete)" if d.incomplete else ""))
+        self._refresh_form()
 
     # --- the form -----------------------------------------------------------------------------
 
@@ -170,16 +216,19 @@ class EvalScreen(Screen):
                 self._status("[$warning]GPU refused: $why[/]", why=why)
                 return
         self.device = "cpu" if self.device == "cuda" else "cuda"
+        self._switched.add("device")
         self._refresh_form()
 
     def gpu(self) -> tuple[bool, str]:
-        """(a GPU here?, its name or why not), from NVML without torch; asked once per screen."""
+        """(a GPU here?, its name or why not), from NVML without torch; asked once per screen (first
+        by load_defaults, in its thread)."""
         if self._gpu is None:
             self._gpu = evals.gpu_here()
         return self._gpu
 
     def action_toggle_mode(self) -> None:
         self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+        self._switched.add("mode")
         self._refresh_form()
 
     def _status(self, markup: str, **values) -> None:
@@ -199,6 +248,7 @@ class EvalScreen(Screen):
     def action_cpu_rerun(self) -> None:
         if self.degenerate_gpu is not None and not self.busy:
             self.device = "cpu"
+            self._switched.add("device")
             self._refresh_form()
             self.start(self.argv(**self.degenerate_gpu, device="cpu"))
 
