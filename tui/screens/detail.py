@@ -73,7 +73,8 @@ class RunDetailScreen(HonestKeys, Screen):
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
-        self.saved_notes = ""
+        self.saved_notes = ""  # notes.md as read or last saved
+        self.notes_loaded = False  # notes.md read (load_notes)
         self.files: RunFiles | None = None  # None until the first read is in
         self._files_for: object = ()  # the run-list row the files were last read for
 
@@ -92,10 +93,8 @@ class RunDetailScreen(HonestKeys, Screen):
         yield LabFooter()
 
     def on_mount(self) -> None:
-        self.saved_notes = self.run.notes()
-        notes = self.query_one("#notes", TextArea)
-        notes.text = self.saved_notes
-        notes.border_title = "Notes (n to write, ctrl+s to save)"
+        self.query_one("#notes", TextArea).border_title = "Notes (n to write, ctrl+s to save)"
+        self.load_notes()
         self.watch(self.app, "runs", self._runs_changed, init=True)
         self.load_evals()
         self.query_one("#detail-left").focus()
@@ -209,6 +208,26 @@ class RunDetailScreen(HonestKeys, Screen):
 
     # --- notes --------------------------------------------------------------------------------
 
+    @work(thread=True, group="detail-notes", exclusive=True, exit_on_error=False, description="read notes.md")
+    def load_notes(self) -> None:
+        try:
+            text = self.run.notes()
+        except Exception as e:  # noqa: BLE001  logged; the notes stay empty and unsaved
+            self.app.call_from_thread(self.app.report_error, "run notes", e)
+            return
+        self.app.call_from_thread(self._notes_loaded, text)
+
+    def _notes_loaded(self, text: str) -> None:
+        """notes.md into the editor; anything typed before it came in is kept, after it."""
+        if self.notes_loaded:
+            return
+        self.notes_loaded = True
+        self.saved_notes = text
+        notes = self.query_one("#notes", TextArea)
+        typed = notes.text
+        notes.text = text if not typed else (text.rstrip("\n") + "\n" + typed if text.strip() else typed)
+        self.on_text_area_changed()
+
     def on_text_area_changed(self) -> None:
         dirty = self.query_one("#notes", TextArea).text != self.saved_notes
         self.query_one("#notes-state", Static).update("unsaved (ctrl+s)" if dirty else "")
@@ -217,6 +236,8 @@ class RunDetailScreen(HonestKeys, Screen):
         self.query_one("#notes", TextArea).focus()
 
     def action_save_notes(self) -> None:
+        if not self.notes_loaded:  # saved before notes.md was read (a slow disk): read it now, keep both
+            self._notes_loaded(self.run.notes())
         text = self.query_one("#notes", TextArea).text
         self.run.write_notes(text)
         self.saved_notes = text
