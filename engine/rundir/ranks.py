@@ -69,8 +69,14 @@ def write_heartbeat(run_dir: str | os.PathLike, rec: dict) -> None:
     store.atomic_write_json(path, rec)
 
 
+def _state(rec: dict) -> str:
+    """The rank's own state; an unknown one reads as running."""
+    state = rec.get("state")
+    return state if isinstance(state, str) and state in STATES else "running"
+
+
 def _status(rec: dict, age: float | None, host: str, check_pids: bool) -> str:
-    state = rec.get("state") if rec.get("state") in STATES else "running"
+    state = _state(rec)
     if state in ("done", "failed"):
         return state
     if check_pids and rec.get("host") == host and rec.get("pid") is not None \
@@ -122,8 +128,7 @@ def at(recs: list[dict] | tuple[dict, ...], now: float) -> list[dict]:
         age = max(0.0, now - t) if t is not None else None
         status = rec.get("status")
         if status not in (GONE, "done", "failed"):
-            state = rec.get("state") if rec.get("state") in STATES else "running"
-            status = STALE if age is None or age > RANK_STALE_S else state
+            status = STALE if age is None or age > RANK_STALE_S else _state(rec)
         out.append({**rec, "heartbeat_age": age, "status": status})
     return out
 
