@@ -4,6 +4,11 @@ Only a run's own processes are ever signalled: the worker's process group, after
 pid still belongs to the same process (pid *and* its recorded start time match), so a reused pid,
 or a state.json without a start time, is never hit. Resume and retry start through
 `queue.start_or_queue`, the one place that applies the workspace's concurrency limit.
+
+A multi-process run (torchrun / accelerate) is stopped the same way: its worker is the launcher's
+agent (engine/training/distributed.py), which passes the SIGTERM on to the ranks, and every rank stops
+at the same step (it also sees the stop file). The ranks run in sessions of their own, so a kill
+(second stop, --now) SIGKILLs each rank's process group as well as the agent's.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ def stop(run: store.Run, now: bool = False) -> str:
             os.kill(pid, s)
 
     try:
+        if sig == signal.SIGKILL:
+            _kill_other_groups(pid, pgid)  # a multi-process run's ranks, before their agent goes
         send(sig)
         if suspended and sig != signal.SIGKILL:
             send(signal.SIGCONT)  # a stopped process only acts on the SIGTERM once it runs again
@@ -113,6 +120,28 @@ def stop(run: store.Run, now: bool = False) -> str:
                 f"`labtui evals {run.id} --stop` again kills it")
     return (f"{run.id}: {woke}stopping after the current step (a checkpoint is saved); "
             f"`labtui stop {run.id}` again kills it")
+
+
+def _kill_other_groups(pid: int, pgid: int) -> None:
+    """SIGKILL the process groups of `pid`'s descendants that are not in `pgid` (torchrun starts each rank
+    in a session of its own). Descendants of the proven worker are the run's own processes."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    groups = set()
+    for child in children:
+        try:
+            groups.add(os.getpgid(child.pid))
+        except OSError:
+            continue
+    for group in groups - {pgid, os.getpgid(0)}:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _started_or_queued(ws: store.Workspace, run: store.Run, now: bool, resume: bool, started_line: str) -> Outcome:
@@ -139,6 +168,12 @@ def resume(run: store.Run, ws: store.Workspace | None = None, now: bool = False)
         why = f" ({why.split(': ', 1)[1]})" if ": " in why else ""
         raise LifecycleError(f"{run.id} has no complete checkpoint to resume from{why}; use `labtui retry {run.id}` "
                              f"to start it again")
+    try:
+        plan = launcher.plan_for(run, resume=True)
+        if plan is not None:
+            launcher.check_resume(run, plan)
+    except launcher.LaunchError as e:
+        raise LifecycleError(str(e)) from None
     try:
         run.file(STOP_FILE).unlink()
     except FileNotFoundError:

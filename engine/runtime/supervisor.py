@@ -6,6 +6,11 @@ lives: pids and start times, host, a heartbeat every few seconds, machine sample
 system.jsonl, and at the end the exit code or the signal that killed the worker. It is light: no
 torch. It ignores SIGHUP and SIGINT (a closed terminal is no reason to stop) and survives the
 worker's death, so a run killed by the OOM killer still gets its cause written down.
+
+A multi-process run's child is the distributed shim (torchrun's agent, engine/training/distributed.py):
+when a rank fails, the shim leaves `ranks/failure.json`, and the run's error names the rank that failed
+first, its host and how (`rank_failure`); `error_rank` is that rank, `error_where` its traceback. Ranks
+left running after the agent is gone (it was killed) are killed with it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from labtui.engine.rundir import alerts, store
+from labtui.engine.rundir import alerts, ranks, store
+from labtui.engine.runtime.launcher import FAILURE_FILE
 from labtui.engine.runtime.sysmon import Sampler
 
 STOP_FILE = "stop.json"  # written by `labtui stop` before it signals
@@ -42,10 +48,44 @@ def describe_signal(num: int) -> str:
     return f"killed by {name}"
 
 
-def final_state(rc: int, result: dict | None, stop_requested: bool, log_tail: list[str]) -> dict:
-    """What state.json says after the child exits, from its exit status and the result it wrote."""
+def rank_failure(failure: dict | None, result: dict | None = None) -> dict | None:
+    """The run's end from the shim's failure.json (its `failures`, root cause first): status crashed for a
+    rank killed by a signal, else failed; `error` one line naming the rank and host ("rank 1 (local rank 1)
+    on host h died: killed by SIGKILL (...)", "rank 1 (local rank 1) on host h failed: ValueError: ..."),
+    `error_rank`, and `error_where` the rank's traceback from its error.json. For rank 0, the result it
+    wrote (the worker's explained message) is preferred to the bare exception."""
+    failures = (failure or {}).get("failures")
+    if not (isinstance(failures, list) and failures and isinstance(failures[0], dict)):
+        return None
+    root = failures[0]
+    rank, local = store.as_whole(root.get("rank")), store.as_whole(root.get("local_rank"))
+    host = root.get("host") or (failure or {}).get("host") or "?"
+    who = f"rank {rank}" + (f" (local rank {local})" if local is not None else "") + f" on host {host}"
+    code = store.as_whole(root.get("exitcode"))
+    where = root.get("traceback") if isinstance(root.get("traceback"), str) else None
+    if code is not None and code < 0:
+        return {"status": "crashed", "error": f"{who} died: {describe_signal(-code)}", "error_rank": rank,
+                "error_where": where}
+    message = root.get("error") if isinstance(root.get("error"), str) else None
+    if rank == 0 and result and result.get("error"):
+        message, where = result["error"], result.get("error_where") or where
+    if not message or message.startswith("To enable traceback"):
+        message = f"exited with status {code}"
+    return {"status": "failed", "error": f"{who} failed: {message.strip().splitlines()[-1][:300]}",
+            "error_rank": rank, "error_where": where}
+
+
+def final_state(rc: int, result: dict | None, stop_requested: bool, log_tail: list[str],
+                failure: dict | None = None) -> dict:
+    """What state.json says after the child exits, from its exit status, the result it wrote and, for a
+    multi-process run, the shim's record of the ranks that failed."""
     now = time.time()
     base = {"ended": now, "exit_code": rc if rc >= 0 else None, "exit_signal": signal_name(-rc) if rc < 0 else None}
+    failed_rank = rank_failure(failure, result) if rc != 0 else None
+    if failed_rank is not None:
+        if stop_requested and failed_rank["status"] == "crashed":  # a rank killed by the stop itself
+            return {**base, "status": "stopped", "error": f"stopped on request ({failed_rank['error']})"}
+        return {**base, **failed_rank}
     if result and result.get("status") in store.FINAL:
         return {**base, "status": result["status"], "error": result.get("error"), "error_where": result.get("error_where")}
     if rc < 0:
@@ -92,6 +132,7 @@ def supervise(run: store.Run, command: list[str]) -> int:
         supervisor_pid=os.getpid(), supervisor_start=store.process_start_time(os.getpid()),
         host=socket.gethostname(), started=prev.get("started") or now, resumed=now if prev.get("started") else None,
         heartbeat=now, command=command, ended=None, exit_code=None, exit_signal=None, error=None, error_where=None,
+        error_rank=None,
     )
     sampler = Sampler(child.pid, disk_path=workspace)
     system = store.JsonlWriter(run.file(store.SYSTEM_FILE))
@@ -110,9 +151,15 @@ def supervise(run: store.Run, command: list[str]) -> int:
             run.update_state(heartbeat=time.time())
             watch.tick(sample)
     system.close()
+    launch = run.raw_state().get("launch")
+    multi = isinstance(launch, dict) and launch.get("launcher") not in (None, "python")
+    if multi:
+        sampler.kill_leftovers()  # ranks whose agent was killed keep running otherwise
     requested = stop["requested"] or run.file(STOP_FILE).exists()
     result = run.progress().get("result")
-    state = final_state(rc, result, requested, store.tail_lines(run.file(store.LOG_FILE), 5))
+    failure = store.read_json(ranks.ranks_dir(run.path) / FAILURE_FILE) if multi else None
+    state = final_state(rc, result, requested, store.tail_lines(run.file(store.LOG_FILE), 5),
+                        failure if isinstance(failure, dict) else None)
     run.update_state(heartbeat=time.time(), **state)
     with open(run.file(store.LOG_FILE), "ab") as log:
         log.write(f"[labtui] {time.strftime('%Y-%m-%d %H:%M:%S')} {state['status']}"

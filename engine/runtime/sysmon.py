@@ -32,8 +32,21 @@ def nvml_error() -> str | None:
     return _nvml_state["error"]
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs on this machine (NVML's count, CUDA_VISIBLE_DEVICES not applied); 0 without NVML."""
+    if not nvml_init():
+        return 0
+    import pynvml
+
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
 def gpus() -> list[dict]:
-    """Per device: index, name, mem_used, mem_total (bytes), util (%), temp (C), power (W), power_limit (W)."""
+    """Every GPU of the node (all of them, whichever ranks use them; CUDA_VISIBLE_DEVICES not applied), per
+    device: index, name, mem_used, mem_total (bytes), util (%), temp (C), power (W), power_limit (W)."""
     if not nvml_init():
         return []
     import pynvml
@@ -98,6 +111,21 @@ class Sampler:
             live[p.pid] = known
         self._procs = live
         return list(live.values())
+
+    def kill_leftovers(self) -> list[int]:
+        """SIGKILL what is still alive of the tree last sampled (psutil checks each is the same process, not
+        a reused pid): the ranks of a multi-process run whose launcher died first. Returns their pids."""
+        killed = []
+        for p in self._procs.values():
+            if p is self.root:
+                continue
+            try:
+                if p.is_running():
+                    p.kill()
+                    killed.append(p.pid)
+            except psutil.Error:
+                continue
+        return killed
 
     def sample(self) -> dict:
         vm = psutil.virtual_memory()

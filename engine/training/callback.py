@@ -9,6 +9,13 @@ adds it with one line:
 Started by `labtui run -- python my_train.py`, it writes into that run (the launcher sets
 LABTUI_RUN_DIR); started by hand, it creates a new run in the workspace (LABTUI_WORKSPACE or
 the current directory).
+
+Under torchrun / accelerate (RANK, LOCAL_RANK, WORLD_SIZE set, more than one process) world rank 0
+alone writes metrics.jsonl, progress.json and the result; every rank writes its heartbeat
+(ranks/<rank>.json, engine/rundir/ranks.py) at each step end and from a background thread. A stop
+(SIGTERM to a rank, or the run's stop.json) and a watchdog stop (seen on rank 0 alone) are agreed at
+every step end with an all-reduce of a small tensor, so all ranks save the same checkpoint and stop
+at the same step: a flag acted on by one rank alone would leave the others waiting in a collective.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-from labtui.engine.rundir import store
+from labtui.engine.rundir import ranks, store
+from labtui.engine.runtime.supervisor import STOP_FILE
 from transformers import TrainerCallback
 
 PROGRESS_EVERY_S = 2.0
@@ -104,9 +112,12 @@ class LabtuiCallback(TrainerCallback):
         if run_dir is None:
             run_dir = self._create_run()
         self.run = store.Run(Path(run_dir))
-        # metrics.jsonl plus its binary index metrics.idx (readers load a long history from the index)
+        self.rank, self.local_rank, self.world_size = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0), _env_int("WORLD_SIZE", 1)
+        self.distributed = self.world_size > 1
+        self.is_main = self.rank == 0
+        # metrics.jsonl plus its binary index metrics.idx (readers load a long history from the index); rank 0's
         self.metrics = store.IndexedJsonlWriter(self.run.file(store.METRICS_FILE),
-                                                self.run.file(store.METRICS_INDEX_FILE))
+                                                self.run.file(store.METRICS_INDEX_FILE)) if self.is_main else None
         self.lock = threading.Lock()
         self.empty_cache_every = empty_cache_every
         self.sample_interval = sample_interval
@@ -124,6 +135,14 @@ class LabtuiCallback(TrainerCallback):
         self._step0 = 0
         self._sampler: threading.Thread | None = None
         self._stop_sampler = threading.Event()
+        # this rank's heartbeat (multi-process runs): written by a LatestWriter, newest wins
+        self.watchdog_stopped = False  # a watchdog stop agreed by every rank (rank 0 alone saw the alert)
+        self._beat = {"step": None, "step_time": None, "state": "running", "device": "cpu"}
+        self._beat_writer = LatestWriter("labtui-heartbeat") if self.distributed else None
+        self._pid_start = store.process_start_time(os.getpid()) if self.distributed else None
+        if self.distributed:  # the rank is visible (pid, host) while it loads the model
+            self._beat["device"] = _default_device(self.local_rank)
+            self.heartbeat(force=True)
         if handle_sigterm and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -150,6 +169,8 @@ class LabtuiCallback(TrainerCallback):
     # --- records ------------------------------------------------------------------------------
 
     def write(self, record: dict) -> None:
+        if self.metrics is None:  # not world rank 0
+            return
         with self.lock:
             self.metrics.write(record)
 
@@ -158,7 +179,7 @@ class LabtuiCallback(TrainerCallback):
         background thread (its fsync can take a quarter of a second on a busy disk), at once
         and in this thread when `force`d (start, eval, checkpoint, end)."""
         now = time.time()
-        if not force and now - self._last_progress_write < PROGRESS_EVERY_S:
+        if not self.is_main or (not force and now - self._last_progress_write < PROGRESS_EVERY_S):
             return
         self._last_progress_write = now
         self.progress["updated"] = now
@@ -194,7 +215,11 @@ class LabtuiCallback(TrainerCallback):
         self.write({"kind": "start", "t": self._t0, "step": state.global_step, "max_steps": state.max_steps,
                     "resumed": state.global_step > 0})
         self.write_progress(force=True)
-        if self.sample_interval and self._sampler is None:
+        if self.distributed:
+            device = getattr(args, "device", None)
+            self._beat["device"] = "cpu" if getattr(device, "type", "cpu") == "cpu" else str(device)
+            self.heartbeat(state.global_step, force=True)
+        if (self.sample_interval or self.distributed) and self._sampler is None:
             self._sampler = threading.Thread(target=self._sample_memory, name="labtui-memory", daemon=True)
             self._sampler.start()
 
@@ -204,11 +229,47 @@ class LabtuiCallback(TrainerCallback):
             _empty_cache()
         if self.watchdog is not None:
             self.watchdog.on_step_end(args, state, control, **kwargs)
+        if self.distributed:
+            self._agree_on_stop(args, control)
+            self.heartbeat(state.global_step)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True
         self.progress["step"] = state.global_step
         self.write_progress()
+
+    def _agree_on_stop(self, args, control) -> None:
+        """Every rank learns at this step end whether any rank was asked to stop (SIGTERM, stop.json) and
+        whether rank 0's watchdog stops the run (1: with a checkpoint, 2: without, for a NaN loss): the
+        MAX all-reduce of [stop, watchdog] over the ranks, on this rank's device."""
+        local_stop = self.stop_requested or self.run.file(STOP_FILE).exists()
+        pending = getattr(self.watchdog, "pending_stop", None) if self.watchdog is not None else None
+        local_wd = 0 if pending is None else 2 if pending.get("kind") == "nan_loss" else 1
+        stop, wd = all_reduce_max([int(local_stop), local_wd], getattr(args, "device", None))
+        if wd:
+            self.watchdog_stopped = True
+            control.should_training_stop = True
+            control.should_save = wd == 1
+        if stop:
+            self.stop_requested = True
+        if stop or wd:
+            self._beat["state"] = "stopping"
+
+    def heartbeat(self, step: int | None = None, force: bool = False) -> None:
+        """This rank's ranks/<rank>.json (multi-process runs only), written in the background: at each new
+        step, at state changes (`force`), and every few seconds from the sampler thread."""
+        if self._beat_writer is None:
+            return
+        now = time.time()
+        if step is not None and step != self._beat["step"]:
+            self._beat.update(step=step, step_time=now)
+        elif not force and step is not None:
+            return
+        rec = {"rank": self.rank, "local_rank": self.local_rank, "world_size": self.world_size, "host": socket.gethostname(),
+               "pid": os.getpid(), "pid_start": self._pid_start, "step": self._beat["step"],
+               "step_time": self._beat["step_time"], "time": now, "device": self._beat["device"],
+               **_device_memory(self._beat["device"]), "state": self._beat["state"]}
+        self._beat_writer.submit(lambda: ranks.write_heartbeat(self.run.path, rec))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -265,6 +326,7 @@ class LabtuiCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self._stop_sampler.set()
         self.progress["step"] = state.global_step
+        self.heartbeat(state.global_step, force=True)
         if self.own_run:
             status = "stopped" if self.stop_requested else "completed"
             self.finish(status)
@@ -274,6 +336,12 @@ class LabtuiCallback(TrainerCallback):
     def finish(self, status: str, error: str | None = None, where: str | None = None) -> None:
         """Record the final result (the supervisor folds it into state.json)."""
         now = time.time()
+        if self._beat_writer is not None:
+            self._beat["state"] = "failed" if status == "failed" else "done"
+            self.heartbeat(force=True)
+            self._beat_writer.close()
+        if not self.is_main:
+            return
         self.progress["result"] = {"status": status, "error": error, "error_where": where, "ended": now}
         self.write({"kind": "end", "t": now, "step": self.progress.get("step"), "status": status, "error": error})
         self.write_progress(force=True)
@@ -285,13 +353,25 @@ class LabtuiCallback(TrainerCallback):
     # --- memory sampler -----------------------------------------------------------------------
 
     def _sample_memory(self) -> None:
+        """Every sample_interval: the CUDA memory record (rank 0) and, in a multi-process run, this rank's
+        heartbeat (at least every ranks.RANK_HEARTBEAT_S: a rank stuck in a step still says so)."""
         try:
             import torch
         except ImportError:
             return
-        if not torch.cuda.is_available():
+        cuda = torch.cuda.is_available() and self.is_main and bool(self.sample_interval)
+        if not (cuda or self.distributed):
             return
-        while not self._stop_sampler.wait(self.sample_interval):
+        interval = self.sample_interval or ranks.RANK_HEARTBEAT_S
+        if self.distributed:
+            interval = min(interval, ranks.RANK_HEARTBEAT_S)
+        while not self._stop_sampler.wait(interval):
+            if self.distributed:
+                self.heartbeat(force=True)
+            if not cuda:
+                if not self.distributed:
+                    return
+                continue
             try:
                 devices = []
                 for i in range(torch.cuda.device_count()):
@@ -301,7 +381,52 @@ class LabtuiCallback(TrainerCallback):
                     })
                 self.write({"kind": "memory", "t": time.time(), "devices": devices})
             except Exception:
-                return
+                cuda = False
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def all_reduce_max(values: list[int], device=None) -> list[int]:
+    """The element-wise maximum of `values` over every rank (a tiny tensor on this rank's device: NCCL
+    wants CUDA, gloo the CPU); `values` unchanged when no process group is running."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int32, device=device or "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(v) for v in t.tolist()]
+
+
+def _default_device(local_rank: int) -> str:
+    """The device the Trainer will give this rank: cuda:<local rank> where CUDA is, else the CPU."""
+    try:
+        import torch
+
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    except Exception:
+        return "cpu"
+
+
+def _device_memory(device: str) -> dict:
+    """torch.cuda's allocated / reserved / peak bytes on `device` ("cuda:N"); nulls on the CPU."""
+    out: dict = {"mem_allocated": None, "mem_reserved": None, "mem_peak": None}
+    if not device.startswith("cuda"):
+        return out
+    try:
+        import torch
+
+        out.update(mem_allocated=torch.cuda.memory_allocated(device), mem_reserved=torch.cuda.memory_reserved(device),
+                   mem_peak=torch.cuda.max_memory_allocated(device))
+    except Exception:
+        pass
+    return out
 
 
 def _empty_cache() -> None:

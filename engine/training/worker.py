@@ -4,11 +4,17 @@ Loads the run's resolved config, the model (AutoModelForCausalLM.from_pretrained
 local folder), applies LoRA, trains with trl.SFTTrainer or transformers.Trainer, checkpoints,
 and records everything through LabtuiCallback. Runs under the supervisor (engine/runtime/supervisor.py),
 which owns state.json; this process writes progress.json, metrics.jsonl and its log.
+
+Under torchrun / accelerate (engine/training/distributed.py) every rank runs this; world rank 0 alone
+writes env.json and the records (LabtuiCallback), the Trainer saves checkpoints from all ranks together,
+and a rank that fails leaves its traceback in torchrun's error.json (`record`), which names the root
+cause of the run's failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import traceback
@@ -19,6 +25,21 @@ from labtui.engine.rundir import store
 from labtui.engine.training.errors import explain
 
 
+def _record(fn):
+    """torchrun's `record` around `fn` when running under torchrun (TORCHELASTIC_ERROR_FILE set): a failure
+    that escapes `fn` lands in the rank's error.json. torch is imported only then."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+            return fn(*args, **kwargs)
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return record(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+@_record
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="labtui.engine.training.worker")
     ap.add_argument("run_dir")
@@ -71,8 +92,9 @@ def train(run: store.Run, resume: bool = False) -> int:
         watchdog = Watchdog(run, cfg, cb)
         cb.watchdog = watchdog
         trainer = build_trainer(run, cfg, workspace, cb)
-        store.atomic_write_json(run.file(store.ENV_FILE), {**environment(), "workspace_git": _git_commit(workspace),
-                                                           "command": info.get("command")})
+        if cb.is_main:
+            store.atomic_write_json(run.file(store.ENV_FILE), {**environment(), "workspace_git": _git_commit(workspace),
+                                                               "command": info.get("command")})
         checkpoint = None
         if resume:
             cp = run.latest_checkpoint()  # the newest *complete* one: a save cut short by a kill is skipped
@@ -90,7 +112,21 @@ def train(run: store.Run, resume: bool = False) -> int:
         print(f"[labtui] {status} at step {cb.progress.get('step')}", flush=True)
         return 0
     except BaseException as e:  # noqa: BLE001 - everything is recorded, then turned into an exit code
+        _record_error(e)
         return failed(e, lambda status, message, where: cb.finish(status, error=message, where=where))
+
+
+def _record_error(e: BaseException) -> None:
+    """Under torchrun (TORCHELASTIC_ERROR_FILE set): the exception and its traceback into this rank's
+    error.json, as `record` writes it, so the agent reports this rank's root cause. Call inside `except`."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE") or isinstance(e, KeyboardInterrupt):
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+        get_error_handler().record_exception(e)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the log still has the traceback
+        pass
 
 
 def failed(e: BaseException, finish) -> int:
