@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from labtui.engine.analysis import stats
 from labtui.engine.config.experiment import ConfigError
-from labtui.engine.rundir import cache, store
+from labtui.engine.rundir import cache, records, store
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -65,38 +65,28 @@ def is_eval_dir(path: Path) -> bool:
     return (path / EVAL_FILE).exists() or (store.read_json(path / store.RUN_FILE, {}) or {}).get("kind") == "eval"
 
 
-# The fields eval_row reads, with their types: a wrong-typed one (a hand-edited or damaged file) reads as missing.
-_SETTINGS_FIELDS = {
-    "mode": store.as_text, "device": store.as_text, "device_actual": store.as_text, "checkpoint": store.as_text,
-    store.CHECKPOINT_STEP: store.as_whole, "split": store.as_text, "purpose": store.as_text, "n": store.as_whole,
-}
-_SUMMARY_FIELDS = {
-    "device": store.as_text, "n": store.as_whole, "accuracy": store.as_finite, "ci": store.as_reals,
-    "macro_f1": store.as_finite, "degenerate": store.as_flag, "warnings": store.as_texts, "partial": store.as_flag,
-}
-
-
-def eval_row(path: Path) -> dict:
+def eval_row(path: Path) -> records.EvalRow:
     """The row of `labtui evals` and the TUI: cheap (four small JSON files)."""
     path = Path(path)
     ev = store.Run(path)
     info = ev.info()
-    settings = store.clean(store.read_json(path / EVAL_FILE, {}), _SETTINGS_FIELDS)
-    summary = store.clean(store.read_json(path / SUMMARY_FILE, {}), _SUMMARY_FIELDS)
+    # typed (records.py): a wrong-typed field (a hand-edited or damaged file) reads as missing
+    settings = records.eval_settings(store.read_json(path / EVAL_FILE, {}))
+    summary = records.eval_summary(store.read_json(path / SUMMARY_FILE, {}))
     progress = ev.progress()
     state = ev.state()
     return {
         "id": path.name,
         "path": str(path),
         "run": info.get("run"),
-        "status": state.get("status", "queued"),
+        "status": state.get("status") or "queued",
         "error": state.get("error"),
         "mode": settings.get("mode"),
         "device": summary.get("device") or settings.get("device_actual") or settings.get("device"),
         "checkpoint": settings.get("checkpoint"),
         store.CHECKPOINT_STEP: settings.get(store.CHECKPOINT_STEP),
         "split": settings.get("split"),
-        "purpose": settings.get("purpose", "eval"),
+        "purpose": settings.get("purpose") or "eval",
         "n": summary.get("n", settings.get("n")),
         "done": progress.get("done"),
         "total": progress.get("total"),
@@ -110,12 +100,12 @@ def eval_row(path: Path) -> dict:
     }
 
 
-def list_evals(run: store.Run) -> list[dict]:
+def list_evals(run: store.Run) -> list[records.EvalRow]:
     """The run's evaluations, oldest first (ids sort by time)."""
     return [eval_row(p) for p in run.evals() if is_eval_dir(p)]
 
 
-def latest_eval(run: store.Run, completed_only: bool = True) -> dict | None:
+def latest_eval(run: store.Run, completed_only: bool = True) -> records.EvalRow | None:
     """The newest evaluation of the run (parity checks left out); None if there is none."""
     for row in reversed(list_evals(run)):
         if row["purpose"] == "parity":
@@ -245,7 +235,7 @@ def _as_row(x: Any) -> dict | None:
         return dict(x) if x is not None else None
     if isinstance(x, store.Run):
         return headline_eval(x)
-    return eval_row(Path(x))
+    return dict(eval_row(Path(x)))
 
 
 def headline_eval(run: store.Run, baseline: Any = None, against: str = "the baseline",

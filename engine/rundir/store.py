@@ -30,7 +30,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Final, Iterator, cast
+
+from labtui.engine.rundir import records
+from labtui.engine.rundir.records import Progress, Row, RunInfo, State, Summary
+
+# the coercers and `clean` live with the records they check; their names here are kept for every reader
+from labtui.engine.rundir.records import as_changed as as_changed
+from labtui.engine.rundir.records import as_finite as as_finite
+from labtui.engine.rundir.records import as_flag as as_flag
+from labtui.engine.rundir.records import as_mapping as as_mapping
+from labtui.engine.rundir.records import as_real as as_real
+from labtui.engine.rundir.records import as_reals as as_reals
+from labtui.engine.rundir.records import as_text as as_text
+from labtui.engine.rundir.records import as_texts as as_texts
+from labtui.engine.rundir.records import as_whole as as_whole
+from labtui.engine.rundir.records import clean as clean
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -46,9 +61,9 @@ NOTES_FILE = "notes.md"
 CHECKPOINTS_DIR = "checkpoints"
 EVALS_DIR = "evals"
 
-# keys of the run directory's records spelled in many readers: one spelling
-CHECKPOINT_STEP = "checkpoint_step"  # eval.json, an eval's summary.json and its row: the evaluated step
-TOKENS_PER_S = "tokens_per_s"  # metrics.jsonl train records, progress.json, summaries: throughput
+# keys of the run directory's records spelled in many readers (records.py; Final, so they index a TypedDict)
+CHECKPOINT_STEP: Final = records.CHECKPOINT_STEP
+TOKENS_PER_S: Final = records.TOKENS_PER_S
 
 STATUSES = ("queued", "starting", "running", "completed", "failed", "stopped", "crashed")
 LIVE = ("starting", "running")
@@ -178,104 +193,14 @@ class JsonlWriter:
 # --- typed fields: a field of the wrong type is a missing field ---------------------------------
 #
 # A run folder may hold anything (an older or newer writer, a hand edit, a disk error): every reader
-# takes its files through these, so `"created": "yesterday"` reads as no creation time rather than a
-# TypeError in whatever formats it. Each coercer returns the value when it has the right type, else None.
+# takes its files through `clean`, so `"created": "yesterday"` reads as no creation time rather than a
+# TypeError in whatever formats it. The JSON files' keys and types are declared once, as TypedDicts in
+# records.py (RunInfo, State, Progress, EnvInfo, ...); the coercer tables below are derived from them.
 
-
-def as_real(x: Any) -> int | float | None:
-    """A number, NaN and Inf included (a NaN loss must stay visible); not a bool, not a string."""
-    return x if type(x) is float or type(x) is int else None
-
-
-def as_finite(x: Any) -> int | float | None:
-    """A finite number: a time, a step, an epoch."""
-    return x if type(x) is int or (type(x) is float and math.isfinite(x)) else None
-
-
-def as_whole(x: Any) -> int | None:
-    """An integer (80.0 reads as 80): a step, a pid, an exit code."""
-    if type(x) is int:
-        return x
-    return int(x) if type(x) is float and x.is_integer() else None
-
-
-def as_text(x: Any) -> str | None:
-    return x if isinstance(x, str) else None
-
-
-def as_flag(x: Any) -> bool | None:
-    return x if isinstance(x, bool) else None
-
-
-def as_mapping(x: Any) -> dict | None:
-    return x if isinstance(x, dict) else None
-
-
-def as_texts(x: Any) -> list | None:
-    return x if isinstance(x, list) and all(isinstance(v, str) for v in x) else None
-
-
-def as_reals(x: Any) -> list | None:
-    """A list of finite numbers: an interval."""
-    return x if isinstance(x, list) and all(as_finite(v) is not None for v in x) else None
-
-
-def as_changed(x: Any) -> dict | None:
-    """run.json's `changed`, {key: [parent value, value]}: the well-formed entries."""
-    if not isinstance(x, dict):
-        return None
-    return {k: v for k, v in x.items() if isinstance(k, str) and isinstance(v, (list, tuple)) and len(v) == 2}
-
-
-RUN_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "id": as_text, "created": as_finite, "experiment": as_text, "experiment_file": as_text, "chain": as_texts,
-    "description": as_text, "kind": as_text, "parent": as_text, "parent_experiment": as_text, "changed": as_changed,
-    "overrides": as_mapping, "command": as_texts, "script_command": as_texts, "workspace": as_text, "cwd": as_text,
-    "run": as_text,
-}
-STATE_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "status": as_text, "created": as_finite, "updated": as_finite, "started": as_finite, "ended": as_finite,
-    "heartbeat": as_finite, "resumed": as_finite, "pid": as_whole, "pgid": as_whole, "pid_start": as_finite,
-    "supervisor_pid": as_whole, "supervisor_start": as_finite, "host": as_text, "exit_code": as_whole,
-    "exit_signal": as_text, "error": as_text, "error_where": as_text, "command": as_texts, "after_run": as_text,
-    "queued": as_flag, "warning": as_text,
-}
-
-
-def _result(x: Any) -> dict | None:
-    """progress.json's `result` (the worker's end: status, error, error_where, ended)."""
-    return clean(x, STATE_FIELDS) if isinstance(x, dict) else None
-
-
-PROGRESS_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "step": as_whole, "max_steps": as_whole, "epoch": as_finite, "train_loss": as_real, "best_eval_loss": as_real,
-    "eval_loss": as_real, "best_step": as_whole, "grad_norm": as_real, "learning_rate": as_real, "tokens": as_finite,
-    TOKENS_PER_S: as_real, "tokens_per_s_avg": as_real, "samples_per_s": as_real, "steps_per_s": as_real,
-    "last_log_t": as_finite, "started": as_finite, "updated": as_finite, "checkpoint": as_text, "status": as_text,
-    "result": _result, "done": as_whole, "total": as_whole,
-}
-ENV_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "python": as_text, "platform": as_text, "host": as_text, "argv": as_texts, "pid": as_whole, "torch": as_text,
-    "transformers": as_text, "peft": as_text, "trl": as_text, "datasets": as_text, "accelerate": as_text, "cuda": as_text,
-    "cuda_available": as_flag, "device": as_text, "device_name": as_text, "device_count": as_whole,
-    "torch_threads": as_whole, "workspace_git": as_text, "command": as_texts,
-}
-
-
-def clean(obj: Any, fields: Mapping[str, Callable[[Any], Any]]) -> dict:
-    """`obj` (a parsed JSON file) as a dict whose known `fields` have their types: a field of the wrong
-    type is left out, as if missing; a null stays null; other keys are kept as they are. Not a dict: {}."""
-    if not isinstance(obj, dict):
-        return {}
-    out = {}
-    for key, value in obj.items():
-        coerce = fields.get(key)
-        if coerce is not None and value is not None:
-            value = coerce(value)
-            if value is None:
-                continue
-        out[key] = value
-    return out
+RUN_FIELDS = records.RUN_FIELDS
+STATE_FIELDS = records.STATE_FIELDS
+PROGRESS_FIELDS = records.PROGRESS_FIELDS
+ENV_FIELDS = records.ENV_FIELDS
 
 
 def record_check(fields: dict[str, Callable[[Any], Any]]) -> Callable[[dict], bool]:
@@ -893,7 +818,7 @@ def checkpoint_problem(path: Path) -> str | None:
 @dataclass
 class Run:
     path: Path
-    _info: dict | None = field(default=None, repr=False)
+    _info: RunInfo | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -903,17 +828,17 @@ class Run:
         return self.path / name
 
     # raw files
-    # The JSON files come through `clean`: a field of the wrong type reads as missing (RUN_FIELDS ...).
-    def info(self) -> dict:
+    # The JSON files come through `clean`: a field of the wrong type reads as missing (records.py).
+    def info(self) -> RunInfo:
         if self._info is None:
-            self._info = clean(read_json(self.file(RUN_FILE)), RUN_FIELDS)
+            self._info = records.run_info(read_json(self.file(RUN_FILE)))
         return self._info
 
-    def raw_state(self) -> dict:
-        return clean(read_json(self.file(STATE_FILE)), STATE_FIELDS)
+    def raw_state(self) -> State:
+        return records.state(read_json(self.file(STATE_FILE)))
 
-    def progress(self) -> dict:
-        return clean(read_json(self.file(PROGRESS_FILE)), PROGRESS_FIELDS)
+    def progress(self) -> Progress:
+        return records.progress(read_json(self.file(PROGRESS_FILE)))
 
     def config(self) -> dict:
         import yaml
@@ -931,8 +856,8 @@ class Run:
         value = training.get("max_steps") if isinstance(training, dict) else None
         return value if type(value) is int and value > 0 else None
 
-    def env(self) -> dict:
-        return clean(read_json(self.file(ENV_FILE)), ENV_FIELDS)
+    def env(self) -> records.EnvInfo:
+        return records.env_info(read_json(self.file(ENV_FILE)))
 
     def notes(self) -> str:
         """notes.md, if it is a regular file in the run folder (not a symlink to elsewhere)."""
@@ -941,7 +866,7 @@ class Run:
     def write_notes(self, text: str) -> None:
         atomic_write_text(self.file(NOTES_FILE), text)
 
-    def update_state(self, **updates: Any) -> dict:
+    def update_state(self, **updates: Any) -> State:
         """Write `updates` into state.json, keeping what else it holds as it is (even a field of the
         wrong type: a reader skips it, a writer does not lose it); returns the state as a reader sees it."""
         state = read_json(self.file(STATE_FILE))
@@ -949,13 +874,13 @@ class Run:
         state.update(updates)
         state["updated"] = time.time()
         atomic_write_json(self.file(STATE_FILE), state)
-        return clean(state, STATE_FIELDS)
+        return records.state(state)
 
-    def write_progress(self, progress: dict) -> None:
+    def write_progress(self, progress: Progress) -> None:
         atomic_write_json(self.file(PROGRESS_FILE), progress)
 
     # derived
-    def state(self, now: float | None = None) -> dict:
+    def state(self, now: float | None = None) -> State:
         """state.json with the worker's final result folded in and crashes detected.
 
         A run that says it is live but whose processes are gone (checked by pid *and* start time,
@@ -964,7 +889,7 @@ class Run:
         """
         return self.derive_state(self.raw_state(), self.progress(), now)
 
-    def derive_state(self, state: dict, progress: dict, now: float | None = None) -> dict:
+    def derive_state(self, state: State, progress: Progress, now: float | None = None) -> State:
         """`state()` from state.json and progress.json contents the caller has read already.
 
         A live run whose supervisor is gone while its worker still runs (the supervisor was killed)
@@ -990,7 +915,7 @@ class Run:
                 state["warning"] = SUPERVISOR_GONE
         return state
 
-    def _liveness(self, state: dict, now: float | None = None) -> str | None:
+    def _liveness(self, state: State, now: float | None = None) -> str | None:
         """What keeps a live-looking run alive: "remote" (a fresh heartbeat from another host),
         "supervisor", "worker" (its supervisor is gone), "starting" (being handed over), or None."""
         now = now or time.time()
@@ -1010,7 +935,7 @@ class Run:
             return "starting" if now - t("updated") < 10 else None
         return None
 
-    def _live(self, state: dict, now: float | None = None) -> bool:
+    def _live(self, state: State, now: float | None = None) -> bool:
         return self._liveness(state, now) is not None
 
     def checkpoints(self) -> list[Path]:
@@ -1050,7 +975,7 @@ class Run:
             return []
         return sorted(p for p in d.iterdir() if p.is_dir())
 
-    def row(self, now: float | None = None, notes: bool = True) -> dict:
+    def row(self, now: float | None = None, notes: bool = True) -> Row:
         """Every field of the run's row, from its small files (run.json, state.json, progress.json and,
         with `notes`, notes.md; no metrics parsing), liveness judged at `now`: the one source of
         `labtui runs --json` (summary) and the TUI's run list (tui.scan.row_for). The readers give
@@ -1090,15 +1015,13 @@ class Run:
             "notes": text.splitlines()[0] if text else "",  # its first line
         }
 
-    def summary(self) -> dict:
+    def summary(self) -> Summary:
         """The row of `labtui runs --json`: `row()` without the TUI's fields, NaN and Inf as strings."""
-        row = self.row(notes=False)
-        return {k: jsonable(row[k]) for k in SUMMARY_FIELDS}
+        row: dict[str, Any] = dict(self.row(notes=False))
+        return cast(Summary, {k: jsonable(row[k]) for k in SUMMARY_FIELDS})
 
 
-SUMMARY_FIELDS = ("id", "experiment", "description", "kind", "status", "step", "max_steps", "epoch", "created",
-                  "started", "ended", "train_loss", "eval_loss", "best_step", TOKENS_PER_S, "parent", "pid",
-                  "heartbeat", "exit_code", "exit_signal", "error", "warning", "checkpoint", "host")
+SUMMARY_FIELDS = records.SUMMARY_FIELDS  # the keys of `labtui runs --json`'s rows, in order
 
 
 # the experiments/ folder of the checkout labtui runs from (`labtui demo` and Launch fall back to it)
