@@ -369,6 +369,7 @@ async def test_launch_checks_values_as_you_type_at_80_columns(tmp_path):
     import shutil
 
     from labtui.tui.app import LabApp
+    from test_tui_app import until
 
     shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
     ws = store.Workspace(tmp_path)
@@ -376,6 +377,7 @@ async def test_launch_checks_values_as_you_type_at_80_columns(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n")
         screen = app.screen
+        await until(pilot, lambda: screen.experiment is not None, what="the experiment files")  # read in a worker
         while screen.experiment.name != "demo-tuned.yaml":
             await pilot.press("down")
         lr = screen.query_one("#f-training-learning_rate")
@@ -388,6 +390,7 @@ async def test_launch_checks_values_as_you_type_at_80_columns(tmp_path):
         assert not screen.preview_ok and screen.check_action("start", (False,)) is None
         assert screen.last_argv is None  # nothing was run
         await pilot.press("backspace", "backspace", "backspace", *"1e-3")
+        await until(pilot, lambda: screen.preview_ok, what="the preview")  # resolved in a worker
         assert screen.preview_ok and not error.display
         assert "learning rate" == " ".join(screen_lines(screen.query_one("#l-training-learning_rate"))).strip()
         # each change on its own line, old and new value both on screen at 80 columns

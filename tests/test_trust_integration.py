@@ -89,8 +89,8 @@ async def test_the_evaluate_screen_offers_only_complete_checkpoints(ws):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.selected_id == run.id)
         await pilot.press("e")
-        await until(pilot, lambda: app.screen.__class__.__name__ == "EvalScreen", what="the Evaluate screen")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.screen.__class__.__name__ == "EvalScreen" and app.screen.defaults is not None,
+                    what="the Evaluate screen and its defaults")
         values = [value for _, value in app.screen.query_one("#checkpoint", Select)._options]
         assert "40" in values and "80" not in values
         assert os.path.isdir(run.file(store.CHECKPOINTS_DIR) / "checkpoint-80")  # nothing removed

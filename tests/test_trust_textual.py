@@ -206,7 +206,7 @@ async def test_launch_lists_the_shipped_experiments_for_a_workspace_without_any(
     app = app_for(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, LaunchScreen), what="the launch screen")
+        await until(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.files, what="the launch screen")
         names = [p.name for p in app.screen.files]
         assert "demo-baseline.yaml" in names
 

@@ -281,9 +281,11 @@ async def test_launch_screen_creates_a_run_through_the_cli(ws):
             await pilot.press("n")
             screen = app.screen
             assert type(screen).__name__ == "LaunchScreen"
+            await until(pilot, lambda: screen.experiment is not None, what="the experiment files")  # read in a worker
             assert screen.experiment.name == "base.yaml"
             await pilot.press("down")
             assert screen.experiment.name == "tuned.yaml"
+            await until(pilot, lambda: "tuned.yaml" in str(screen.query_one("#exp-info").render()), what="the preview")
             info = str(screen.query_one("#exp-info").render())
             assert "tuned.yaml → base.yaml" in info and "1 change vs base" in info
             changes = str(screen.query_one("#resolved").render())  # one `key: old → new` per line, first
@@ -291,7 +293,7 @@ async def test_launch_screen_creates_a_run_through_the_cli(ws):
             screen.query_one("#f-training-max_steps").focus()
             await pilot.press("7")
             assert "training.max_steps=7" in screen.argv(queue=True)
-            assert "max_steps: 7" in str(screen.query_one("#resolved").render())
+            await until(pilot, lambda: "max_steps: 7" in str(screen.query_one("#resolved").render()), what="the preview")
             await pilot.press("ctrl+t")
             await until(pilot, lambda: screen.last_result is not None, timeout=180, what="labtui run")
             assert screen.last_result.ok, screen.last_result.stderr
@@ -318,8 +320,7 @@ async def test_launch_shows_config_errors_and_the_clis_message(ws):
         assert not screen.preview_ok and screen.check_action("start", (False,)) is None
         assert "did you mean 'format'" in str(screen.query_one("#launch-status").render())
         screen.query_one("#more").value = "model.model_name_or_path=./missing"  # only the CLI checks files
-        await pilot.pause()
-        assert screen.preview_ok
+        await until(pilot, lambda: screen.preview_ok, what="the preview")  # resolved in a worker
         await pilot.press("ctrl+s")
         await until(pilot, lambda: screen.last_result is not None, timeout=120, what="labtui run")
         assert screen.last_result.rc == 2

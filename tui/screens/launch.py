@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from labtui.engine.config.experiment import ConfigError, check_field, flatten, load_experiment, parse_value
+from labtui.engine.config.experiment import ConfigError, Experiment, check_field, flatten, load_experiment, parse_value
 from labtui.engine.rundir import store
 from textual import on, work
 from textual.app import ComposeResult
@@ -77,6 +77,7 @@ class LaunchScreen(Screen):
         self.files: list[Path] = []
         self.last_argv: list[str] | None = None
         self.last_result: cli_runner.CliResult | None = None
+        self._preview_version = 0  # the preview last asked for (a resolve that comes back later is dropped)
 
     def compose(self) -> ComposeResult:
         yield Static(id="launch-title", classes="screen-title")
@@ -99,22 +100,35 @@ class LaunchScreen(Screen):
         yield LabFooter()
 
     def on_mount(self) -> None:
-        ws = self.app.workspace
-        self.files = experiment_files(ws.experiments)
-        where = ws.experiments if ws.experiments.is_dir() else self.files[0].parent if self.files else ws.experiments
-        self.query_one("#launch-title", Static).update(Content.from_markup("[b]New run[/b] · experiments in $where", where=str(where)))
         options = self.query_one("#experiments", OptionList)
         options.border_title = "Experiment"
         self.query_one("#resolved-box").border_title = "Resolved config (changes highlighted)"
-        for p in self.files:
+        self.query_one("#launch-title", Static).update(Content.from_markup("[b]New run[/b] · reading the experiments…"))
+        self.load_files(self.app.workspace.experiments)
+        options.focus()
+
+    @work(thread=True, group="launch-files", exclusive=True, exit_on_error=False, description="list the experiment files")
+    def load_files(self, folder: Path) -> None:
+        try:
+            files = experiment_files(folder)
+        except OSError as e:  # shown as "no experiment files", logged
+            self.app.call_from_thread(self.app.report_error, "launch: experiment files", e)
+            files = []
+        where = folder if folder.is_dir() else files[0].parent if files else folder
+        self.app.call_from_thread(self._files_loaded, files, where)
+
+    def _files_loaded(self, files: list[Path], where: Path) -> None:
+        self.files = files
+        self.query_one("#launch-title", Static).update(Content.from_markup("[b]New run[/b] · experiments in $where", where=str(where)))
+        options = self.query_one("#experiments", OptionList)
+        for p in files:
             options.add_option(Option(p.stem, id=str(p)))
-        if self.files:
+        if files:
             options.highlighted = 0
             self.preview()
         else:
             self._status(Content.from_markup("[$error]no experiment files in $where: copy the shipped experiments/ "
-                                             "folder there[/]", where=str(ws.experiments)))
-        options.focus()
+                                             "folder there[/]", where=str(self.app.workspace.experiments)))
 
     # --- the form -----------------------------------------------------------------------------
 
@@ -187,6 +201,8 @@ class LaunchScreen(Screen):
         more.update(Content.from_markup("[$error]more ✗[/]") if "more" in errors else Content("more --set"))
 
     def preview(self) -> None:
+        """Check the typed values here (the schema alone, at once), then resolve the experiment file
+        with its `extends` chain and the overrides in a worker (it reads files): `_resolved` draws it."""
         path = self.experiment
         if path is None:
             return
@@ -195,14 +211,30 @@ class LaunchScreen(Screen):
         field_error = self.query_one("#field-error", Static)
         field_error.display = bool(errors)
         field_error.update(Content.from_markup("[$error]✗ $text[/]", text="; ".join(errors.values())) if errors else "")
+        self._preview_version += 1
+        if errors:
+            self._show_error(next(iter(errors.values())) + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+            return
+        self.resolve(self._preview_version, path, self.overrides())
+
+    @work(thread=True, group="launch-preview", exclusive=True, exit_on_error=False, description="resolve the experiment")
+    def resolve(self, version: int, path: Path, overrides: list[str]) -> None:
         try:
-            if errors:
-                raise ConfigError(next(iter(errors.values())) + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
-            exp = load_experiment(path, self.overrides())
+            result: Experiment | str = load_experiment(path, overrides)
         except ConfigError as e:
-            self.preview_ok = False
-            self._status(Content.from_markup("[$error]✗ $error_text[/]", error_text=str(e)))
-            self.query_one("#resolved", Static).update("")
+            result = str(e)
+        self.app.call_from_thread(self._resolved, version, path, result)
+
+    def _show_error(self, text: str) -> None:
+        self.preview_ok = False
+        self._status(Content.from_markup("[$error]✗ $error_text[/]", error_text=text))
+        self.query_one("#resolved", Static).update("")
+
+    def _resolved(self, version: int, path: Path, exp: Experiment | str) -> None:
+        if version != self._preview_version:
+            return  # the form changed since: a newer preview is on its way
+        if isinstance(exp, str):
+            self._show_error(exp)
             return
         self.preview_ok = True
         cfg = exp.config
