@@ -314,6 +314,7 @@ async def test_launch_shows_config_errors_and_the_clis_message(ws):
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("n")
         screen = app.screen
+        await until(pilot, lambda: screen.experiment is not None, what="the experiment files")  # read in a worker
         screen.query_one("#more").value = "dataset.formatt=jsonl_qa"
         await pilot.pause()
         # the preview already says what is wrong, and ctrl+s is disabled
