@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         # no GPU: the Trainer (accelerate's PartialState) makes a gloo process group of the ranks only when
         # told to use the CPU; otherwise every rank would train alone on the whole data set
         os.environ["ACCELERATE_USE_CPU"] = "true"
-    print(f"[labtui] launching {plan['nproc']} processes: {' '.join(plan['command'][1:])}", flush=True)
+    print(f"[labtui] launching {plan['nproc']} processes: {' '.join(plan['command'])}", flush=True)
     launcher_args = plan["command"][3:]  # after `python -m <launcher module>`
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -99,9 +99,26 @@ def _forward_sigterm() -> None:
     signal.signal(signal.SIGTERM, forward)
 
 
+# a rank that raised one of these lost a peer: the effect of another rank's failure, not its cause
+PEER_ERRORS = ("Connection closed by peer", "Connection reset by peer", "remote worker", "NCCL communicator was aborted",
+               "Broken pipe")
+
+
+def _cause_order(rec: dict) -> int:
+    """How likely a failure is the root cause: a kill by the kernel (SIGKILL, SIGSEGV...) first, then an
+    exception of the rank's own, an exit without one, an error about a lost peer, and last SIGTERM or
+    SIGINT (what torchrun sends the other ranks once one has failed)."""
+    code, error = rec["exitcode"], rec.get("error") or ""
+    if code < 0:
+        return 4 if -code in (signal.SIGTERM, signal.SIGINT) else 0
+    if any(p in error for p in PEER_ERRORS):
+        return 3
+    return 1 if rec.get("traceback") else 2
+
+
 def failure_records(e) -> list[dict]:
-    """ChildFailedError's failures, root cause first: the earliest, and on a tie a rank killed by a signal
-    before one that raised (a rank that loses its peer raises a connection error in the same second)."""
+    """ChildFailedError's failures, root cause first (`_cause_order`, then the earliest: torchrun's own
+    choice, by whole seconds, often ties a killed rank with the peer that lost it)."""
     out = []
     for rank, f in e.failures.items():
         data = f.error_file_data if isinstance(f.error_file_data, dict) else {}
@@ -113,7 +130,7 @@ def failure_records(e) -> list[dict]:
             "traceback": (message.get("extraInfo") or {}).get("py_callstack") if message else None,
             "error_file": f.error_file if os.path.isfile(f.error_file) else None,
         })
-    out.sort(key=lambda r: (r["timestamp"], 0 if r["exitcode"] < 0 else 1, r["rank"]))
+    out.sort(key=lambda r: (_cause_order(r), r["timestamp"], r["rank"]))
     return out
 
 
