@@ -228,3 +228,21 @@ def test_accelerate_two_ranks_complete(workspace):
     assert [b["rank"] for b in ranks.read_ranks(run.path)] == [0, 1]
     cp = run.latest_checkpoint()
     assert cp.name == "checkpoint-6" and (cp / "rng_state_1.pth").is_file()
+
+
+# --- evaluations stay on one process, on the GPU chosen ---------------------------------------------
+
+
+def test_eval_takes_a_gpu_by_its_index(monkeypatch):
+    import torch
+    from labtui.engine.runtime import evaluate_launch
+    from labtui.engine.training.evaluate import pick_device
+
+    assert evaluate_launch.settings_from({}, device="cuda:1")["device"] == "cuda:1"
+    with pytest.raises(Exception, match="--device must be one of"):
+        evaluate_launch.settings_from({}, device="cuda:one")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a two-GPU machine, at torch's boundary
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == "cuda:1" and pick_device("cuda") == "cuda"
+    with pytest.raises(RuntimeError, match="sees 2 GPU"):
+        pick_device("cuda:2")

@@ -79,10 +79,10 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype, seed=args.seed,
     )
     settings["base"] = bool(args.base)
-    if settings["device"] == "cuda":  # refused now, not 20 s later in the worker with a failed eval left behind
+    if settings["device"].startswith("cuda"):  # refused now, not 20 s later in the worker with a failed eval left behind
         ok, why = cuda_available()
         if not ok:
-            given = "--device cuda" if args.device else "eval.device: cuda (the experiment's)"
+            given = f"--device {settings['device']}" if args.device else "eval.device: cuda (the experiment's)"
             raise UsageError(f"{given}: no GPU here ({why}); use --device cpu (or auto)")
     if experiment_file is not None:
         holder = el.create_base_holder(ws, exp, args.argv)
@@ -555,7 +555,8 @@ def register(sub) -> None:
     p.add_argument("--base", action="store_true", help="the base model without the adapter (the baseline row)")
     # the choices come from the experiment schema (engine.config.CHOICES) and are checked by settings_from,
     # so `--split tset` and `eval.split: tset` in a file are refused in the same words
-    p.add_argument("--device", metavar=_choices("device"), help="auto (default) picks the GPU when there is one")
+    p.add_argument("--device", metavar=_choices("device"), help="auto (default) picks the GPU when there is one; "
+                   "cuda:N a GPU by its index")
     p.add_argument("--n", type=int, help="number of examples, 0 for all (default: the experiment's eval.n)")
     p.add_argument("--split", metavar=_choices("split"), help="default test")
     p.add_argument("--mode", metavar=_choices("mode"), help="score: log-likelihood of each choice (default); "

@@ -119,7 +119,9 @@ def settings_from(cfg: dict, **given) -> dict:
     elif s["temperatures"] is None:
         s["temperatures"] = [0.0]
     for key, flag in FLAGS.items():
-        err = check_field(f"eval.{key}", s[key])
+        # a GPU by its index (cuda:1, one of several) is checked as cuda
+        value = "cuda" if key == "device" and isinstance(s[key], str) and re.fullmatch(r"cuda:\d+", s[key]) else s[key]
+        err = check_field(f"eval.{key}", value)
         if err:
             raise ConfigError(flag + err[len(f"eval.{key}"):] if given.get(key) is not None else err)
     s["temperatures"] = [float(t) for t in s["temperatures"]]

@@ -56,11 +56,15 @@ def pick_device(requested: str) -> str:
 
     if requested == "cpu":
         return "cpu"
-    if requested == "cuda":
+    if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda, but torch sees no GPU (torch.cuda.is_available() is False); "
+            raise RuntimeError(f"--device {requested}, but torch sees no GPU (torch.cuda.is_available() is False); "
                                "use --device cpu or auto")
-        return "cuda"
+        index = requested.partition(":")[2]
+        if index and int(index) >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {requested}, but torch sees {torch.cuda.device_count()} GPU(s) "
+                               f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -282,7 +286,9 @@ def load_for_eval(cfg: dict, workspace: Path, checkpoint: str, device: str, dtyp
     from labtui.engine.training.worker import load_model_and_tokenizer, set_pad_token
 
     dtype = dtype or cfg["model"].get("dtype") or "auto"
-    device_map = {"": torch.cuda.current_device()} if device.startswith("cuda") else None  # weights straight onto the GPU
+    # weights straight onto the GPU (cuda:N: that one)
+    device_map = {"": torch.device(device).index if torch.device(device).index is not None else torch.cuda.current_device()} \
+        if device.startswith("cuda") else None
     cp = None if checkpoint == "base" else Path(checkpoint)
     if cp is not None and not (cp / "adapter_config.json").exists():
         # a full fine-tune: the checkpoint folder is a model of its own
@@ -325,9 +331,10 @@ def eval_environment(device: str, dtype: str) -> dict:
     if os.environ.get("LABTUI_CUDA_HIDDEN"):
         env["cuda_hidden"] = True  # --device cpu: CUDA_VISIBLE_DEVICES was emptied for this process
     if device.startswith("cuda"):
-        env["device_name"] = torch.cuda.get_device_name(0)
+        index = torch.device(device).index or 0
+        env["device_name"] = torch.cuda.get_device_name(index)
         env["cudnn"] = torch.backends.cudnn.version()
-        env["gpu_capability"] = list(torch.cuda.get_device_capability(0))
+        env["gpu_capability"] = list(torch.cuda.get_device_capability(index))
     else:
         from labtui.engine.runtime.sysmon import cpu_name
 
