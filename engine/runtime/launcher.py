@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
-from labtui.engine.config.experiment import Experiment
+from labtui.engine.config.experiment import ACCELERATE_PRESETS, LAUNCHERS, Experiment, accelerate_config_path, launch_settings
 from labtui.engine.rundir import ranks, store
 from labtui.engine.runtime import sysmon
 
@@ -70,7 +70,6 @@ def _script_name(command: list[str]) -> str:
 
 # --- more than one process: torchrun / accelerate -------------------------------------------
 
-LAUNCHERS = ("python", "torchrun", "accelerate")
 WORKER_MODULE = "labtui.engine.training.worker"
 DISTRIBUTED_MODULE = "labtui.engine.training.distributed"
 FAILURE_FILE = "failure.json"  # ranks/failure.json: the shim's record of the ranks that failed
@@ -80,14 +79,6 @@ DEEPSPEED_PRESETS = ("zero2", "zero3")
 
 class LaunchError(Exception):
     """The run's `launch` settings cannot start here; the message says what to change."""
-
-
-def launch_settings(cfg: dict | None) -> dict:
-    """The config's `launch` section with its defaults (a config written before the keys existed is a
-    single-process run)."""
-    launch = (cfg or {}).get("launch") or {}
-    return {"launcher": launch.get("launcher") or "python", "nproc_per_node": launch.get("nproc_per_node", "auto"),
-            "accelerate_config": launch.get("accelerate_config"), "extra_args": list(launch.get("extra_args") or [])}
 
 
 def visible_gpus() -> int:
@@ -123,22 +114,17 @@ def resolve_nproc(value, gpus: int | None = None) -> int:
     return n
 
 
-def accelerate_config_file(value: str | None, base: Path | None = None) -> str | None:
-    """A preset name (multi_gpu, zero2, zero3, fsdp: the files in ACCELERATE_CONFIGS) or a path (relative
-    to `base`, the workspace) as the file to hand to `accelerate launch --config_file`."""
+def accelerate_config_file(value: str | None, workspace: Path | None = None) -> str | None:
+    """A preset name (ACCELERATE_PRESETS: the files in ACCELERATE_CONFIGS) or the user's own file (relative
+    to the workspace) as the file to hand to `accelerate launch --config_file`."""
     if not value:
         return None
-    preset = ACCELERATE_CONFIGS / f"{value}.yaml"
-    if "/" not in value and not value.endswith((".yaml", ".yml", ".json")):
-        if not preset.is_file():
-            names = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml")))
-            raise LaunchError(f"launch.accelerate_config {value!r} is neither a preset ({names}) nor a file")
-        return str(preset)
-    path = Path(value).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
+    path = accelerate_config_path(value, workspace or Path.cwd())
+    if path is None:
+        path = ACCELERATE_CONFIGS / f"{value}.yaml"
     if not path.is_file():
-        raise LaunchError(f"launch.accelerate_config: no such file {path}")
+        raise LaunchError(f"launch.accelerate_config: no such file {path} (a YAML file, or a preset: "
+                          f"{', '.join(ACCELERATE_PRESETS)})")
     return str(path)
 
 
