@@ -273,6 +273,7 @@ def experiments(ws: store.Workspace) -> None:
         "extends: base.yaml\ndescription: rank 16\nlora:\n  r: 16\n")
 
 
+@pytest.mark.e2e  # the queued run starts: a training worker (torch, in a subprocess)
 async def test_launch_screen_creates_a_run_through_the_cli(ws):
     experiments(ws)
     app = app_for(ws, clock=None)
@@ -330,6 +331,7 @@ async def test_launch_shows_config_errors_and_the_clis_message(ws):
         assert ws.runs() == []
 
 
+@pytest.mark.e2e  # starts an eval worker (torch, in a subprocess)
 async def test_eval_form_device_toggle_reaches_the_evals_settings(ws, monkeypatch):
     fake_gpu(monkeypatch)  # `d` refuses the GPU where NVML sees none
     run = make_run(ws, "20261122-010000-evalme-a001", "evalme", checkpoints=(100, 200))
@@ -360,6 +362,7 @@ async def test_eval_form_device_toggle_reaches_the_evals_settings(ws, monkeypatc
         kill_started(ws)
 
 
+@pytest.mark.e2e  # the CPU re-run starts an eval worker (torch, in a subprocess)
 async def test_a_degenerate_gpu_eval_offers_the_cpu_rerun(ws, monkeypatch):
     from labtui.tui.cli_runner import CliResult
 
