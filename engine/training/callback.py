@@ -140,9 +140,10 @@ class LabtuiCallback(TrainerCallback):
         self._beat = {"step": None, "step_time": None, "state": "running", "device": "cpu"}
         self._beat_writer = LatestWriter("labtui-heartbeat") if self.distributed else None
         self._pid_start = store.process_start_time(os.getpid()) if self.distributed else None
-        if self.distributed:  # the rank is visible (pid, host) while it loads the model
+        if self.distributed:  # the rank is visible (pid, host, alive) while it loads the model
             self._beat["device"] = _default_device(self.local_rank)
             self.heartbeat(force=True)
+            self._start_sampler()
         if handle_sigterm and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -219,7 +220,11 @@ class LabtuiCallback(TrainerCallback):
             device = getattr(args, "device", None)
             self._beat["device"] = "cpu" if getattr(device, "type", "cpu") == "cpu" else str(device)
             self.heartbeat(state.global_step, force=True)
-        if (self.sample_interval or self.distributed) and self._sampler is None:
+        if self.sample_interval:
+            self._start_sampler()
+
+    def _start_sampler(self) -> None:
+        if self._sampler is None:
             self._sampler = threading.Thread(target=self._sample_memory, name="labtui-memory", daemon=True)
             self._sampler.start()
 
