@@ -64,24 +64,32 @@ def more_count(lines: list[str]) -> int:
     return sum(int(m[1]) for ln in lines if (m := re.match(r"^\+(\d+) more$", ln.strip())))
 
 
-async def ranks_shown(pilot, app, n: int) -> None:
-    """Until the GPU panel accounts for all `n` ranks: shown, or counted in `+N more`."""
+async def ranks_shown(pilot, app, n: int, rows: int | None = None) -> None:
+    """Until the GPU panel accounts for all `n` ranks (shown, or counted in `+N more`), `rows` of
+    them shown when given, and the panel stays the same over a few polls (a first layout may give
+    the panel less room than the settled one)."""
     await until(pilot, lambda: app.snapshot is not None and app.snapshot.caught_up and len(app.snapshot.ranks) > 1,
                 what="the ranks' heartbeats")
+    last: list[str] = []
+    steady = 0
 
-    def accounted() -> bool:
+    def settled() -> bool:
+        nonlocal last, steady
         gpu = panel_lines(app, "#gpu")
-        return len(rank_rows(gpu)) + more_count(gpu) == n
+        shown = len(rank_rows(gpu))
+        ok = shown + more_count(gpu) == n and (rows is None or shown == rows)
+        steady = steady + 1 if ok and gpu == last else 0
+        last = gpu
+        return steady >= 4
 
-    await until(pilot, accounted, what=f"{n} ranks in the GPU panel")
-    await pilot.pause(0.1)
+    await until(pilot, settled, what=f"{n} ranks in the GPU panel")
 
 
 async def test_two_ranks_fit_80x24_with_the_straggler_marked(ws):
     ddp_run(ws, 2, slow=1)
     app = app_for(ws)
     async with app.run_test(size=(80, 24)) as pilot:
-        await ranks_shown(pilot, app, 2)
+        await ranks_shown(pilot, app, 2, rows=2)
         gpu = panel_lines(app, "#gpu")
         rows = rank_rows(gpu)
         # rank, step, heartbeat age at the fixed clock, its own GPU's util (matched by cuda:N), torch alloc/peak
@@ -100,7 +108,7 @@ async def test_ranks_in_step_show_the_skew_and_no_straggler(ws):
     ddp_run(ws, 2)
     app = app_for(ws)
     async with app.run_test(size=(80, 24)) as pilot:
-        await ranks_shown(pilot, app, 2)
+        await ranks_shown(pilot, app, 2, rows=2)
         gpu = panel_lines(app, "#gpu")
         assert "2 ranks · step skew 0" in gpu and not any("slow" in ln or "◀" in ln for ln in gpu)
 
@@ -110,7 +118,7 @@ async def test_eight_ranks_show_as_many_as_fit_and_count_the_rest(ws, size):
     ddp_run(ws, 8, slow=6)
     app = app_for(ws)
     async with app.run_test(size=size) as pilot:
-        await ranks_shown(pilot, app, 8)
+        await ranks_shown(pilot, app, 8, rows=8 if size == (120, 40) else None)
         gpu = panel_lines(app, "#gpu")
         rows = rank_rows(gpu)
         assert 6 in rows and rows[6][-1].endswith("◀") and "rank 6 slow: 3 steps behind" in gpu  # always shown
