@@ -204,8 +204,14 @@ def test_a_job_over_its_time_limit_is_warned_then_timeout_and_finished_jobs_leav
 
     # the quick job ended a minute ago: past MinJobAge it leaves squeue and scontrol, and sacct fails
     # (accounting off): labtui is told Slurm does not know, not an error
-    fresh = slurm.Poller(min_interval=0.2, max_interval=1.0)
-    gone = watch(fresh, quick, lambda i: i.state == slurm.UNKNOWN, timeout=150)[-1]
+    deadline = time.time() + 150
+    while True:  # a new poller each time: one that saw the job end remembers it (below)
+        fresh = slurm.Poller()
+        gone = fresh.poll([quick])[quick]
+        if gone.state == slurm.UNKNOWN or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert gone.state == slurm.UNKNOWN, f"job {quick} is still known to Slurm: {gone}"
     listed = subprocess.run(["squeue", "--me", "--states=all", "--noheader", "--format=%i"], capture_output=True,
                             text=True).stdout.split()
     assert quick not in listed
