@@ -40,6 +40,13 @@ def workspace(tmp_path, demo_assets) -> store.Workspace:
     return store.Workspace(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _tui_log_of_its_own(tmp_path_factory, monkeypatch) -> None:
+    """The TUI's error log ($LABTUI_TUI_LOG, else under $HOME) kept per test, outside the user's home: tests
+    running side by side (pytest-xdist) share no file."""
+    monkeypatch.setenv("LABTUI_TUI_LOG", str(tmp_path_factory.mktemp("tui-log") / "tui.log"))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """The async TUI tests (App.run_test) run on asyncio."""
