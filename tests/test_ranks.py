@@ -91,6 +91,19 @@ def test_skew_and_straggler(tmp_path):
     assert ranks.straggler(got, min_behind=4) is None
 
 
+def test_one_step_apart_is_a_straggler_only_once_the_others_have_waited(tmp_path):
+    # lockstep DDP: a rank that finished its step a moment before the other is not waiting for a straggler
+    ranks.write_heartbeat(tmp_path, beat(0, 41, step_age=1))
+    ranks.write_heartbeat(tmp_path, beat(1, 40, step_age=2))
+    got = ranks.read_ranks(tmp_path, now=NOW)
+    assert ranks.step_skew(got) == 1 and ranks.straggler(got) is None
+    ranks.write_heartbeat(tmp_path, beat(0, 41, step_age=ranks.STRAGGLER_WAIT_S + 5))  # rank 0 has waited
+    ranks.write_heartbeat(tmp_path, beat(1, 40, step_age=ranks.STRAGGLER_WAIT_S + 8))
+    s = ranks.straggler(ranks.read_ranks(tmp_path, now=NOW))
+    assert (s.rank, s.behind) == (1, 1)
+    assert s.text() == "rank 1 slow: 1 step behind"
+
+
 def test_no_straggler_when_level_or_alone(tmp_path):
     ranks.write_heartbeat(tmp_path, beat(0, 40))
     assert ranks.step_skew(ranks.read_ranks(tmp_path, now=NOW)) is None

@@ -156,16 +156,31 @@ class Straggler:
         return f"rank {self.rank} slow: {self.behind} step{'s' if self.behind != 1 else ''} behind"
 
 
-def straggler(ranks: list[dict], min_behind: int = 1) -> Straggler | None:
+STRAGGLER_WAIT_S = 10.0  # a rank one step behind is a straggler once the others have waited this long
+
+
+def _waited(rec: dict) -> float:
+    """How long `rec`'s rank has been at its step, as of now (its heartbeat's time plus its age)."""
+    t, st, age = rec.get("time"), rec.get("step_time"), rec.get("heartbeat_age")
+    if not isinstance(t, (int, float)) or not isinstance(st, (int, float)):
+        return 0.0
+    return t + (age if isinstance(age, (int, float)) else 0.0) - st
+
+
+def straggler(ranks: list[dict], min_behind: int = 2, wait_s: float = STRAGGLER_WAIT_S) -> Straggler | None:
     """The live rank the others wait for: the lowest step, at least `min_behind` behind the most
-    advanced one; among several at that step the one whose step is oldest (`step_time`). None when
-    every live rank is at the same step (or fewer than two are live)."""
+    advanced one, or one step behind while the most advanced rank has waited `wait_s` seconds at its
+    step (in lockstep DDP the ranks are often one step apart for a moment: that is no straggler);
+    among several at that step the one whose step is oldest (`step_time`). None when every live rank
+    is at the same step (or fewer than two are live)."""
     live = _live(ranks)
     if len(live) < 2:
         return None
     lead = max(r["step"] for r in live)
     low = min(r["step"] for r in live)
-    if lead - low < max(1, min_behind):
+    if lead == low:
+        return None
+    if lead - low < max(1, min_behind) and max(_waited(r) for r in live if r["step"] == lead) < wait_s:
         return None
     behind = [r for r in live if r["step"] == low]
     slow = min(behind, key=lambda r: (r.get("step_time") if r.get("step_time") is not None else float("-inf"),
@@ -211,7 +226,7 @@ def stalled_rank(ranks: list[dict], now: float, after_s: float) -> StalledRank |
         others = max(o["step"] for o in live if o is not r)
         return StalledRank(rank=r["rank"], host=r.get("host"), step=r["step"], idle_s=idle, others_step=others,
                            frozen=True)
-    slow = straggler(live)
+    slow = straggler(live, wait_s=0.0)  # its own idle time decides below
     if slow is None:
         return None
     rec = next(r for r in live if r["rank"] == slow.rank)
