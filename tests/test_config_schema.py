@@ -26,7 +26,8 @@ from labtui.engine.config.experiment import (
 )
 from labtui.engine.rundir import alerts, store
 
-LAUNCH_DEFAULTS = {"launcher": "python", "nproc_per_node": "auto", "accelerate_config": None, "extra_args": []}
+LAUNCH_DEFAULTS = {"launcher": "python", "nproc_per_node": "auto", "accelerate_config": None, "extra_args": [],
+                   "executor": "local"}
 
 
 # --- defaults come from the schema ---------------------------------------------------------------
@@ -53,7 +54,7 @@ def test_defaults_are_the_schema_defaults_and_nothing_else():
 
 def test_sections_and_their_order():
     assert list(DEFAULTS) == ["description", "model", "trainer", "lora", "training", "dataset", "task", "eval",
-                              "engine", "launch"]
+                              "engine", "launch", "slurm"]
     assert DEFAULTS["launch"] == LAUNCH_DEFAULTS
     assert DEFAULTS["engine"]["alerts"] == alerts.ALERT_DEFAULTS  # the watchdogs' own keys and defaults
     # a list default is not shared: changing one resolved config leaves DEFAULTS alone
@@ -122,7 +123,7 @@ def test_a_set_launch_key_is_a_change_and_old_configs_read_as_one_process(tmp_pa
     exp = load_experiment(ROOT / "experiments" / "demo-baseline.yaml",
                           ["launch.launcher=torchrun", "launch.nproc_per_node=2", "launch.extra_args=[--max-restarts, '0']"])
     assert exp.config["launch"] == {"launcher": "torchrun", "nproc_per_node": 2, "accelerate_config": None,
-                                    "extra_args": ["--max-restarts", "0"]}
+                                    "extra_args": ["--max-restarts", "0"], "executor": "local"}
     assert exp.changed["launch.launcher"] == ["python", "torchrun"]
     assert exp.changed["launch.nproc_per_node"] == ["auto", 2]
     # a run's config.yaml from before the section existed

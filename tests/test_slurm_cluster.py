@@ -222,3 +222,32 @@ def test_a_job_over_its_time_limit_is_warned_then_timeout_and_finished_jobs_leav
     assert reason == f"Slurm job {quick}: {fresh.sacct_error}"
     # the poller remembers what it saw: a job it watched end keeps its end after Slurm forgets it
     assert poller.poll([over])[over].state == "TIMEOUT"
+
+
+def test_the_slurm_section_of_an_experiment(tmp_path):
+    from labtui.engine.config import experiment as config
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("extends: " + str(ROOT / "experiments" / "demo-baseline.yaml") + "\n"
+                    "launch: {executor: slurm}\n"
+                    "slurm:\n  partition: gpu\n  time: 2:00:00\n  gpus_per_node: 2\n  mem: 64G\n"
+                    "  sbatch_args: [--exclusive]\n")
+    exp = config.load_experiment(path, ["slurm.requeue=true", "slurm.account=lab"])
+    assert exp.config["launch"]["executor"] == "slurm"
+    # an unquoted 2:00:00 is a time, not YAML 1.1's base-60 integer 7200
+    assert slurm.SlurmSettings.from_config(exp.config) == slurm.SlurmSettings(
+        partition="gpu", time="2:00:00", gpus_per_node=2, mem="64G", account="lab", sbatch_args=("--exclusive",),
+        requeue=True)
+    assert config.load_experiment(path, ["slurm.time=1-12:00:00"]).config["slurm"]["time"] == "1-12:00:00"
+    # without a slurm: section the defaults hold: one node, 24 hours, no requeue
+    plain = config.load_experiment(ROOT / "experiments" / "demo-baseline.yaml").config
+    assert plain["launch"]["executor"] == "local"
+    assert slurm.SlurmSettings.from_config(plain) == slurm.SlurmSettings()
+    for bad, words in [("slurm.time=soon", "slurm.time must be a time limit as sbatch --time takes it"),
+                       ("slurm.mem=64 GB", "slurm.mem must be memory per node"),
+                       ("slurm.nodes=0", "slurm.nodes must be a positive integer"),
+                       ("launch.executor=k8s", "launch.executor must be one of local, slurm"),
+                       ("slurm.sbatch_args=[exclusive]", "slurm.sbatch_args must be a list of sbatch options"),
+                       ("slurm.parition=gpu", "did you mean 'partition'")]:
+        with pytest.raises(config.ConfigError, match=words):
+            config.load_experiment(path, [bad])

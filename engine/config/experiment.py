@@ -34,8 +34,11 @@ class _Loader(yaml.SafeLoader):
     as YAML 1.2 does, only true/false as booleans: `choices: [yes, no, maybe]` is three strings."""
 
 
+# ... and, as YAML 1.2 does, no base-60 integers: `time: 24:00:00` (slurm.time) is a string, not 86400
+_INT = "tag:yaml.org,2002:int"
+_INT_NO_BASE60 = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, _INT_NO_BASE60 if tag == _INT else rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -130,6 +133,8 @@ LAUNCHERS = ("python", "torchrun", "accelerate")
 # launch.accelerate_config: these names are the accelerate configs shipped in the package; anything
 # else is a path to the user's own YAML file (relative to the workspace)
 ACCELERATE_PRESETS = ("multi_gpu", "zero2", "zero3", "fsdp")
+# launch.executor: start the run on this machine, or hand it to Slurm (issue 14, engine/runtime/slurm.py)
+EXECUTORS = ("local", "slurm")
 
 
 class _NoDefault:
@@ -206,6 +211,33 @@ def _nproc_error(value: Any) -> str | None:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return None
     return f"launch.nproc_per_node must be an integer, 1 or more, or auto (one process per visible GPU), got {_short(value)}"
+
+
+_SLURM_TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2})$")
+
+
+def _slurm_time_error(value: Any) -> str | None:
+    """sbatch --time's forms: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (or UNLIMITED)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    if isinstance(value, str) and (_SLURM_TIME.match(value) or value.upper() in ("UNLIMITED", "INFINITE")):
+        return None
+    return (f"slurm.time must be a time limit as sbatch --time takes it (\"24:00:00\", \"2-00:00:00\", or minutes), "
+            f"got {_short(value)}")
+
+
+def _slurm_mem_error(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\d+[KMGTkmgt]?", value):
+        return None
+    return f"slurm.mem must be memory per node as sbatch --mem takes it (64G, 500M, or megabytes), got {_short(value)}"
+
+
+def _sbatch_args_error(value: list) -> str | None:
+    if all(isinstance(a, str) and a.startswith("-") and "\n" not in a for a in value):
+        return None
+    return f"slurm.sbatch_args must be a list of sbatch options as strings (\"--exclusive\", \"--constraint=a100\"), got {_short(value)}"
 
 
 def _extra_args_error(value: list) -> str | None:
@@ -323,6 +355,18 @@ SCHEMA: dict[str, Field] = {
     "launch.nproc_per_node": Field("any", default="auto", check=_nproc_error),
     "launch.accelerate_config": Field("str", default=None),  # a preset (ACCELERATE_PRESETS) or a YAML file
     "launch.extra_args": Field("list", default=[], check=_extra_args_error),
+    "launch.executor": Field("str", default="local", choices=EXECUTORS),
+    # the job labtui submits with launch.executor: slurm (engine/runtime/slurm.py; null: the default)
+    "slurm.partition": Field("str", default=None),
+    "slurm.time": Field("any", default="24:00:00", check=_slurm_time_error),
+    "slurm.gpus_per_node": Field(**_POS_INT, default=None),
+    "slurm.nodes": Field(**_POS_INT, default=1),
+    "slurm.cpus_per_task": Field(**_POS_INT, default=None),
+    "slurm.mem": Field("any", default=None, check=_slurm_mem_error),
+    "slurm.account": Field("str", default=None),
+    "slurm.qos": Field("str", default=None),
+    "slurm.sbatch_args": Field("list", default=[], check=_sbatch_args_error),
+    "slurm.requeue": Field("bool", default=False),
 }
 
 # Sections handed to a library: keys that SCHEMA does not name are the library's to check. Every

@@ -347,13 +347,11 @@ class Poller:
                 "--jobs", ",".join(ids)]
         try:
             proc = _run(args, self.timeout)
+            said = None if proc.returncode == 0 else str(_failed(proc, args)).rsplit(": ", 1)[-1]
         except SlurmUnavailable:
-            proc, error = None, "sacct: not installed"
-        else:
-            error = None if proc.returncode == 0 else str(_failed(proc, args))
-        if error is not None or proc is None:
+            said = "not installed"
+        if said is not None:  # accounting off, most often ("Slurm accounting storage is disabled")
             self._sacct_failed_at = time.monotonic()
-            said = (error or "").rsplit(": ", 1)[-1]
             self.sacct_error = f"Slurm no longer lists it and sacct cannot tell ({said}): the run directory has the last word"
             return {}
         self._sacct_failed_at, self.sacct_error = None, None
