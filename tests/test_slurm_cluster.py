@@ -151,6 +151,12 @@ def test_a_job_goes_queued_running_completed_and_a_failing_one_keeps_its_exit_co
 
 
 @pytest.mark.e2e
+def test_a_job_slurm_refuses_says_why(slurm_cluster, tmp_path):
+    with pytest.raises(slurm.SlurmError, match="sbatch --parsable .* exited 1: .*Invalid partition name specified"):
+        submit(tmp_path / "nope", "true", slurm={"time": "1", "partition": "no-such-partition"})
+
+
+@pytest.mark.e2e
 def test_a_held_job_and_one_waiting_on_it_show_queued_with_slurms_reason(slurm_cluster, tmp_path, poller):
     held = submit(tmp_path / "held", "true", slurm={"time": "1", "sbatch_args": ["--hold"]})
     after = submit(tmp_path / "after", "true", dependency=f"afterany:{held}")
@@ -251,3 +257,26 @@ def test_the_slurm_section_of_an_experiment(tmp_path):
                        ("slurm.parition=gpu", "did you mean 'partition'")]:
         with pytest.raises(config.ConfigError, match=words):
             config.load_experiment(path, [bad])
+
+
+@pytest.mark.e2e
+def test_polling_every_second_asks_slurm_once_per_interval(slurm_cluster, tmp_path, monkeypatch):
+    # a squeue that counts its calls, in front of the real one
+    real = shutil.which("squeue")
+    shim = tmp_path / "bin" / "squeue"
+    shim.parent.mkdir()
+    shim.write_text(f"#!/bin/sh\necho x >> {tmp_path}/calls\nexec {real} \"$@\"\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{Path(real).parent}")
+    held = submit(tmp_path / "held", "true", slurm={"time": "1", "sbatch_args": ["--hold"]})
+    try:
+        poller = slurm.Poller(min_interval=30, max_interval=60)
+        for _ in range(5):
+            assert poller.poll([held])[held].state == "PENDING"
+        assert len((tmp_path / "calls").read_text().split()) == 1
+        poller.poll([held, "1"])  # a job it has not seen yet: asked at once
+        assert len((tmp_path / "calls").read_text().split()) == 2
+        poller.poll([held], fresh=True)
+        assert len((tmp_path / "calls").read_text().split()) == 3
+    finally:
+        slurm.cancel(held)

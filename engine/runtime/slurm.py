@@ -22,6 +22,10 @@ Facts about Slurm 22.05 this relies on (checked on the one-node cluster of scrip
 - A time limit is enforced on slurmctld's periodic check, so TIMEOUT comes up to ~30 s after the
   limit; `--signal=B:USR1@N` arrives early by up to the same. `scancel --signal=TERM --batch`
   signals the batch shell only and leaves the job running if it handles the signal.
+- `scontrol requeue ID` (the job needs `--requeue`) keeps the job id, ends the running job at once
+  ("CANCELLED ... DUE TO JOB REQUEUE" in its output) and leaves it PENDING with reason BeginTime
+  for two minutes; `SLURM_RESTART_COUNT` counts the restarts, and `--open-mode=append` keeps
+  every attempt's output in one slurm-ID.out.
 """
 
 from __future__ import annotations
@@ -374,7 +378,7 @@ PENDING_REASONS = {
     "DependencyNeverSatisfied": "will never start: the job it depends on did not end as required; cancel it and resubmit",
     "JobHeldUser": "held (scontrol release JOBID lets it start)",
     "JobHeldAdmin": "held by an administrator",
-    "BeginTime": "waiting for its start time",
+    "BeginTime": "waiting for its start time (a requeued job waits 2 minutes)",
     "PartitionTimeLimit": "asks for more time than the partition allows: lower slurm.time",
     "PartitionNodeLimit": "asks for more nodes than the partition allows: lower slurm.nodes",
     "PartitionDown": "its partition is down",
