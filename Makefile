@@ -1,7 +1,7 @@
 # labtui: `make demo`      (install, build the offline demo, queue the demo runs, open the dashboard)
 #         `make test`      (install, lint: ruff, the import contracts and mypy, then the whole test suite)
 #         `make test-fast` (the same without the tests that start a model, on FAST_JOBS=2 pytest-xdist
-#                          processes: under a minute on 2 cores, lint included)
+#                          processes: 50-60 s on 2 cores, lint included; serially it took 75-90 s)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
