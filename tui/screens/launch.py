@@ -221,7 +221,7 @@ class LaunchScreen(Screen):
     def resolve(self, version: int, path: Path, overrides: list[str]) -> None:
         try:
             result: Experiment | str = load_experiment(path, overrides)
-        except ConfigError as e:
+        except (ConfigError, OSError) as e:  # an unreadable file says so where the preview goes
             result = str(e)
         self.app.call_from_thread(self._resolved, version, path, result)
 
