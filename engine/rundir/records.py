@@ -144,6 +144,19 @@ class RunInfo(TypedDict, total=False):
     run: Text  # an eval: the evaluated run's id (null for a base model)
 
 
+class SlurmJob(TypedDict, total=False):
+    """state.json's `slurm`: a Slurm run's job as the last reconciliation saw it (runtime.slurm_runs)."""
+
+    job_id: Text
+    cluster: Text
+    state: Text  # Slurm's job state: PENDING, RUNNING, TIMEOUT, ...
+    reason: Text  # why it is pending (Resources, Priority, ...)
+    node: Text
+    submitted: Finite
+    checked: Finite
+    job_ids: Texts  # every job submitted for the run (a resume submits another)
+
+
 class State(TypedDict, total=False):
     """state.json: the lifecycle (supervisor, launcher, queue). `store.Run.state()` folds in the
     worker's `result` and adds what a reader derives: `crash_detected_by`, `warning`."""
@@ -171,6 +184,8 @@ class State(TypedDict, total=False):
     after_run: Text  # "evaluating" while the supervisor runs the evaluation after training
     queued: Flag
     queued_resume: Flag  # the queue starts it again with --resume
+    executor: Text  # local | slurm
+    slurm: SlurmJob  # a Slurm run's job (executor: slurm)
     warning: Text  # e.g. store.SUPERVISOR_GONE (derived)
     crash_detected_by: Text  # "reader": no supervisor recorded the crash (derived)
 
@@ -336,6 +351,8 @@ class Row(Summary):
     parent_experiment: str | None
     changed: dict[str, list[Any]]
     notes: str  # the first line of notes.md
+    executor: str  # local | slurm
+    slurm: SlurmJob | None  # a Slurm run's job (state.json's `slurm`)
 
 
 class EvalRow(TypedDict):

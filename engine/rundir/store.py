@@ -1013,6 +1013,8 @@ class Run:
             "parent_experiment": info.get("parent_experiment"),
             "changed": info.get("changed") or {},
             "notes": text.splitlines()[0] if text else "",  # its first line
+            "executor": state.get("executor") or "local",
+            "slurm": state.get("slurm"),
         }
 
     def summary(self) -> Summary:
