@@ -76,3 +76,24 @@ def advance_queue(ws: store.Workspace) -> list[str]:
     from labtui.engine.runtime import queue
 
     return queue.advance(ws)
+
+
+# --- Slurm ------------------------------------------------------------------------------------
+
+
+def slurm_sync(ws: store.Workspace, runs: list[store.Run]):
+    """Reconcile these Slurm runs' state.json with Slurm (runtime.slurm_runs.sync: one squeue call
+    for all, cached and backed off). Where Slurm is not installed, or this engine has no Slurm
+    support, nothing happens (None); another failure raises, with Slurm's words."""
+    try:
+        from labtui.engine.runtime import slurm_runs
+    except ModuleNotFoundError as e:
+        if e.name and e.name.endswith("slurm_runs"):
+            return None
+        raise
+    from labtui.engine.runtime.slurm import SlurmUnavailable
+
+    try:
+        return slurm_runs.sync(ws, runs)
+    except SlurmUnavailable:
+        return None

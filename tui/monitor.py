@@ -10,6 +10,8 @@ Every `poll_interval` seconds (or at once when woken) it
   - follows one log file by offset for the log screen (`LogLines`);
   - reads each run's evaluations when their folders changed (`EvalsScanned`: the headline eval's
     accuracy, evaluations still going with their progress and ETA), never on the UI thread;
+  - reconciles the Slurm runs that have not ended with Slurm (runtime.slurm_runs.sync, at most every
+    SLURM_SYNC_EVERY_S; nothing where Slurm is not installed);
   - says when one of these parts fails, and when it works again (`MonitorStatus`, in the title bar).
 It never touches a widget. Recently selected runs keep their tails, so switching back is instant.
 """
@@ -36,6 +38,7 @@ from .tail import RunTail
 LOG_TAIL_BYTES = 64_000
 LOG_CHUNK_BYTES = 1 << 20
 ADVANCE_EVERY_S = 2.0  # how often a queue with waiting runs is checked for a free slot
+SLURM_SYNC_EVERY_S = 5.0  # how often Slurm is asked about the Slurm runs that have not ended
 SNAPSHOT_EVERY_S = 1.0  # a history that takes longer to load shows its progress this often (each
 # snapshot is drawn on the UI thread, which a shorter load would only slow down)
 
@@ -76,6 +79,8 @@ class Monitor:
         self._followed_log: dict | None = None
         self._lock = threading.Lock()
         self._advanced = float("-inf")
+        self._slurm_synced = float("-inf")
+        self._slurm_error: Exception | None = None  # the last sync's failure, said again until one works
 
     # --- called from the UI thread ------------------------------------------------------------
 
@@ -126,7 +131,7 @@ class Monitor:
 
     def tick(self, cancelled: Callable[[], bool] = lambda: False) -> None:
         errors = []
-        for part in (self._scan, self._advance_queue, self._scan_evals, self._poll_selected, self._poll_log):
+        for part in (self._sync_slurm, self._scan, self._advance_queue, self._scan_evals, self._poll_selected, self._poll_log):
             if self._stopped.is_set() or cancelled():
                 return
             try:
@@ -239,7 +244,7 @@ class Monitor:
     def _advance_queue(self) -> None:
         """Start queued runs whose slot came free, so the queue moves while the TUI is open even when
         every supervisor was killed. Only when a run is queued, at most every ADVANCE_EVERY_S."""
-        if not any(r.status == "queued" for r in self.rows):
+        if not any(r.status == "queued" and not r.on_slurm for r in self.rows):  # Slurm queues its own
             return
         now = time.monotonic()
         if now - self._advanced < ADVANCE_EVERY_S:
@@ -247,6 +252,27 @@ class Monitor:
         self._advanced = now
         if engine_api.advance_queue(self.ws):
             self.wake()  # show them starting at once
+
+    def _sync_slurm(self) -> None:
+        """Ask Slurm about the Slurm runs that have not ended (the engine writes what it says into
+        their state.json; the scan right after reads it). Only when there are such runs, at most
+        every SLURM_SYNC_EVERY_S; a failure stays in the title bar until a sync works."""
+        runs = [r.id for r in self.rows if r.on_slurm and not r.final]
+        if not runs:
+            self._slurm_error = None
+            return
+        now = time.monotonic()
+        if now - self._slurm_synced < SLURM_SYNC_EVERY_S:
+            if self._slurm_error is not None:
+                raise self._slurm_error.with_traceback(None)
+            return
+        self._slurm_synced = now
+        try:
+            engine_api.slurm_sync(self.ws, [store.Run(self.ws.logs / run_id) for run_id in runs])
+        except Exception as e:
+            self._slurm_error = e
+            raise
+        self._slurm_error = None
 
     def _poll_alerts(self, row: RunRow, skip_existing: bool) -> None:
         reader = self._alerts.get(row.id)

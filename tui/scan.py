@@ -44,6 +44,8 @@ class RunRow:
     notes: str = ""  # the first line of notes.md
     queue_pos: int | None = None
     warning: str | None = None  # derive_state's warning, e.g. store.SUPERVISOR_GONE
+    executor: str = "local"  # local | slurm
+    slurm: dict | None = field(default=None, compare=True, hash=False)  # state.json's `slurm` (records.SlurmJob)
 
     @property
     def live(self) -> bool:
@@ -52,6 +54,10 @@ class RunRow:
     @property
     def final(self) -> bool:
         return self.status in store.FINAL
+
+    @property
+    def on_slurm(self) -> bool:
+        return self.executor == "slurm"
 
     def duration(self, now: float) -> float | None:
         if not self.started:
@@ -84,7 +90,8 @@ def row_for(run: store.Run, now: float | None = None) -> RunRow:
 
 
 CACHE_NAME = "runs"  # logs/.labtui-cache/runs.json
-CACHE_VERSION = 2  # an entry's value: the row's field values, in RunRow's order; 2: max_steps from the config before the first log
+CACHE_VERSION = 3  # an entry's value: the row's field values, in RunRow's order; 2: max_steps from the config
+# before the first log; 3: executor and slurm
 KEY_FILES = (store.STATE_FILE, store.PROGRESS_FILE, store.RUN_FILE, store.NOTES_FILE)
 _ROW_FIELDS = tuple(f.name for f in fields(RunRow))
 _STATUS = _ROW_FIELDS.index("status")
@@ -147,7 +154,8 @@ _ROW_TYPES = {"id": store.as_text, "experiment": store.as_text, "status": store.
               "eval_loss": store.as_real, "best_step": store.as_whole, "error": store.as_text,
               "exit_signal": store.as_text, "pid": store.as_whole, "host": store.as_text, "parent": store.as_text,
               "parent_experiment": store.as_text, "changed": store.as_changed, "notes": store.as_text,
-              "queue_pos": store.as_whole}
+              "queue_pos": store.as_whole, "warning": store.as_text, "executor": store.as_text,
+              "slurm": store.as_mapping}
 _ROW_CHECKS = tuple((_ROW_FIELDS.index(name), coerce) for name, coerce in _ROW_TYPES.items())
 
 

@@ -271,7 +271,9 @@ class DashboardScreen(HonestKeys, Screen):
 
     def action_cancel_queued(self) -> None:
         row = self.app.selected_row
-        if row:
+        if row and row.on_slurm:  # a pending Slurm job: the one stop cancels it
+            self.engine_call(f"cancel {row.id}", engine_api.stop, self.app.run_for(row.id))
+        elif row:
             self.engine_call(f"cancel {row.id}", engine_api.cancel, self.app.workspace, self.app.run_for(row.id))
 
     def action_move_queued(self, delta: int) -> None:

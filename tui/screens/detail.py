@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Static, TextArea
 from textual.worker import get_current_worker
 
-from .. import engine_api, evals
+from .. import engine_api, evals, slurm_view
 from .. import format as fmt
 from ..commands import HonestKeys
 from ..config_view import config_content, diff_content
@@ -139,6 +139,7 @@ class RunDetailScreen(HonestKeys, Screen):
         if row and row.error:
             lines.append(plain(f"error: {row.error}", "$error"))
         lines += _traceback_lines(files)
+        lines += [plain(x, "$accent" if i == 0 else "$text-muted") for i, x in enumerate(slurm_view.detail_lines(row, run.path))]
         if info.get("description"):
             lines.append(markup("[b]hypothesis[/b] $text", text=info["description"]))
         if row:

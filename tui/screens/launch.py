@@ -28,12 +28,14 @@ from .. import cli_runner
 from ..config_view import _scalar, config_lines
 from ..widgets.footer import LabFooter
 
-# The fields most often changed between runs; anything else goes in "more".
+# The fields most often changed between runs; anything else goes in "more". `executor`: slurm submits
+# the run to Slurm (the experiment's slurm: section says how), local runs it here.
 FIELDS = (
     ("training.max_steps", "max steps"),
     ("training.learning_rate", "learning rate"),
     ("lora.r", "LoRA r"),
     ("training.per_device_train_batch_size", "batch"),
+    ("launch.executor", "executor"),
 )
 
 
@@ -78,6 +80,7 @@ class LaunchScreen(Screen):
         self.last_argv: list[str] | None = None
         self.last_result: cli_runner.CliResult | None = None
         self._preview_version = 0  # the preview last asked for (a resolve that comes back later is dropped)
+        self.executor = "local"  # the resolved config's launch.executor (slurm: Slurm queues it, no slot question)
 
     def compose(self) -> ComposeResult:
         yield Static(id="launch-title", classes="screen-title")
@@ -238,6 +241,7 @@ class LaunchScreen(Screen):
             return
         self.preview_ok = True
         cfg = exp.config
+        self.executor = str(flatten(cfg).get("launch.executor") or "local")
         for key, _ in FIELDS:
             value = flatten(cfg).get(key)
             self._input(key).placeholder = "-" if value is None else f"{value}"
@@ -275,7 +279,8 @@ class LaunchScreen(Screen):
     def action_start(self, queue: bool, now: bool | None = None) -> None:
         if not self.preview_ok or self.busy or self.experiment is None:
             return
-        if not queue and now is None:  # "start now" respects the concurrency limit unless told to start anyway
+        if not queue and now is None and self.executor != "slurm":  # "start now" respects the concurrency
+            # limit unless told to start anyway (a Slurm run is submitted: Slurm queues it)
             from . import run_actions
 
             run_actions.slot_question(self.app, f"Start {self.experiment.name}",

@@ -37,8 +37,13 @@ def slot_question(app, what: str, then: Callable[[str], None], full: str | None 
 
 
 def resume(screen, run: store.Run) -> None:
-    """The `r` key: resume the run, asking first when the concurrency limit is reached."""
+    """The `r` key: resume the run, asking first when the concurrency limit is reached (a Slurm run
+    is submitted to Slurm again, which queues it: this machine's limit is not asked)."""
     ws = screen.app.workspace
+    row = screen.app.row(run.id)
+    if row is not None and row.on_slurm:
+        screen.engine_call(f"resume {run.id}", engine_api.resume, run, ws, now=True)
+        return
     slot_question(screen.app, f"Resume {run.id}",
                   lambda how: screen.engine_call(f"resume {run.id}", engine_api.resume, run, ws, now=how == "now"))
 
@@ -73,7 +78,12 @@ def why_disabled(action: str, row, baseline_id: str | None = None) -> str | None
     if row is None:
         return "no run selected (n starts one)"
     name = tui_format.short_id(row.id, row.experiment)
-    if action == "stop" and row.status not in STOPPABLE:
+    # a Slurm run: no pid here is needed (its job runs on a node); a queued one is a pending job, which
+    # stop (and c) cancels; Slurm orders its own queue
+    slurm_queued = row.status == "queued" and getattr(row, "on_slurm", False)
+    if action == "move_queued" and slurm_queued:
+        return f"{name} waits in Slurm's queue (job {row.slurm.get('job_id') if row.slurm else '?'}): Slurm orders it"
+    if action == "stop" and row.status not in STOPPABLE and not slurm_queued:
         return f"{name} is {row.status}: only a starting or running run can be stopped"
     if action == "resume" and row.status not in RESUMABLE:
         if row.status in STOPPABLE or row.status == "queued":

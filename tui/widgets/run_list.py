@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from .. import format as fmt
+from .. import slurm_view
 from ..scan import RunRow
 from .tables import cell_changes, fill, update_cells
 
@@ -60,24 +61,30 @@ def accuracy_cell(info) -> str:
     return "-"
 
 
-def signature(r: RunRow, now: float, baseline: str | None, evals: dict | None = None) -> tuple:
-    """What a row's cells are made of: equal signatures draw equal cells."""
+WIDE_FOR_REASON = 90  # a list at least this wide shows a queued Slurm run's reason: `queued (Resources)`
+
+
+def signature(r: RunRow, now: float, baseline: str | None, evals: dict | None = None, width: int = 0) -> tuple:
+    """What a row's cells are made of: equal signatures draw equal cells. A queued Slurm run has its
+    job id in the step column and, in a list `WIDE_FOR_REASON` wide, Slurm's reason after its status."""
+    job = slurm_view.job_id(r) if r.status == "queued" else None
+    why = slurm_view.reason(r) if width >= WIDE_FOR_REASON else None
     return (r.id, r.experiment, r.status, r.step, r.max_steps, r.queue_pos, r.train_loss, r.eval_loss,
-            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)))
+            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)), job, why)
 
 
 def cells(sig: tuple) -> tuple[Text, ...]:
-    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc = sig
+    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc, job, why = sig
     style = STATUS_RICH.get(status, "")
     name = fmt.printable(fmt.short_id(run_id, experiment)) + (" ★" if is_baseline else "")
     if status == "queued":
-        where = f"#{queue_pos}" if queue_pos else "queued"
+        where = f"job {job}" if job else f"#{queue_pos}" if queue_pos else "queued"
     else:
         where = f"{step}/{max_steps or '?'}"
     return (
         Text(fmt.STATUS_ICONS.get(status, "?"), style=style),
         Text(name),
-        Text(fmt.printable(status), style=style),
+        Text(fmt.printable(status) + (f" ({fmt.clip(why, 16)})" if why else ""), style=style),
         Text(where, justify="right"),
         Text(fmt.printable(fmt.num(train_loss)), justify="right"),
         Text(fmt.printable(fmt.num(eval_loss)), justify="right"),
@@ -105,7 +112,8 @@ class RunList(DataTable):
         """Show `rows`, keeping the cursor on `selected` when it is still listed; `evals`: {run id:
         monitor.EvalInfo} for the accuracy column."""
         keys = [r.id for r in rows]
-        sigs = [signature(r, now, baseline, evals) for r in rows]
+        width = self.size.width or self.app.size.width
+        sigs = [signature(r, now, baseline, evals, width) for r in rows]
         at = keys.index(selected) if selected in keys else None
         with self.prevent(DataTable.RowHighlighted):  # a rebuild is not the user moving
             if keys == self._keys:

@@ -18,6 +18,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from .. import format as fmt
+from .. import slurm_view
 from ..monitor import EvalInfo
 from ..scan import RunRow
 from ..tail import TailSnapshot, eta_seconds
@@ -282,10 +283,18 @@ def status_text(snap: TailSnapshot | None, row: RunRow | None, now: float, width
     elif row.final and row.ended:
         bits.append(plain(f"ended {fmt.age(row.ended, now)} ago"))
     lines = [Content(" · ").join(bits)]
+    slurm = slurm_view.job_line(row)
+    if slurm:  # `slurm job 123 on node vm · RUNNING · logs/RUN/job.sbatch` (the script where it fits)
+        script = f" · logs/{row.id}/{slurm_view.SBATCH_FILE}"  # under the workspace (store.Workspace.logs)
+        slurm_line = plain(slurm + script if len(slurm) + len(script) <= width else fmt.clip(slurm, width), MUTED)
+        if not row.final:
+            lines.append(slurm_line)  # an ended run's error (Slurm's end reason) comes first, below
     if row.warning:  # the engine's derived warning (store.SUPERVISOR_GONE: supervisor gone, worker alive)
         lines.append(plain("! " + fmt.clip(str(row.warning), width * 2), "$warning"))
     if row.error and row.status in ("failed", "crashed", "stopped"):
         lines.append(plain(fmt.clip(str(row.error), width * 2), "$warning" if row.status == "stopped" else "$error"))
+    if slurm and row.final:
+        lines.append(slurm_line)
     lines += eval_lines(evals, now, width)
     last = snap.last_train if snap else None
     annotated = alerts_mod.with_superseded(
