@@ -14,7 +14,7 @@ from pathlib import Path
 from labtui.engine.analysis import evalstore
 from labtui.engine.analysis.evalstore import ERROR_KINDS
 from labtui.engine.cli.cli_base import UsageError, get_run, print_json, workspace_from
-from labtui.engine.cli.follow import follow_progress, progress_head
+from labtui.engine.cli.follow import follow_progress, progress_head, slurm_refresh
 from labtui.engine.config.experiment import CHOICES, ConfigError
 from labtui.engine.rundir import fmt, store
 from labtui.engine.runtime import lifecycle
@@ -79,7 +79,7 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype, seed=args.seed,
     )
     settings["base"] = bool(args.base)
-    if settings["device"].startswith("cuda"):  # refused now, not 20 s later in the worker with a failed eval left behind
+    if settings["device"].startswith("cuda") and not args.slurm:  # refused now, not 20 s later in the worker with a failed eval left behind
         ok, why = cuda_available()
         if not ok:
             given = f"--device {settings['device']}" if args.device else "eval.device: cuda (the experiment's)"
@@ -90,12 +90,22 @@ def cmd_eval(args) -> int:
                         holder=holder, workspace=ws.root, config=cfg if experiment_file else None)
     if run is not None and run.state().get("status") in store.LIVE:
         _print(f"note: {run.id} is still training; this eval shares its machine", file=sys.stderr)
-    el.start_eval(ev)
+    if args.slurm:  # its own job.sbatch in the eval folder, with the run's slurm: section
+        from labtui.engine.runtime import slurm, slurm_runs
+
+        try:
+            job = slurm_runs.submit_eval(ev, cfg)
+        except slurm.SlurmError as e:
+            _print(f"labtui: error: {ev.id}: {fmt.printable(str(e))}", file=sys.stderr)
+            return 1
+        started = f"submitted to Slurm as job {job}: {ev.path}"
+    else:
+        el.start_eval(ev)
+        started = f"started detached: {ev.path}"
     if not args.foreground:
         _print(ev.id)
         where = f"{(run or holder).id}/{ev.id}"
-        _print(f"started detached: {ev.path}\nfollow with `labtui evals {where}`; compare with `labtui compare`",
-              file=sys.stderr)
+        _print(f"{started}\nfollow with `labtui evals {where}`; compare with `labtui compare`", file=sys.stderr)
         return 0
     if not args.json:
         _print(ev.id)
@@ -111,7 +121,7 @@ def cmd_eval(args) -> int:
 def follow_eval(ev: store.Run, out=sys.stderr) -> dict:
     """Wait for an eval with a progress line; Ctrl-C stops it (Ctrl-C again leaves it running)."""
     state = follow_progress(ev, lambda st, prog: progress_line(ev.id, st, prog), lifecycle.stop,
-                            worth_a_line=lambda before, prog: _decile(prog) != _decile(before),  # a line per 10%
+                            refresh=slurm_refresh(ev), worth_a_line=lambda before, prog: _decile(prog) != _decile(before),  # a line per 10%
                             stopping=" after this batch", poll_s=0.3, out=out)
     if state is None:
         return ev.state()
@@ -568,6 +578,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default 0)")
     p.add_argument("--foreground", "-f", action="store_true", help="wait, show progress, print the summary")
     p.add_argument("--json", action="store_true", help="with --foreground: print summary.json")
+    p.add_argument("--slurm", action="store_true", help="submit the evaluation to Slurm (its own job.sbatch in the "
+                   "eval folder, with the run's slurm: settings)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("evals", help="list evaluations (of a run), or show one")

@@ -15,9 +15,19 @@ from typing import Callable
 from labtui.engine.rundir import fmt, store
 
 
+def slurm_refresh(run: store.Run) -> Callable[[], None]:
+    """What a follower calls before each look at a run: a Slurm run's state.json brought in step with
+    Slurm (slurm_runs.sync: pending, its node, an end the supervisor could not record); for a local run
+    a stat of its state.json."""
+    from labtui.engine.runtime import launcher, slurm_runs
+
+    ws = store.Workspace(launcher.home_workspace(run))
+    return lambda: slurm_runs.sync(ws, [run])
+
+
 def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Callable[[store.Run], object], *,
                     worth_a_line: Callable[[dict, dict], bool], stopping: str, poll_s: float = 0.5,
-                    out=sys.stderr) -> dict | None:
+                    out=sys.stderr, refresh: Callable[[], None] | None = None) -> dict | None:
     """Draw `line(state, progress)` until `run` ends and return its final state. On a terminal the
     line is redrawn in place; elsewhere (a log file, CI) a line is written when
     `worth_a_line(previous progress, progress)` says so, and at the end. The first Ctrl-C calls
@@ -40,6 +50,8 @@ def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Cal
     last, last_prog = "", {}
     try:
         while True:
+            if refresh is not None:
+                refresh()
             state, prog = run.state(), run.progress()
             text = line(state, prog)
             final = state.get("status") in store.FINAL

@@ -57,9 +57,10 @@ def _outcome_line(out, command: str) -> str:
 
 @_guard
 def cmd_resume(args) -> int:
-    from labtui.engine.runtime import lifecycle
+    from labtui.engine.runtime import lifecycle, slurm_runs
 
     ws, run = _ws_run(args)
+    slurm_runs.sync(ws, [run])  # a Slurm job that ended without its supervisor recording it
     out = lifecycle.resume(run, ws, now=args.now)
     line = _outcome_line(out, f"labtui resume {run.id}")
     if out.started:
@@ -112,13 +113,19 @@ def cmd_queue(args) -> int:
             pos = queue.move(ws, run, delta=delta, to=to)
             print(f"{run.id}: now at position {pos + 1}", file=sys.stderr)
     queue.advance(ws)
-    live = [r for r in ws.iter_runs() if r.raw_state().get("status") in store.LIVE and r.state().get("status") in store.LIVE]
+    from labtui.engine.runtime import slurm_runs
+
+    slurm_runs.sync(ws)
+    on_slurm = _slurm_rows(ws)
+    live = [r for r in ws.iter_runs() if r.raw_state().get("status") in store.LIVE and r.state().get("status") in store.LIVE
+            and r.raw_state().get("executor") != "slurm"]
     waiting = queue.queued(ws)
     if args.json:
         print_json({
             "concurrency": queue.concurrency(ws),
             "running": [r.id for r in live],
             "queued": [{"position": i + 1, "id": r.id, "experiment": r.info().get("experiment")} for i, r in enumerate(waiting)],
+            "slurm": on_slurm,
         })
         return 0
     print(f"concurrency {queue.concurrency(ws)} (set with `labtui queue --concurrency N`)")
@@ -126,9 +133,30 @@ def cmd_queue(args) -> int:
         print(printable(f"  running  {r.id}"))  # run data: no terminal escapes
     for i, r in enumerate(waiting, 1):
         print(printable(f"  {i:>7}  {r.id}  {(r.info().get('description') or '')[:60]}"))
-    if not live and not waiting:
+    if on_slurm:
+        print("on Slurm (its queue; the concurrency above is for this machine)")
+    for row in on_slurm:
+        node = f" on {row['node']}" if row.get("node") else ""
+        why = f"  {row['reason']}" if row.get("reason") and row["status"] == "queued" else ""
+        print(printable(f"  {row['status']:<8} {row['id']}  job {row['job_id']} {row['state'] or '?'}{node}{why}"))
+    if not live and not waiting and not on_slurm:
         print("  nothing running or queued")
     return 0
+
+
+def _slurm_rows(ws: store.Workspace) -> list[dict]:
+    """The Slurm runs (not evals) that have not ended, oldest first: id, status, job id, Slurm state,
+    reason, node, every job id."""
+    from labtui.engine.runtime import slurm_runs
+
+    rows = []
+    for r in slurm_runs.active_runs(ws):
+        if r.info().get("kind") == "eval":
+            continue
+        s = slurm_runs.slurm_info(r.raw_state())
+        rows.append({"id": r.id, "status": r.state().get("status"), "job_id": s.get("job_id"), "state": s.get("state"),
+                     "reason": s.get("reason"), "node": s.get("node"), "job_ids": s.get("job_ids") or []})
+    return rows
 
 
 def register(sub) -> None:

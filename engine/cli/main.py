@@ -36,6 +36,7 @@ def cmd_runs(args) -> int:
     from labtui.engine.runtime import queue
 
     queue.advance(ws)  # a queue whose managers were all killed moves on as soon as anybody looks
+    _sync_slurm(ws)
     rows = sorted((r.summary() for r in ws.iter_runs()), key=lambda r: (r.get("created") or 0, r["id"]))
     total = len(rows)
     if args.status:
@@ -58,6 +59,14 @@ def cmd_runs(args) -> int:
         if r.get("warning"):
             print(f"{'':<44} ! {_p(r['warning'])}")
     return 0
+
+
+def _sync_slurm(ws: store.Workspace, runs: list[store.Run] | None = None) -> None:
+    """Slurm runs' state.json in step with Slurm before anything is shown (slurm_runs.sync: one squeue
+    for all of them; nothing happens where Slurm cannot be asked)."""
+    from labtui.engine.runtime import slurm_runs
+
+    slurm_runs.sync(ws, runs)
 
 
 def run_detail(run: store.Run) -> dict:
@@ -85,6 +94,9 @@ def run_detail(run: store.Run) -> dict:
     beats = ranks.read_ranks(run.path)
     single = launch["launcher"] == "python" and len(beats) <= 1
     detail["ranks"] = [] if single else [ranks.summary(r) for r in beats]
+    raw = run.raw_state()
+    detail["executor"] = "slurm" if raw.get("executor") == "slurm" else "local"
+    detail["slurm"] = raw.get("slurm") if detail["executor"] == "slurm" else None
     return detail
 
 
@@ -105,6 +117,22 @@ def _rank_lines(d: dict) -> list[str]:
         lines.append(f"    rank {r['rank']:<3} step {r['step'] if r.get('step') is not None else '-':<6} "
                      f"heartbeat {fmt.age(r.get('heartbeat'))} ago  {r.get('status') or '?':<8} "
                      f"{r.get('device') or '-':<7} {where}  mem {ranks.mem_text(r)}{mark}")
+    return lines
+
+
+def _slurm_lines(d: dict) -> list[str]:
+    """A Slurm run's job: id (and earlier ones), Slurm's state, the node, why it waits or how it ended."""
+    s = d.get("slurm") if d.get("executor") == "slurm" else None
+    if not isinstance(s, dict):
+        return []
+    earlier = [str(j) for j in s.get("job_ids") or [] if str(j) != str(s.get("job_id"))]
+    job = f"job {s.get('job_id') or '?'}" + (f" on cluster {s['cluster']}" if s.get("cluster") else "")
+    lines = [f"  slurm       {job}  {s.get('state') or '?'}" + (f"  node {s['node']}" if s.get("node") else "")
+             + (f"  (earlier jobs: {', '.join(earlier)})" if earlier else "")]
+    if s.get("reason"):
+        lines.append(f"              {s['reason']}")
+    lines.append(f"              asked {fmt.age(s.get('checked'))} ago; batch script {d['run_dir']}/job.sbatch, "
+                 f"output slurm-{s.get('job_id') or '%j'}.out")
     return lines
 
 
@@ -149,6 +177,7 @@ def _eval_lines(run: store.Run) -> list[str]:
 def cmd_show(args) -> int:
     ws = workspace_from(args)
     run = get_run(ws, args.run)
+    _sync_slurm(ws, [run])
     d = run_detail(run)
     if args.json:
         print_json(d)
@@ -174,6 +203,7 @@ def cmd_show(args) -> int:
     for key, (old, new) in (d.get("changed") or {}).items():
         lines.append(f"    {key}: {old!r} -> {new!r}")
     lines += _rank_lines(d)
+    lines += _slurm_lines(d)
     if d.get("checkpoint"):
         lines.append(f"  checkpoint  {d['checkpoint']}")
     for a in d.get("alerts") or []:
@@ -194,6 +224,7 @@ def cmd_show(args) -> int:
 def cmd_logs(args) -> int:
     ws = workspace_from(args)
     run = get_run(ws, args.run)
+    _sync_slurm(ws, [run])
     path = run.file(store.LOG_FILE)
     if not args.follow:  # each line as a terminal shows it: a progress bar's last state, no escapes
         for line in store.tail_lines(path, args.lines, max_bytes=max(64_000, args.lines * 400)):
@@ -202,7 +233,11 @@ def cmd_logs(args) -> int:
     from labtui.engine.cli.follow import follow_log
 
     try:
-        follow_log(path, args.lines, lambda: run.state().get("status") in store.FINAL)
+        def finished() -> bool:
+            _sync_slurm(ws, [run])  # a Slurm job that ended without its supervisor recording it
+            return run.state().get("status") in store.FINAL
+
+        follow_log(path, args.lines, finished)
     except KeyboardInterrupt:
         return 0
     return 0
@@ -251,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", "-q", action="store_true", help="add to the queue instead of starting now")
     p.add_argument("--now", action="store_true", help="start even if the concurrency limit is reached (else it is queued)")
     p.add_argument("--name", help="a name for a bring-your-own command run")
+    p.add_argument("--slurm", action="store_true", help="submit to Slurm (= --set launch.executor=slurm; several "
+                   "files or --queue: chained, one after another)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list runs")

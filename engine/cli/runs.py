@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from labtui.engine.cli.follow import follow_progress, progress_head
+from labtui.engine.cli.follow import follow_progress, progress_head, slurm_refresh
 from labtui.engine.config.experiment import ConfigError, Experiment, check_files, load_experiment
 from labtui.engine.rundir import fmt, store
 from labtui.engine.runtime import launcher, queue
@@ -38,13 +38,50 @@ def cmd_run(ws: store.Workspace, args) -> int:
     if args.script:
         if args.files or args.set:
             raise ConfigError("give either experiment files or a command after --, not both")
+        if getattr(args, "slurm", False):
+            raise ConfigError("--slurm submits experiment files; a command after -- runs on this machine")
         run = launcher.create_script_run(ws, args.script, args.argv, name=args.name)
         return _start_or_queue([run], args)
     if not args.files:
         raise ConfigError("labtui run needs an experiment file (e.g. experiments/demo-baseline.yaml) or `-- COMMAND`")
-    exps = [load_and_validate(ws, f, args.set, log=lambda m: print(m, file=sys.stderr)) for f in args.files]
+    overrides = [*args.set, "launch.executor=slurm"] if getattr(args, "slurm", False) else args.set
+    exps = [load_and_validate(ws, f, overrides, log=lambda m: print(m, file=sys.stderr)) for f in args.files]
     runs = [launcher.create_training_run(ws, exp, args.argv) for exp in exps]
-    return _start_or_queue(runs, args)
+    from labtui.engine.runtime import slurm_runs
+
+    on_slurm = [r for r in runs if slurm_runs.is_slurm(r)]
+    local = [r for r in runs if r not in on_slurm]
+    rc = _submit(on_slurm, args) if on_slurm else 0
+    if local:
+        rc = max(rc, _start_or_queue(local, args))
+    return rc
+
+
+def _submit(runs: list[store.Run], args) -> int:
+    """Runs with `launch.executor: slurm` go to Slurm: several files, or --queue, are chained (each
+    job starts after the one before ends, however it ends: `--dependency=afterany:`); one run, or
+    --now, is submitted on its own. Slurm queues them; the workspace's concurrency does not apply."""
+    from labtui.engine.runtime import slurm, slurm_runs
+
+    chain = not getattr(args, "now", False) and (args.queue or len(runs) > 1)
+    prev = None
+    for i, run in enumerate(runs):
+        print(run.id)
+        try:
+            job = slurm_runs.submit(run, dependency=f"afterany:{prev}" if chain and prev else None)
+        except slurm.SlurmError as e:
+            print(f"labtui: error: {run.id}: {fmt.printable(str(e))}", file=sys.stderr)
+            for rest in runs[i + 1:]:
+                rest.update_state(status="stopped", error=f"not submitted: Slurm refused {run.id}, which it was to follow")
+            return 1
+        after = f", after job {prev}" if chain and prev else ""
+        print(f"  {run.id}: submitted to Slurm as job {job}{after} ({run.file(slurm.SBATCH_FILE)})", file=sys.stderr)
+        prev = job
+    if args.foreground:
+        return follow_many(runs)
+    print(f"watch with `labtui` or `labtui runs` (Slurm's state and reason), `labtui logs {runs[-1].id} -f`",
+          file=sys.stderr)
+    return 0
 
 
 def _start_or_queue(runs: list[store.Run], args) -> int:
@@ -90,7 +127,7 @@ def follow(run: store.Run, out=sys.stderr) -> int:
 
     from labtui.engine.runtime.lifecycle import stop
 
-    state = follow_progress(run, lambda st, prog: progress_line(run.id, st, prog), stop,
+    state = follow_progress(run, lambda st, prog: progress_line(run.id, st, prog), stop, refresh=slurm_refresh(run),
                             worth_a_line=lambda _, prog: prog.get("step", 0) % 10 == 0,
                             stopping=", saving a checkpoint", poll_s=0.5, out=out)
     if state is None:

@@ -180,6 +180,8 @@ class State(TypedDict, total=False):
     error_where: Text  # where it failed (a multi-process run: the failed rank's traceback)
     error_rank: Whole  # a multi-process run: the rank that failed first
     launch: Object  # a training run: how it is launched (runtime.launcher.launch_plan), or null
+    executor: Text  # "slurm" for a run submitted to Slurm (runtime.slurm_runs); absent for a local run
+    slurm: Object  # a Slurm run: job_id, cluster, state, reason, node, submitted, checked, job_ids (slurm_runs)
     command: Texts
     after_run: Text  # "evaluating" while the supervisor runs the evaluation after training
     queued: Flag

@@ -72,6 +72,7 @@ def _script_name(command: list[str]) -> str:
 
 WORKER_MODULE = "labtui.engine.training.worker"
 DISTRIBUTED_MODULE = "labtui.engine.training.distributed"
+STOP_FILE = "stop.json"  # written by `labtui stop` before it signals (read by the supervisor and the worker)
 FAILURE_FILE = "failure.json"  # ranks/failure.json: the shim's record of the ranks that failed
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate_configs"  # the shipped presets
 DEEPSPEED_PRESETS = ("zero2", "zero3")

@@ -68,6 +68,13 @@ def stop(run: store.Run, now: bool = False) -> str:
     signal so that it can act on it."""
     is_eval = run.info().get("kind") == "eval"
     raw = run.raw_state()
+    if raw.get("executor") == "slurm":  # Slurm signals it, wherever it runs (slurm_runs.stop)
+        from labtui.engine.runtime import slurm, slurm_runs
+
+        try:
+            return slurm_runs.stop(run, now=now)
+        except slurm.SlurmError as e:
+            raise LifecycleError(str(e)) from None
     pid, start = raw.get("pid"), raw.get("pid_start")
     if raw.get("status") in store.LIVE and pid and not (isinstance(start, (int, float)) and not isinstance(start, bool)):
         raise LifecycleError(f"{run.id}: state.json does not record when pid {pid} started, so labtui cannot prove "
@@ -145,9 +152,15 @@ def _kill_other_groups(pid: int, pgid: int) -> None:
 
 
 def _started_or_queued(ws: store.Workspace, run: store.Run, now: bool, resume: bool, started_line: str) -> Outcome:
-    from labtui.engine.runtime import queue
+    from labtui.engine.runtime import queue, slurm
 
-    started, why = queue.start_or_queue(ws, run, now=now, resume=resume)
+    try:
+        started, why = queue.start_or_queue(ws, run, now=now, resume=resume)
+    except slurm.SlurmError as e:  # a Slurm run that sbatch refused (the run is `failed` with the reason)
+        raise LifecycleError(f"{run.id}: {e}") from None
+    job = (run.raw_state().get("slurm") or {}).get("job_id") if run.raw_state().get("executor") == "slurm" else None
+    if started and job:
+        return Outcome(f"{started_line}; submitted to Slurm as job {job}", run, True)
     if started:
         return Outcome(started_line, run, True)
     return Outcome(f"queued: {why}", run, False)
@@ -168,8 +181,9 @@ def resume(run: store.Run, ws: store.Workspace | None = None, now: bool = False)
         why = f" ({why.split(': ', 1)[1]})" if ": " in why else ""
         raise LifecycleError(f"{run.id} has no complete checkpoint to resume from{why}; use `labtui retry {run.id}` "
                              f"to start it again")
+    slurm_run = run.raw_state().get("executor") == "slurm"
     try:
-        plan = launcher.plan_for(run, resume=True)
+        plan = None if slurm_run else launcher.plan_for(run, resume=True)  # a Slurm node checks its own
         if plan is not None:
             launcher.check_resume(run, plan)
     except launcher.LaunchError as e:

@@ -125,8 +125,11 @@ def set_concurrency(ws: store.Workspace, n: int) -> None:
 
 
 def occupies_slot(run: store.Run) -> bool:
-    """Live, or finished but its supervisor is still busy with the run's after-training evaluation."""
+    """Live, or finished but its supervisor is still busy with the run's after-training evaluation. A
+    Slurm run never does: it runs where Slurm puts it, and Slurm keeps its own limits."""
     raw = run.raw_state()
+    if raw.get("executor") == "slurm":
+        return False
     if raw.get("status") in store.LIVE:
         return run.state().get("status") in store.LIVE  # crashed runs free their slot
     return bool(raw.get("after_run")) and store.process_alive(raw.get("supervisor_pid"), raw.get("supervisor_start"))
@@ -179,8 +182,15 @@ def start_or_queue(ws: store.Workspace, run: store.Run, *, now: bool = False, re
 
     It starts when a slot is free under the workspace's concurrency and no queued run is waiting for
     one, or when `now` (the user's explicit "start anyway"); otherwise it joins the end of the queue.
-    Returns (started, why it was queued: "1 run already running, concurrency 1")."""
-    from labtui.engine.runtime import launcher
+    Returns (started, why it was queued: "1 run already running, concurrency 1").
+
+    A Slurm run (`launch.executor: slurm`) is submitted to Slurm instead (slurm_runs.submit: Slurm
+    queues it; slurm.SlurmError when it refuses), whatever the local limit."""
+    from labtui.engine.runtime import launcher, slurm_runs
+
+    if slurm_runs.is_slurm(run):
+        slurm_runs.submit(run, resume=resume)
+        return True, ""
 
     with _locked(ws):
         order = [r for r in _order(ws) if r != run.id]

@@ -163,22 +163,32 @@ def _failed(proc: subprocess.CompletedProcess, args: list[str]) -> SlurmError:
     return SlurmError(f"{shlex.join(args)} exited {proc.returncode}: {said[-1] if said else 'no message'}")
 
 
+def parse_parsable_full(text: str) -> tuple[str, str | None]:
+    """(job id, cluster or None) from `sbatch --parsable`'s output: `123` or `123;cluster`."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    job_id, _, cluster = (lines[-1] if lines else "").partition(";")
+    if not job_id.strip().isdigit():
+        raise SlurmError(f"sbatch --parsable printed no job id: {text.strip()!r}")
+    return job_id.strip(), cluster.strip() or None
+
+
 def parse_parsable(text: str) -> str:
     """The job id in `sbatch --parsable`'s output: `123` or `123;cluster` (on a multi-cluster setup)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    job_id = lines[-1].split(";", 1)[0].strip() if lines else ""
-    if not job_id.isdigit():
-        raise SlurmError(f"sbatch --parsable printed no job id: {text.strip()!r}")
-    return job_id
+    return parse_parsable_full(text)[0]
 
 
-def submit(path: str | Path, extra_args: list[str] | None = None) -> str:
-    """Submit a batch script with `sbatch --parsable`; returns the job id."""
+def submit_job(path: str | Path, extra_args: list[str] | None = None) -> tuple[str, str | None]:
+    """Submit a batch script with `sbatch --parsable`; returns (job id, cluster or None)."""
     args = ["sbatch", "--parsable", *(extra_args or []), str(path)]
     proc = _run(args)
     if proc.returncode != 0:
         raise _failed(proc, args)
-    return parse_parsable(proc.stdout)
+    return parse_parsable_full(proc.stdout)
+
+
+def submit(path: str | Path, extra_args: list[str] | None = None) -> str:
+    """Submit a batch script with `sbatch --parsable`; returns the job id."""
+    return submit_job(path, extra_args)[0]
 
 
 def cancel(job_id: str, signal: str | None = None, batch_only: bool = True) -> None:
@@ -274,6 +284,22 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
         out[job_id] = JobInfo(job_id, _bare_state(state), _none(reason), _none(node), code, sig or None,
                               _none(limit), source="sacct")
     return out
+
+
+def job_state(job_id: str, timeout: float = COMMAND_TIMEOUT_S) -> JobInfo | None:
+    """What the controller says about one job right now (`scontrol show job`: a cancelled job is
+    CANCELLED there while squeue still shows it COMPLETING); None when it does not know the job."""
+    proc = _run(["scontrol", "show", "job", "-o", str(job_id)], timeout)
+    return parse_scontrol(proc.stdout).get(str(job_id)) if proc.returncode == 0 else None
+
+
+def requeue(job_id: str) -> None:
+    """`scontrol requeue ID`: the job (submitted with --requeue) ends now and waits to start again with
+    the same id (SLURM_RESTART_COUNT counts the restarts)."""
+    args = ["scontrol", "requeue", str(job_id)]
+    proc = _run(args)
+    if proc.returncode != 0:
+        raise _failed(proc, args)
 
 
 class Poller:
@@ -445,6 +471,6 @@ def describe(info: JobInfo) -> tuple[str | None, str]:
 
 __all__ = [
     "SBATCH_FILE", "OUTPUT_PATTERN", "SlurmError", "SlurmUnavailable", "SlurmSettings", "JobInfo", "Poller",
-    "render_sbatch", "submit", "cancel", "poll", "describe", "parse_parsable", "parse_squeue",
+    "render_sbatch", "submit", "submit_job", "cancel", "job_state", "requeue", "poll", "describe", "parse_parsable", "parse_parsable_full", "parse_squeue",
     "parse_scontrol", "parse_sacct",
 ]

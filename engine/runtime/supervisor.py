@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from labtui.engine.rundir import alerts, ranks, store
-from labtui.engine.runtime.launcher import FAILURE_FILE
+from labtui.engine.runtime.launcher import FAILURE_FILE, STOP_FILE
+from labtui.engine.runtime.slurm_job import EXECUTOR as SLURM_KEY
+from labtui.engine.runtime.slurm_job import SlurmJob
 from labtui.engine.runtime.sysmon import Sampler
-
-STOP_FILE = "stop.json"  # written by `labtui stop` before it signals
 
 
 def signal_name(num: int) -> str:
@@ -105,9 +105,15 @@ def supervise(run: store.Run, command: list[str]) -> int:
     workspace = Path(info.get("workspace") or os.getcwd())
     interval = float((cfg.get("engine") or {}).get("heartbeat_interval") or os.environ.get("LABTUI_HEARTBEAT", 5.0))
     stop = {"requested": False}
+    job = SlurmJob.here(run)  # the batch step of the run's Slurm job (slurm_job.py), else None
+    if job is not None:
+        job.install()
+        command = job.command(command)
 
     def on_term(signum, frame):
         stop["requested"] = True
+        if job is not None:
+            job.on_term()
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -125,9 +131,12 @@ def supervise(run: store.Run, command: list[str]) -> int:
         except OSError as e:
             run.update_state(status="failed", ended=time.time(), error=f"cannot start {command[0]}: {e.strerror}")
             return 1
+    if job is not None:
+        job.child_started(child.pid)
     now = time.time()
     prev = run.raw_state()
     run.update_state(
+        **(job.started_state(command) if job is not None else {}),
         status="running", pid=child.pid, pgid=child.pid, pid_start=store.process_start_time(child.pid),
         supervisor_pid=os.getpid(), supervisor_start=store.process_start_time(os.getpid()),
         host=socket.gethostname(), started=prev.get("started") or now, resumed=now if prev.get("started") else None,
@@ -160,18 +169,35 @@ def supervise(run: store.Run, command: list[str]) -> int:
     failure = store.read_json(ranks.ranks_dir(run.path) / FAILURE_FILE) if multi else None
     state = final_state(rc, result, requested, store.tail_lines(run.file(store.LOG_FILE), 5),
                         failure if isinstance(failure, dict) else None)
+    requeue, ended = False, state
+    if job is not None:
+        state, requeue = job.final_state(ended)
     run.update_state(heartbeat=time.time(), **state)
-    with open(run.file(store.LOG_FILE), "ab") as log:
-        log.write(f"[labtui] {time.strftime('%Y-%m-%d %H:%M:%S')} {state['status']}"
-                  f"{': ' + state['error'] if state.get('error') else ''}\n".encode())
-    after_run(run, state)
+    _log_end(run, state)
+    if requeue and job is not None:
+        why = job.requeue()  # returns only when the requeue failed: the job ends here instead
+        state, _ = job.final_state(ended, requeue=False)
+        state["error"] = f"{state.get('error')} (scontrol requeue failed: {why})"
+        run.update_state(heartbeat=time.time(), **state)
+        _log_end(run, state)
+    after_run(run, state, advance_queue=job is None)
     return 0
 
 
-def after_run(run: store.Run, state: dict) -> None:
+def _log_end(run: store.Run, state: dict) -> None:
+    with open(run.file(store.LOG_FILE), "ab") as log:
+        line = state.get(SLURM_KEY, {}).get("reason") if state.get("status") == "queued" else state.get("error")
+        log.write(f"[labtui] {time.strftime('%Y-%m-%d %H:%M:%S')} {state['status']}"
+                  f"{': ' + line if line else ''}\n".encode())
+
+
+def after_run(run: store.Run, state: dict, advance_queue: bool = True) -> None:
     """What follows a run without anybody watching: the alert check of an evaluation, the run's own
     evaluation (the run keeps its queue slot meanwhile, so the next run does not compete for the
-    GPU), then the next queued run."""
+    GPU), then the next queued run (not from a Slurm job: `advance_queue` False; a requeued job's
+    run has not ended)."""
+    if state.get("status") not in store.FINAL:
+        return
     from labtui.engine.runtime import evaluate_launch, queue
 
     try:
@@ -185,7 +211,8 @@ def after_run(run: store.Run, state: dict) -> None:
                 evaluate_launch.on_run_end(run, state)
             finally:
                 run.update_state(after_run=None)
-        queue.on_run_end(run, state)
+        if advance_queue:
+            queue.on_run_end(run, state)
     except Exception as e:
         print(f"[labtui] after-run step failed: {e}", file=sys.stderr)
 
