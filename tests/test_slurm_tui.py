@@ -167,6 +167,12 @@ async def test_keys_act_on_slurm_runs(ws, no_slurm):
         await pilot.press("s")
         await until(pilot, lambda: "Stop " + RUNNING in screen_text(app), what="the stop question")
         await pilot.press("escape")
+        await until(pilot, lambda: "Stop " + RUNNING not in screen_text(app), what="the question gone")
+        app.select_run(QUEUED)
+        await pilot.pause(0.1)
+        await pilot.press("s")
+        await until(pilot, lambda: "Its Slurm job has not started" in screen_text(app), what="the pending job's question")
+        await pilot.press("escape")
 
 
 def test_monitor_without_slurm_says_nothing(ws, no_slurm):

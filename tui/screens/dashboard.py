@@ -255,9 +255,11 @@ class DashboardScreen(HonestKeys, Screen):
             if how is not None:
                 self.engine_call(f"stop {row.id}", engine_api.stop, self.app.run_for(row.id), now=(how == "now"))
 
+        detail = "It saves a checkpoint, then ends as `stopped`; r resumes it."
+        if row.on_slurm and row.status == "queued":  # a pending job: nothing to checkpoint yet
+            detail = "Its Slurm job has not started: it is cancelled (scancel) and the run ends as `stopped`."
         self.app.push_screen(Choose(f"Stop {row.id}?", [("y", "stop after a checkpoint", "graceful"),
-                                                          ("k", "kill now", "now")],
-                                    "It saves a checkpoint, then ends as `stopped`; r resumes it."), chosen)
+                                                          ("k", "kill now", "now")], detail), chosen)
 
     def action_resume(self) -> None:
         row = self.app.selected_row
