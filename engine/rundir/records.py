@@ -180,14 +180,12 @@ class State(TypedDict, total=False):
     error_where: Text  # where it failed (a multi-process run: the failed rank's traceback)
     error_rank: Whole  # a multi-process run: the rank that failed first
     launch: Object  # a training run: how it is launched (runtime.launcher.launch_plan), or null
-    executor: Text  # "slurm" for a run submitted to Slurm (runtime.slurm_runs); absent for a local run
-    slurm: Object  # a Slurm run: job_id, cluster, state, reason, node, submitted, checked, job_ids (slurm_runs)
     command: Texts
     after_run: Text  # "evaluating" while the supervisor runs the evaluation after training
     queued: Flag
     queued_resume: Flag  # the queue starts it again with --resume
-    executor: Text  # local | slurm
-    slurm: SlurmJob  # a Slurm run's job (executor: slurm)
+    executor: Text  # "slurm" for a run submitted to Slurm (runtime.slurm_runs); absent for a local run
+    slurm: SlurmJob  # a Slurm run's job: job_id, cluster, state, reason, node, submitted, checked, job_ids
     warning: Text  # e.g. store.SUPERVISOR_GONE (derived)
     crash_detected_by: Text  # "reader": no supervisor recorded the crash (derived)
 
