@@ -150,7 +150,7 @@ def _slurm_rows(ws: store.Workspace) -> list[dict]:
     from labtui.engine.runtime import slurm_runs
 
     rows = []
-    for r in slurm_runs.active_runs(ws):
+    for r in sorted(slurm_runs.active_runs(ws), key=lambda r: (r.info().get("created") or 0, r.id)):
         if r.info().get("kind") == "eval":
             continue
         s = slurm_runs.slurm_info(r.raw_state())

@@ -5,7 +5,7 @@ run's Slurm job (engine/runtime/slurm_runs.py submits it). Light: no torch.
   when the script was submitted again by hand) and the launch plan resolved on the node; a job that
   Slurm started again (`SLURM_RESTART_COUNT` > 0: requeued) runs the worker with `--resume`.
 - USR1 (`--signal=B:USR1@N`, before the time limit): the worker is asked to checkpoint and stop, as by
-  `labtui stop` (the stop file, SIGTERM to its process group). Then with `slurm.requeue: true` the job
+  `labtui stop` (the stop file, which every rank reads at each step end; an eval gets SIGTERM). Then with `slurm.requeue: true` the job
   is requeued (`scontrol requeue`) and continues from that checkpoint; without, the run ends `failed`
   saying the time limit came, which checkpoint was saved and what to do.
 - SIGTERM: from `labtui stop` (the stop file is there) it is passed on to the worker, as a local stop;
@@ -99,7 +99,8 @@ class SlurmJob:
                                                                "reason": "Slurm time limit near", "slurm_job": self.job_id})
         except OSError:
             pass
-        self._signal_child(signal.SIGTERM)
+        if self.run.info().get("kind") != "train":  # a training worker (every rank) reads the stop file at each
+            self._signal_child(signal.SIGTERM)  # step end, even while it still loads; a SIGTERM then would kill it
 
     def _signal_child(self, sig: int) -> None:
         if self.child_pgid is None:
@@ -141,8 +142,11 @@ class SlurmJob:
                 info = None
             status, line = slurm.describe(info) if info is not None and info.final else (None, "")
             if status not in ("crashed", "failed"):
-                status, line = "crashed", (f"{job} was ended by Slurm (SIGTERM without a labtui stop: scancel, a "
-                                           f"preemption or its time limit): resume from the last checkpoint")
+                # a job being ended is COMPLETING until this process exits: CANCELLED, PREEMPTED or TIMEOUT
+                # cannot be told apart from here
+                status, line = "crashed", (f"{job} cancelled by Slurm (a SIGTERM without a labtui stop: scancel, an "
+                                           f"administrator, a preemption or the time limit): resume from the last "
+                                           f"checkpoint")
             if cp is not None:
                 line += f" (newest checkpoint: {cp.name})"
             return {**state, "status": status, "error": line,

@@ -1,0 +1,224 @@
+"""Runs on Slurm (issue 14): `labtui run --slurm` on the real one-node cluster of scripts/slurm-cluster,
+with the demo model. The run directory is the same as a local run's, plus job.sbatch, slurm-<job>.out
+and state.json's `executor`/`slurm`. The cluster tests skip, with the script's reason, only where
+Slurm's packages cannot be installed; the tests of the batch script and of the reconciliation rules
+need no cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import fast_overrides, labtui, wait_for
+from labtui.engine.config.experiment import load_experiment
+from labtui.engine.rundir import store
+from labtui.engine.runtime import launcher, slurm, slurm_runs
+from test_slurm_cluster import ROOT, slurm_cluster  # noqa: F401 - the session fixture that starts the cluster
+
+# slow enough steps (a big batch) that a test can act while the run is mid-way
+SLOW = ["--set", "training.per_device_train_batch_size=48", "--set", "training.logging_steps=1",
+        "--set", "training.eval_steps=1000", "--set", "training.save_steps=1000"]
+
+
+def wait_until(what, check, timeout: float = 180, poll: float = 0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(poll)
+    raise AssertionError(f"never: {what}")
+
+
+def step_of(run: store.Run) -> int:
+    return run.progress().get("step") or 0
+
+
+def synced_status(ws: store.Workspace, run: store.Run) -> str | None:
+    slurm_runs.sync(ws, [run])
+    return run.state().get("status")
+
+
+# --- no cluster needed ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slurm_run(tmp_path) -> tuple[store.Workspace, store.Run]:
+    ws = store.Workspace(tmp_path)
+    exp = load_experiment(ROOT / "experiments" / "demo-baseline.yaml",
+                          ["launch.executor=slurm", "slurm.time=0:30:00", "slurm.partition=gpu", "slurm.requeue=true"])
+    return ws, launcher.create_training_run(ws, exp)
+
+
+def test_the_batch_script_of_a_run_execs_labtuis_supervisor_on_the_worker(slurm_run):
+    ws, run = slurm_run
+    assert slurm_runs.is_slurm(run)
+    text = slurm_runs.sbatch_text(run, dependency="afterany:41")
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for line in (f"#SBATCH --output={run.path}/slurm-%j.out", f"#SBATCH --chdir={ws.root}", "#SBATCH --time=0:30:00",
+                 "#SBATCH --partition=gpu", "#SBATCH --signal=B:USR1@120", "#SBATCH --dependency=afterany:41",
+                 "#SBATCH --requeue"):
+        assert line in lines
+    py = sys.executable
+    assert lines[-1] == (f"exec {py} -m labtui.engine.runtime.supervisor {run.path} -- "
+                         f"{py} -m labtui.engine.training.worker {run.path}")
+    # a resubmission (labtui resume) continues from the checkpoint
+    assert slurm_runs.sbatch_text(run, resume=True).splitlines()[-1].endswith(f"worker {run.path} --resume")
+    # a multi-process run: the torchrun shim, as on this machine
+    (run.path / store.CONFIG_FILE).write_text((run.path / store.CONFIG_FILE).read_text().replace(
+        "launcher: python", "launcher: torchrun"))
+    assert slurm_runs.sbatch_text(run).splitlines()[-1].endswith(f"-m labtui.engine.training.distributed {run.path}")
+    # more than one node is refused with what to do
+    (run.path / store.CONFIG_FILE).write_text((run.path / store.CONFIG_FILE).read_text().replace("nodes: 1", "nodes: 2"))
+    with pytest.raises(slurm.SlurmError, match="slurm.nodes is 2: .*set slurm.nodes: 1"):
+        slurm_runs.sbatch_text(run)
+
+
+def _submitted(run: store.Run, job: str = "7", ids=("7",)) -> None:
+    run.update_state(status="queued", executor="slurm", slurm={"job_id": job, "cluster": None, "state": "PENDING",
+                                                               "reason": None, "node": None, "submitted": time.time(),
+                                                               "checked": time.time(), "job_ids": list(ids)})
+
+
+def test_what_slurm_says_becomes_the_runs_state_unless_the_supervisor_recorded_its_end(slurm_run):
+    ws, run = slurm_run
+    _submitted(run)
+    slurm_runs._reconcile(run, slurm.JobInfo("7", "PENDING", "Resources", source="squeue"))
+    raw = run.raw_state()
+    assert raw["status"] == "queued"
+    assert raw["slurm"]["state"] == "PENDING"
+    assert raw["slurm"]["reason"] == "Slurm job 7 waiting for resources (the nodes or GPUs it asks for are busy)"
+    assert raw["slurm"]["job_ids"] == ["7"]
+    # the job was cancelled while the supervisor ran, and nobody recorded the end: crashed, Slurm's words
+    run.update_state(status="running", host="elsewhere", heartbeat=time.time())
+    slurm_runs._reconcile(run, slurm.JobInfo("7", "CANCELLED", None, "gpu3", 0, 15, source="scontrol"))
+    state = run.state()
+    assert state["status"] == "crashed"
+    assert state["error"].startswith("Slurm job 7 cancelled by Slurm (scancel, or an administrator)")
+    assert run.raw_state()["slurm"]["state"] == "CANCELLED" and run.raw_state()["slurm"]["node"] == "gpu3"
+    # an end the supervisor recorded wins over what Slurm says afterwards
+    run.update_state(status="completed", error=None)
+    slurm_runs._reconcile(run, slurm.JobInfo("7", "TIMEOUT", None, "gpu3", source="scontrol"))
+    assert run.state()["status"] == "completed"
+    # a labtui stop that ended in scancel is a stop
+    run.update_state(status="running")
+    (run.path / launcher.STOP_FILE).write_text("{}")
+    slurm_runs._reconcile(run, slurm.JobInfo("7", "CANCELLED", None, "gpu3", source="scontrol"))
+    assert run.state()["status"] == "stopped"
+    # a job Slurm no longer knows: the run directory decides (nothing rewritten but Slurm's state)
+    run.update_state(status="running", heartbeat=time.time())
+    slurm_runs._reconcile(run, slurm.JobInfo("7", slurm.UNKNOWN, "gone", source=None))
+    assert run.raw_state()["status"] == "running" and run.raw_state()["slurm"]["state"] == slurm.UNKNOWN
+
+
+def test_sync_without_slurm_changes_nothing(slurm_run, monkeypatch, tmp_path):
+    ws, run = slurm_run
+    _submitted(run)
+    before = run.file(store.STATE_FILE).read_bytes()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(slurm_runs, "POLLER", slurm.Poller())
+    slurm_runs.sync(ws)  # no squeue on this PATH: no exception, nothing written
+    assert run.file(store.STATE_FILE).read_bytes() == before
+    assert [r.id for r in slurm_runs.active_runs(ws)] == [run.id]
+
+
+# --- on the cluster -------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_three_chained_runs_go_queued_running_completed_in_order(slurm_cluster, workspace):  # noqa: F811
+    ws = workspace
+    out = labtui(ws, "run", "--queue", "--slurm", "experiments/demo-baseline.yaml", "experiments/demo-tuned.yaml",
+                 "experiments/demo-sft.yaml", *fast_overrides(4), check=True)
+    runs = [ws.run(i) for i in out.stdout.split()]
+    assert len(runs) == 3
+    jobs = [slurm_runs.job_id(r.raw_state()) for r in runs]
+    assert all(jobs) and len(set(jobs)) == 3
+    for run, job, before in zip(runs, jobs, [None, *jobs[:2]]):
+        raw = run.raw_state()
+        assert raw["executor"] == "slurm" and raw["slurm"]["job_ids"] == [job]
+        assert f"submitted to Slurm as job {job}" in out.stderr
+        sbatch = run.file("job.sbatch").read_text()
+        assert ("#SBATCH --dependency=afterany:" + before in sbatch) if before else "--dependency" not in sbatch
+    # the second waits for the first: queued, with Slurm's reason, and `labtui queue` lists all three
+    second = runs[1]
+    assert synced_status(ws, second) == "queued"
+    assert "waiting for the job it depends on to end" in (second.raw_state()["slurm"]["reason"] or "")
+    listed = json.loads(labtui(ws, "queue", "--json", check=True).stdout)["slurm"]
+    assert [(r["id"], r["job_id"]) for r in listed] == list(zip([r.id for r in runs], jobs))
+    assert listed[1]["state"] == "PENDING" and listed[1]["status"] == "queued"
+
+    # the first: running with live metrics in the store (seen while Slurm says RUNNING), then completed
+    first = runs[0]
+    wait_until("the first run's metrics while it runs", lambda: synced_status(ws, first) == "running"
+               and any(r.get("kind") == "train" for r in store.read_jsonl(first.file(store.METRICS_FILE))))
+    shown = json.loads(labtui(ws, "show", first.id, "--json", check=True).stdout)
+    assert shown["executor"] == "slurm" and shown["slurm"]["job_id"] == jobs[0]
+    assert shown["slurm"]["state"] == "RUNNING" and shown["slurm"]["node"]
+    text = labtui(ws, "show", first.id, check=True).stdout
+    assert f"slurm       job {jobs[0]}  RUNNING  node {shown['slurm']['node']}" in text
+    for run in runs:
+        assert wait_for(run, timeout=300)["status"] == "completed", store.tail_lines(run.file(store.LOG_FILE), 20)
+        assert run.file(f"slurm-{slurm_runs.job_id(run.raw_state())}.out").exists()
+    states = [r.raw_state() for r in runs]
+    assert states[0]["ended"] <= states[1]["started"] and states[1]["ended"] <= states[2]["started"]
+    assert [s["slurm"]["state"] for s in states] == ["COMPLETED"] * 3
+    assert json.loads(labtui(ws, "queue", "--json", check=True).stdout)["slurm"] == []
+
+
+@pytest.mark.e2e
+def test_stop_checkpoints_resume_resubmits_and_an_external_scancel_is_a_crash(slurm_cluster, workspace):  # noqa: F811
+    ws = workspace
+    STEPS = 16
+    killed = ws.run(labtui(ws, "run", "experiments/demo-sft.yaml", "--slurm", "--set", "training.max_steps=400", *SLOW,
+                           check=True).stdout.strip())
+    stopped = ws.run(labtui(ws, "run", "experiments/demo-sft.yaml", "--slurm", "--set", f"training.max_steps={STEPS}",
+                            *SLOW, check=True).stdout.strip())
+    wait_until("the run to stop at step 2", lambda: step_of(stopped) >= 2)
+    first_job = slurm_runs.job_id(stopped.raw_state())
+    out = labtui(ws, "stop", stopped.id, check=True)
+    assert "stopping after the current step" in out.stdout and f"Slurm job {first_job}" in out.stdout
+    wait_until("the run to scancel at step 2", lambda: step_of(killed) >= 2)
+    subprocess.run(["scancel", slurm_runs.job_id(killed.raw_state())], check=True)
+
+    state = wait_for(stopped, timeout=120)
+    assert state["status"] == "stopped", state
+    at = step_of(stopped)
+    assert 2 <= at < STEPS and stopped.latest_checkpoint().name == f"checkpoint-{at}"
+
+    crashed = wait_until("the scancelled run's end", lambda: synced_status(ws, killed) in store.FINAL and killed.state())
+    assert crashed["status"] == "crashed"
+    assert "cancelled by Slurm" in crashed["error"], crashed
+    assert "checkpoint" not in crashed["error"] or killed.latest_checkpoint() is not None
+
+    out = labtui(ws, "resume", stopped.id, check=True)
+    assert out.stdout.strip() == stopped.id and "submitted to Slurm as job" in out.stderr
+    raw = stopped.raw_state()
+    second_job = slurm_runs.job_id(raw)
+    assert raw["slurm"]["job_ids"] == [first_job, second_job] and second_job != first_job
+    assert stopped.file("job.sbatch").read_text().rstrip().endswith("--resume")
+    state = wait_for(stopped, timeout=180)
+    assert state["status"] == "completed", store.tail_lines(stopped.file(store.LOG_FILE), 20)
+    steps = [r["step"] for r in store.metrics_history(stopped) if r["kind"] == "train"]
+    assert steps == list(range(1, STEPS + 1))  # continued from the checkpoint, each step once
+
+
+@pytest.mark.e2e
+def test_a_run_over_its_time_limit_saves_a_checkpoint_and_says_timeout(slurm_cluster, workspace):  # noqa: F811
+    ws = workspace
+    # one minute: Slurm's warning (USR1, 120 s before the limit) comes at once; the run checkpoints and stops
+    run = ws.run(labtui(ws, "run", "experiments/demo-sft.yaml", "--slurm", "--set", "slurm.time=1",
+                        "--set", "training.max_steps=400", *SLOW, check=True).stdout.strip())
+    state = wait_for(run, timeout=180)
+    assert state["status"] == "failed", state
+    cp = run.latest_checkpoint()
+    assert cp is not None
+    job = slurm_runs.job_id(run.raw_state())
+    assert state["error"] == (f"Slurm job {job} reached its time limit (TIMEOUT, slurm.time 1): stopped with {cp.name} "
+                              f"saved at step {cp.name.split('-')[1]}; `labtui resume {run.id}` continues from it, "
+                              f"or raise slurm.time")
+    assert run.raw_state()["slurm"]["state"] == "TIMEOUT"
