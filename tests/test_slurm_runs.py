@@ -113,6 +113,11 @@ def test_what_slurm_says_becomes_the_runs_state_unless_the_supervisor_recorded_i
     run.update_state(status="running", heartbeat=time.time())
     slurm_runs._reconcile(run, slurm.JobInfo("7", slurm.UNKNOWN, "gone", source=None))
     assert run.raw_state()["status"] == "running" and run.raw_state()["slurm"]["state"] == slurm.UNKNOWN
+    # Slurm requeued it (a node failure): its supervisor on the other host fell silent, the job waits again
+    run.update_state(status="running", host="elsewhere", heartbeat=time.time() - 120)
+    slurm_runs._reconcile(run, slurm.JobInfo("7", "PENDING", "BeginTime", source="squeue"))
+    assert run.raw_state()["status"] == "queued"
+    assert "waiting for its start time" in run.raw_state()["slurm"]["reason"]
 
 
 def test_sync_without_slurm_changes_nothing(slurm_run, monkeypatch, tmp_path):
@@ -168,6 +173,14 @@ def test_three_chained_runs_go_queued_running_completed_in_order(slurm_cluster, 
     assert states[0]["ended"] <= states[1]["started"] and states[1]["ended"] <= states[2]["started"]
     assert [s["slurm"]["state"] for s in states] == ["COMPLETED"] * 3
     assert json.loads(labtui(ws, "queue", "--json", check=True).stdout)["slurm"] == []
+
+    # an evaluation of a Slurm run, submitted the same way (its own job.sbatch in the eval folder)
+    out = labtui(ws, "eval", first.id, "--slurm", "--n", "10", "--device", "cpu", "--foreground", check=True)
+    ev = store.Run(first.path / store.EVALS_DIR / out.stdout.split()[0])
+    raw = ev.raw_state()
+    assert raw["status"] == "completed" and raw["executor"] == "slurm"
+    assert ev.file("job.sbatch").read_text().rstrip().endswith(f"-m labtui.engine.training.evaluate {ev.path}")
+    assert ev.file(f"slurm-{raw['slurm']['job_id']}.out").exists()
 
 
 @pytest.mark.e2e

@@ -196,6 +196,9 @@ def print_eval(path: Path) -> None:
 
 def cmd_evals(args) -> int:
     ws = workspace_from(args)
+    from labtui.engine.runtime import slurm_runs
+
+    slurm_runs.sync(ws)  # evaluations submitted with --slurm: their state as Slurm has it
     if args.ref:
         p = Path(args.ref)
         is_eval = (p.is_dir() and evalstore.is_eval_dir(p)) or ("/" in args.ref and not (p / store.RUN_FILE).is_file())

@@ -256,6 +256,10 @@ def _reconcile(run: store.Run, info: slurm.JobInfo) -> None:
         return
     if not info.final:
         updates = {"state": info.state, "reason": line, "node": node, "checked": now}
+        if (info.state in slurm.PENDING_STATES and raw.get("status") in store.LIVE
+                and run.state().get("status") not in store.LIVE):  # Slurm requeued it (node failure, preemption)
+            _write(run, status="queued", slurm_updates=updates)
+            return
         changed = any(have.get(k) != v for k, v in updates.items() if k != "checked")
         stale = now - float(have.get("checked") or 0) > RECHECK_S if isinstance(have.get("checked"), (int, float)) else True
         if changed or stale:
