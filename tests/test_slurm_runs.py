@@ -7,6 +7,7 @@ need no cluster."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -134,8 +135,22 @@ def test_sync_without_slurm_changes_nothing(slurm_run, monkeypatch, tmp_path):
 # --- on the cluster -------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def time_limited(slurm_cluster, demo_assets, tmp_path_factory):  # noqa: F811
+    """A run over its Slurm time limit (one minute, 400 slow steps), submitted before the chained runs so
+    that it spends its minute on the node's second CPU while they take the first one in turn; the
+    time-limit test reads its end."""
+    root = tmp_path_factory.mktemp("time-limited")
+    (root / "demo").symlink_to(demo_assets)
+    shutil.copytree(ROOT / "experiments", root / "experiments")
+    ws = store.Workspace(root)
+    run = ws.run(labtui(ws, "run", "experiments/demo-sft.yaml", "--slurm", "--set", "slurm.time=1",
+                        "--set", "training.max_steps=400", *SLOW, check=True).stdout.strip())
+    return ws, run
+
+
 @pytest.mark.e2e
-def test_three_chained_runs_go_queued_running_completed_in_order(slurm_cluster, workspace):  # noqa: F811
+def test_three_chained_runs_go_queued_running_completed_in_order(slurm_cluster, workspace, time_limited):  # noqa: F811
     ws = workspace
     out = labtui(ws, "run", "--queue", "--slurm", "experiments/demo-baseline.yaml", "experiments/demo-tuned.yaml",
                  "experiments/demo-sft.yaml", *fast_overrides(4), check=True)
@@ -221,11 +236,10 @@ def test_stop_checkpoints_resume_resubmits_and_an_external_scancel_is_a_crash(sl
 
 
 @pytest.mark.e2e
-def test_a_run_over_its_time_limit_saves_a_checkpoint_and_says_timeout(slurm_cluster, workspace):  # noqa: F811
-    ws = workspace
-    # one minute: Slurm's warning (USR1, 120 s before the limit) comes at once; the run checkpoints and stops
-    run = ws.run(labtui(ws, "run", "experiments/demo-sft.yaml", "--slurm", "--set", "slurm.time=1",
-                        "--set", "training.max_steps=400", *SLOW, check=True).stdout.strip())
+def test_a_run_over_its_time_limit_saves_a_checkpoint_and_says_timeout(time_limited):
+    # one minute: Slurm's warning (USR1, 120 s before the limit) comes at its first check (about every
+    # 30 s); the run checkpoints and stops
+    ws, run = time_limited
     state = wait_for(run, timeout=180)
     assert state["status"] == "failed", state
     cp = run.latest_checkpoint()
