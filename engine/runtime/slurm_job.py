@@ -67,7 +67,7 @@ class SlurmJob:
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         now = time.time()
         info = {**info, "job_id": self.job_id, "state": "RUNNING", "node": node, "checked": now,
-                "reason": f"Slurm job {self.job_id} running on {node}", "restarts": self.restarts,
+                "reason": f"Slurm job {self.job_id} running on {node}",
                 "job_ids": ids if self.job_id in ids else [*ids, self.job_id]}
         out: dict = {EXECUTOR: info}
         if self.run.info().get("kind") == "train":
