@@ -31,7 +31,8 @@ def follow_progress(run: store.Run, line: Callable[[dict, dict], str], stop: Cal
     """Draw `line(state, progress)` until `run` ends and return its final state. On a terminal the
     line is redrawn in place; elsewhere (a log file, CI) a line is written when
     `worth_a_line(previous progress, progress)` says so, and at the end. The first Ctrl-C calls
-    `stop(run)` (said as "stopping <id><stopping>"); the second leaves the run going and returns None."""
+    `stop(run)` (said as "stopping <id><stopping>"); the second leaves the run going and returns None.
+    `refresh()` is called before each look (`slurm_refresh`: a Slurm run's state brought in step)."""
     pressed = 0
 
     def on_int(signum, frame):
