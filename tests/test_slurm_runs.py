@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +16,8 @@ import time
 import pytest
 from conftest import fast_overrides, labtui, wait_for
 from labtui.engine.config.experiment import load_experiment
-from labtui.engine.rundir import store
-from labtui.engine.runtime import launcher, slurm, slurm_runs
+from labtui.engine.rundir import ranks, store
+from labtui.engine.runtime import launcher, slurm, slurm_job, slurm_runs
 from test_slurm_cluster import ROOT, slurm_cluster  # noqa: F401 - the session fixture that starts the cluster
 
 # slow enough steps (a big batch) that a test can act while the run is mid-way
@@ -73,10 +74,84 @@ def test_the_batch_script_of_a_run_execs_labtuis_supervisor_on_the_worker(slurm_
     (run.path / store.CONFIG_FILE).write_text((run.path / store.CONFIG_FILE).read_text().replace(
         "launcher: python", "launcher: torchrun"))
     assert slurm_runs.sbatch_text(run).splitlines()[-1].endswith(f"-m labtui.engine.training.distributed {run.path}")
-    # more than one node is refused with what to do
-    (run.path / store.CONFIG_FILE).write_text((run.path / store.CONFIG_FILE).read_text().replace("nodes: 1", "nodes: 2"))
-    with pytest.raises(slurm.SlurmError, match="slurm.nodes is 2: .*set slurm.nodes: 1"):
+    # more than one node with a single Python process is refused with what to do
+    (run.path / store.CONFIG_FILE).write_text((run.path / store.CONFIG_FILE).read_text().replace(
+        "nodes: 1", "nodes: 2").replace("launcher: torchrun", "launcher: python"))
+    with pytest.raises(slurm.SlurmError, match="slurm.nodes is 2, but launch.launcher is python: .*set launch.launcher: "
+                                               "torchrun .* or slurm.nodes: 1"):
         slurm_runs.sbatch_text(run)
+
+
+def test_a_multi_node_run_starts_one_launcher_per_node_with_srun_and_torchruns_c10d_rendezvous(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: nproc_per_node as written
+    ws = store.Workspace(tmp_path)
+    exp = load_experiment(ROOT / "experiments" / "demo-baseline.yaml",
+                          ["launch.executor=slurm", "launch.launcher=torchrun", "launch.nproc_per_node=4",
+                           "slurm.nodes=2", "slurm.cpus_per_task=8", "slurm.gpus_per_node=4"])
+    run = launcher.create_training_run(ws, exp)
+    py, path = sys.executable, str(run.path)
+    lines = slurm_runs.sbatch_text(run).splitlines()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --gpus-per-node=4"):
+        assert line in lines
+    # the batch step is labtui's supervisor (on the first node); job.sbatch says how it starts the ranks
+    assert lines[-1] == f"exec {py} -m labtui.engine.runtime.supervisor {path} -- {py} -m labtui.engine.training.distributed {path}"
+    assert (f"#   srun --nodes 2 --ntasks-per-node 1 --kill-on-bad-exit=1 --cpus-per-task 8 {py} -m "
+            f"labtui.engine.training.distributed {path} --nnodes 2 --rdzv-endpoint FIRST_NODE:FREE_PORT "
+            f"--rdzv-id '$SLURM_JOB_ID'") in lines
+
+    # on the node: the supervisor runs the shim once per node through srun, the rendezvous on its own host
+    job = slurm_job.SlurmJob(run, "77")
+    step = job.command([py, "-m", "labtui.engine.training.distributed", path])
+    host, port = job.rendezvous["endpoint"].rsplit(":", 1)
+    assert host == socket.gethostname() and 0 < int(port) < 65536
+    assert step == ["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1", "--cpus-per-task", "8",
+                    py, "-m", "labtui.engine.training.distributed", path, "--nnodes", "2",
+                    "--rdzv-endpoint", f"{host}:{port}", "--rdzv-id", "77"]
+    # what each node's shim hands torchrun: c10d on the first node, not --standalone
+    rdzv = {"nnodes": 2, "endpoint": "node1:29411", "id": "77", "node_rank": 1}
+    plan = launcher.plan_for(run, resume=True, rendezvous=rdzv)
+    assert plan["command"] == [py, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "4",
+                               "--rdzv-backend", "c10d", "--rdzv-endpoint", "node1:29411", "--rdzv-id", "77",
+                               "--log-dir", f"{path}/ranks/torchrun", "--tee", "3",
+                               "-m", "labtui.engine.training.worker", path, "--resume"]
+    assert (plan["nproc"], plan["nnodes"], plan["rendezvous"]) == (4, 2, "c10d node1:29411")
+    # accelerate: the same rendezvous through its own flags (its --num_processes counts every node's)
+    acc = launcher.launch_plan({"launch": {"launcher": "accelerate", "nproc_per_node": 4}}, run.path, rendezvous=rdzv)
+    assert acc["command"][3:] == ["--multi_gpu", "--num_processes", "8", "--num_machines", "2", "--machine_rank", "1",
+                                  "--main_process_ip", "node1", "--main_process_port", "29411", "--rdzv_backend", "c10d",
+                                  "--log_dir", f"{path}/ranks/torchrun", "--tee", "3",
+                                  "-m", "labtui.engine.training.worker", path]
+    # a resume needs the whole world of the checkpoint: 2 nodes x 4
+    cp = run.file("checkpoints") / "checkpoint-10"
+    cp.mkdir(parents=True)
+    for name in ("trainer_state.json", "adapter_model.safetensors", *(f"rng_state_{rank}.pth" for rank in range(8))):
+        (cp / name).write_text("x")
+    launcher.check_resume(run, plan)
+    with pytest.raises(launcher.LaunchError, match="written by 8 process.*would start 4 .*here"):
+        launcher.check_resume(run, launcher.plan_for(run, resume=True))
+    # an evaluation (labtui eval RUN --slurm, with the run's slurm: section) is one process: a one-node job
+    ev_lines = slurm_runs.sbatch_text(run, command=[py, "-m", "labtui.engine.training.evaluate", path]).splitlines()
+    assert "#SBATCH --nodes=1" in ev_lines and not any("srun" in line for line in ev_lines)
+
+
+def test_the_root_cause_stays_first_whichever_nodes_shim_writes_last(tmp_path):
+    from labtui.engine.training.distributed import write_failure
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"message": {"message": "ValueError: bad batch", "extraInfo": {
+        "py_callstack": "Traceback\nValueError: bad batch\n", "timestamp": str(int(time.time()))}}}))
+    path = tmp_path / "ranks" / launcher.FAILURE_FILE
+    # node B's rank 3 raised; then node A's ranks 0 and 1, SIGTERMed by torchrun after losing their peer
+    write_failure(path, ChildFailedError("worker", {3: ProcessFailure(local_rank=1, pid=11, exitcode=1, error_file=str(own))}))
+    write_failure(path, ChildFailedError("worker", {
+        0: ProcessFailure(local_rank=0, pid=20, exitcode=-15, error_file="/nonexistent/error.json"),
+        1: ProcessFailure(local_rank=1, pid=21, exitcode=-15, error_file="/nonexistent/error.json")}))
+    failures = json.loads(path.read_text())["failures"]
+    assert [(f["rank"], f["host"]) for f in failures] == [(3, socket.gethostname()), (0, socket.gethostname()),
+                                                         (1, socket.gethostname())]
+    assert failures[0]["error"] == "ValueError: bad batch"
 
 
 def _submitted(run: store.Run, job: str = "7", ids=("7",)) -> None:
@@ -249,3 +324,34 @@ def test_a_run_over_its_time_limit_saves_a_checkpoint_and_says_timeout(time_limi
                               f"saved at step {cp.name.split('-')[1]}; `labtui resume {run.id}` continues from it, "
                               f"or raise slurm.time")
     assert run.raw_state()["slurm"]["state"] == "TIMEOUT"
+
+
+@pytest.mark.e2e
+def test_a_torchrun_run_on_slurm_forms_its_world_through_srun_and_c10d(slurm_cluster, workspace):  # noqa: F811
+    # the multi-node path on this one-node cluster: srun starts the shim on each node (here one), torchrun's
+    # c10d rendezvous on the first node forms the world of 2 CPU ranks; the job asks for the node's 2 CPUs
+    ws, steps = workspace, 6
+    run = ws.run(labtui(ws, "run", "experiments/demo-baseline.yaml", "--slurm", "--set", "launch.launcher=torchrun",
+                        "--set", "launch.nproc_per_node=2", "--set", "slurm.cpus_per_task=2",
+                        "--set", f"training.max_steps={steps}", "--set", "training.logging_steps=1",
+                        "--set", "training.save_steps=1000", "--set", "training.eval_steps=1000",
+                        check=True).stdout.strip())
+    assert "#   srun --nodes 1 --ntasks-per-node 1 --kill-on-bad-exit=1 --cpus-per-task 2 " in run.file("job.sbatch").read_text()
+    state = wait_for(run, timeout=240)
+    assert state["status"] == "completed", store.tail_lines(run.file(store.LOG_FILE), 30)
+    raw = run.raw_state()
+    node = raw["slurm"]["node"]
+    assert raw["command"][:6] == ["srun", "--nodes", "1", "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
+    launch = raw["launch"]
+    host = raw["host"]  # the supervisor's: the rendezvous is on the job's first node
+    assert (launch["launcher"], launch["nproc"], launch["nnodes"]) == ("torchrun", 2, 1)
+    assert launch["rendezvous"].startswith(f"c10d {host}:") and "--standalone" not in launch["command"]
+    endpoint = launch["command"][launch["command"].index("--rdzv-endpoint") + 1]
+    assert endpoint == launch["rendezvous"].split()[1] and raw["command"][raw["command"].index("--rdzv-endpoint") + 1] == endpoint
+    assert launch["command"][launch["command"].index("--rdzv-id") + 1] == raw["slurm"]["job_id"]
+    # one metrics stream (rank 0 alone writes it), each step once; a heartbeat from each rank, with its host
+    assert [r["step"] for r in store.metrics_history(run) if r["kind"] == "train"] == list(range(1, steps + 1))
+    beats = ranks.read_ranks(run.path)
+    assert {(b["rank"], b["world_size"], b["host"], b["step"]) for b in beats} == {(0, 2, host, steps), (1, 2, host, steps)}
+    assert node and raw["slurm"]["state"] == "COMPLETED"
+    assert "launching 2 processes on " in run.file(store.LOG_FILE).read_text()

@@ -129,29 +129,49 @@ def accelerate_config_file(value: str | None, workspace: Path | None = None) -> 
     return str(path)
 
 
-def launcher_args(run_dir: Path, launch: dict, nproc: int, resume: bool = False, config_file: str | None = None) -> list[str]:
+def launcher_args(run_dir: Path, launch: dict, nproc: int, resume: bool = False, config_file: str | None = None,
+                  rendezvous: dict | None = None) -> list[str]:
     """The arguments after `torchrun` or `accelerate launch`: one node, `nproc` processes, a free port
     (torchrun --standalone; accelerate's presets say main_process_port 0), the per-rank logs in
     ranks/torchrun/ (--tee 3: each rank's stdout and stderr in its own file there, and in worker.log with
-    a rank prefix), the user's extra_args, then the worker module."""
+    a rank prefix), the user's extra_args, then the worker module.
+
+    With `rendezvous` ({nnodes, endpoint "host:port", id, node_rank}: one launcher per node of a Slurm
+    job, started by srun), the launcher's own c10d rendezvous forms the world instead of --standalone:
+    torchrun `--nnodes N --rdzv-backend c10d --rdzv-endpoint host:port --rdzv-id ID`; accelerate
+    `--num_machines N --machine_rank R --main_process_ip host --main_process_port port --rdzv_backend c10d`
+    (its --num_processes counts every node's)."""
     log_dir = str(Path(run_dir) / ranks.RANKS_DIR / ranks.TORCHRUN_LOG_DIR)
     worker = ["-m", WORKER_MODULE, str(run_dir), *(["--resume"] if resume else [])]
     extra = [str(a) for a in launch.get("extra_args") or []]
     if launch["launcher"] == "torchrun":
-        return ["--standalone", "--nproc-per-node", str(nproc), "--log-dir", log_dir, "--tee", "3",
-                *extra, *worker]
+        if rendezvous:
+            world = ["--nnodes", str(rendezvous["nnodes"]), "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d",
+                     "--rdzv-endpoint", str(rendezvous["endpoint"]), "--rdzv-id", str(rendezvous["id"])]
+        else:
+            world = ["--standalone", "--nproc-per-node", str(nproc)]
+        return [*world, "--log-dir", log_dir, "--tee", "3", *extra, *worker]
     if launch["launcher"] == "accelerate":
-        config = ["--config_file", config_file] if config_file else ["--multi_gpu"] if nproc > 1 else []
-        return [*config, "--num_processes", str(nproc), "--num_machines", "1", "--log_dir", log_dir, "--tee", "3",
-                *extra, *worker]
+        config = ["--config_file", config_file] if config_file else ["--multi_gpu"] if nproc > 1 or rendezvous else []
+        if rendezvous:
+            host, _, port = str(rendezvous["endpoint"]).rpartition(":")
+            nodes = int(rendezvous["nnodes"])
+            world = ["--num_processes", str(nproc * nodes), "--num_machines", str(nodes),
+                     "--machine_rank", str(rendezvous.get("node_rank") or 0), "--main_process_ip", host,
+                     "--main_process_port", port, "--rdzv_backend", "c10d"]
+        else:
+            world = ["--num_processes", str(nproc), "--num_machines", "1"]
+        return [*config, *world, "--log_dir", log_dir, "--tee", "3", *extra, *worker]
     raise LaunchError(f"launch.launcher {launch['launcher']!r} is not one of {', '.join(LAUNCHERS)}")
 
 
 def launch_plan(cfg: dict | None, run_dir: Path, resume: bool = False, workspace: Path | None = None,
-                gpus: int | None = None) -> dict:
+                gpus: int | None = None, rendezvous: dict | None = None) -> dict:
     """What starts the run: {launcher, nproc, accelerate_config, command}. For torchrun and accelerate,
     `command` is the launcher's command line (what `python -m labtui.engine.training.distributed` runs
-    in-process); for python, the worker's. Raises LaunchError for settings that cannot start here."""
+    in-process); for python, the worker's. Raises LaunchError for settings that cannot start here.
+    With `rendezvous` (a Slurm job's, see launcher_args) the plan also has `nnodes` and `rendezvous`
+    ("c10d host:port"); `nproc` stays the processes of one node."""
     launch = launch_settings(cfg)
     name = launch["launcher"]
     worker = [sys.executable, "-m", WORKER_MODULE, str(run_dir), *(["--resume"] if resume else [])]
@@ -171,9 +191,12 @@ def launch_plan(cfg: dict | None, run_dir: Path, resume: bool = False, workspace
         head = [sys.executable, "-m", "accelerate.commands.launch"]
     else:
         head = [sys.executable, "-m", "torch.distributed.run"]
-    args = launcher_args(run_dir, launch, nproc, resume, config_file)
-    return {"launcher": name, "nproc": nproc, "accelerate_config": launch["accelerate_config"] if config_file else None,
+    args = launcher_args(run_dir, launch, nproc, resume, config_file, rendezvous)
+    plan = {"launcher": name, "nproc": nproc, "accelerate_config": launch["accelerate_config"] if config_file else None,
             "command": [*head, *args]}
+    if rendezvous:
+        plan.update(nnodes=int(rendezvous["nnodes"]), rendezvous=f"c10d {rendezvous['endpoint']}")
+    return plan
 
 
 def _needs_deepspeed(value: str | None, config_file: str | None) -> bool:
@@ -206,11 +229,13 @@ def check_resume(run: store.Run, plan: dict) -> None:
     if wrote is None:
         wrote = store.as_whole(((run.raw_state().get("launch") or {}) if isinstance(run.raw_state().get("launch"), dict)
                                 else {}).get("nproc"))
-    if wrote is not None and wrote != plan["nproc"]:
+    world = plan["nproc"] * int(plan.get("nnodes") or 1)
+    if wrote is not None and wrote != world:
+        nodes = f" on each of {plan['nnodes']} nodes" if int(plan.get("nnodes") or 1) > 1 else ""
         raise LaunchError(f"{run.id}: {cp.name if cp else 'its checkpoint'} was written by {wrote} process(es), but this "
-                          f"resume would start {plan['nproc']} ({plan['launcher']}, launch.nproc_per_node "
-                          f"resolves to {plan['nproc']} here); resume where {wrote} can run (set CUDA_VISIBLE_DEVICES), "
-                          f"or use `labtui retry {run.id}` to start again with the new number")
+                          f"resume would start {world} ({plan['launcher']}, launch.nproc_per_node "
+                          f"resolves to {plan['nproc']} here{nodes}); resume where {wrote} can run (set CUDA_VISIBLE_DEVICES, "
+                          f"slurm.nodes), or use `labtui retry {run.id}` to start again with the new number")
 
 
 def worker_command(run: store.Run, resume: bool = False) -> list[str]:
@@ -222,13 +247,13 @@ def worker_command(run: store.Run, resume: bool = False) -> list[str]:
     return [sys.executable, "-m", WORKER_MODULE, str(run.path), *(["--resume"] if resume else [])]
 
 
-def plan_for(run: store.Run, resume: bool = False) -> dict | None:
+def plan_for(run: store.Run, resume: bool = False, rendezvous: dict | None = None) -> dict | None:
     """state.json's `launch` for a training run (None for script and eval runs); LaunchError when its
-    settings cannot start here."""
+    settings cannot start here. `rendezvous`: see launcher_args (a Slurm job's ranks on every node)."""
     if run.info().get("kind") != "train":
         return None
     ws = run.info().get("workspace")
-    return launch_plan(run.config(), run.path, resume, Path(ws) if isinstance(ws, str) else None)
+    return launch_plan(run.config(), run.path, resume, Path(ws) if isinstance(ws, str) else None, rendezvous=rendezvous)
 
 
 def start(run: store.Run, resume: bool = False, command: list[str] | None = None) -> subprocess.Popen:

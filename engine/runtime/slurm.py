@@ -26,6 +26,10 @@ Facts about Slurm 22.05 this relies on (checked on the one-node cluster of scrip
   ("CANCELLED ... DUE TO JOB REQUEUE" in its output) and leaves it PENDING with reason BeginTime
   for two minutes; `SLURM_RESTART_COUNT` counts the restarts, and `--open-mode=append` keeps
   every attempt's output in one slurm-ID.out.
+- srun given SIGTERM (or SIGHUP, SIGQUIT) SIGKILLs every task of its step ("forcing job termination",
+  src/srun/libsrun/srun_job.c), so a multi-process run's ranks, started by `srun_command`, are asked
+  to stop by the stop file alone. srun 22.05 no longer reads --cpus-per-task from sbatch's
+  environment (SLURM_CPUS_PER_TASK): it is given again on srun's command line.
 """
 
 from __future__ import annotations
@@ -100,15 +104,28 @@ def _sbatch_value(name: str, value: Any) -> str:
     return text
 
 
+def srun_command(settings: SlurmSettings, command: list[str]) -> list[str]:
+    """The job step that starts `command` once on every node of the job (a multi-process run's launcher,
+    which then forms the world with torchrun's c10d rendezvous): `--kill-on-bad-exit=1` ends every node's
+    task when one fails (as torchrun ends the other ranks), `--cpus-per-task` is given again because
+    srun 22.05 no longer takes it from sbatch's environment."""
+    args = ["srun", "--nodes", str(settings.nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
+    if settings.cpus_per_task is not None:
+        args += ["--cpus-per-task", str(settings.cpus_per_task)]
+    return [*args, *command]
+
+
 def render_sbatch(run_dir: str | Path, settings: SlurmSettings, command: list[str],
                   dependency: str | None = None, job_name: str | None = None,
-                  workdir: str | Path | None = None, warn_before_s: int = WARN_BEFORE_S) -> str:
+                  workdir: str | Path | None = None, warn_before_s: int = WARN_BEFORE_S,
+                  notes: list[str] | None = None) -> str:
     """The text of `<run>/job.sbatch`: readable, and reusable by hand with `sbatch job.sbatch`.
 
     `command` runs on the node as the batch step itself (`exec`), so Slurm's signals reach it;
     `dependency` is sbatch's (e.g. `afterany:123`, to chain runs); `warn_before_s`: the batch shell
     gets USR1 this long before the time limit (to checkpoint). The job's output goes to
-    `<run>/slurm-%j.out` (appended to, so a requeued job keeps its earlier output)."""
+    `<run>/slurm-%j.out` (appended to, so a requeued job keeps its earlier output). `notes`: comment
+    lines saying what the command goes on to run (a multi-process run's srun step)."""
     if not command:
         raise SlurmError("render_sbatch: no command to run")
     run_dir = Path(run_dir)
@@ -138,8 +155,8 @@ def render_sbatch(run_dir: str | Path, settings: SlurmSettings, command: list[st
     lines.append("#SBATCH --requeue" if settings.requeue else "#SBATCH --no-requeue")
     for arg in settings.sbatch_args:  # slurm.sbatch_args, passed as they are
         lines.append(f"#SBATCH {_sbatch_value('sbatch_args', arg)}")
+    lines += [""] + [f"# {note}" for note in notes or []]
     lines += [
-        "",
         'echo "labtui: Slurm job ${SLURM_JOB_ID} on $(hostname) at $(date -Is)"',
         "exec " + shlex.join(str(c) for c in command),
         "",
@@ -471,6 +488,6 @@ def describe(info: JobInfo) -> tuple[str | None, str]:
 
 __all__ = [
     "SBATCH_FILE", "OUTPUT_PATTERN", "SlurmError", "SlurmUnavailable", "SlurmSettings", "JobInfo", "Poller",
-    "render_sbatch", "submit", "submit_job", "cancel", "job_state", "requeue", "poll", "describe", "parse_parsable", "parse_parsable_full", "parse_squeue",
+    "render_sbatch", "srun_command", "submit", "submit_job", "cancel", "job_state", "requeue", "poll", "describe", "parse_parsable", "parse_parsable_full", "parse_squeue",
     "parse_scontrol", "parse_sacct",
 ]

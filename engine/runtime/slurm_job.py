@@ -11,6 +11,13 @@ run's Slurm job (engine/runtime/slurm_runs.py submits it). Light: no torch.
 - SIGTERM: from `labtui stop` (the stop file is there) it is passed on to the worker, as a local stop;
   without the stop file Slurm is ending the job (scancel, preemption, the time limit): the end recorded
   is Slurm's (`slurm.describe`: "cancelled by Slurm ..."), not a stop.
+- A torchrun or accelerate run (any number of nodes, one too) starts its ranks with an srun step,
+  once per node (`rank_step`): `srun --nodes N --ntasks-per-node 1 --kill-on-bad-exit=1 python -m
+  labtui.engine.training.distributed RUN --nnodes N --rdzv-endpoint HOST:PORT --rdzv-id JOB`, HOST
+  being this node (the batch step runs on the job's first node) and PORT one free here; each node's
+  launcher joins torchrun's c10d rendezvous there and the world forms across the nodes. A stop is
+  the stop file alone (every rank reads it on the shared filesystem and the ranks agree on the step
+  by an all-reduce): a SIGTERM to srun would have it SIGKILL every task ("forcing job termination").
 - The next queued local run is not started from the compute node.
 """
 
@@ -23,9 +30,23 @@ import time
 
 from labtui.engine.rundir import store
 from labtui.engine.runtime import launcher, slurm
-from labtui.engine.runtime.launcher import STOP_FILE
+from labtui.engine.runtime.launcher import DISTRIBUTED_MODULE, STOP_FILE
 
 EXECUTOR = "slurm"
+
+
+def rank_step(settings: slurm.SlurmSettings, shim: list[str], endpoint: str, job_id: str) -> list[str]:
+    """The srun step that runs the torchrun shim (`python -m labtui.engine.training.distributed RUN
+    [--resume]`) once on every node of the job, joining torchrun's c10d rendezvous at `endpoint`."""
+    return slurm.srun_command(settings, [*shim, "--nnodes", str(settings.nodes), "--rdzv-endpoint", endpoint,
+                                         "--rdzv-id", str(job_id)])
+
+
+def free_port() -> int:
+    """A TCP port free on this node now (the rendezvous' host binds it moments later: torchrun's agent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 class SlurmJob:
@@ -37,6 +58,7 @@ class SlurmJob:
         self.child_pgid: int | None = None
         self.warned = False  # USR1: the time limit is near
         self.ended_by_slurm = False  # SIGTERM without labtui's stop file
+        self.rendezvous: dict | None = None  # the ranks' srun step's (rank_step), once the command is built
 
     @classmethod
     def here(cls, run: store.Run) -> SlurmJob | None:
@@ -53,10 +75,15 @@ class SlurmJob:
         signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def command(self, command: list[str]) -> list[str]:
-        """A job Slurm started again (requeued) continues a training run from its newest checkpoint."""
+        """A job Slurm started again (requeued) continues a training run from its newest checkpoint; the
+        torchrun shim runs on every node through srun (`rank_step`)."""
         if (self.restarts and self.run.info().get("kind") == "train" and "--resume" not in command
                 and self.run.latest_checkpoint() is not None):
-            return [*command, "--resume"]
+            command = [*command, "--resume"]
+        if self.run.info().get("kind") == "train" and command[1:3] == ["-m", DISTRIBUTED_MODULE]:
+            endpoint = f"{socket.gethostname()}:{free_port()}"
+            self.rendezvous = {"nnodes": self.settings.nodes, "endpoint": endpoint, "id": self.job_id, "node_rank": 0}
+            return rank_step(self.settings, command, endpoint, self.job_id)
         return command
 
     def started_state(self, command: list[str]) -> dict:
@@ -72,7 +99,7 @@ class SlurmJob:
         out: dict = {EXECUTOR: info}
         if self.run.info().get("kind") == "train":
             try:  # the plan as resolved on the node (its GPUs), not on the machine that submitted it
-                out["launch"] = launcher.plan_for(self.run, resume="--resume" in command)
+                out["launch"] = launcher.plan_for(self.run, resume="--resume" in command, rendezvous=self.rendezvous)
             except launcher.LaunchError:
                 out["launch"] = None
         return out
@@ -84,7 +111,8 @@ class SlurmJob:
 
     def on_term(self) -> None:
         if self.run.file(STOP_FILE).exists():  # `labtui stop`: TERM to the batch step only; pass it on
-            self._signal_child(signal.SIGTERM)
+            if self.rendezvous is None:  # the ranks' srun step reads the stop file (srun would SIGKILL them)
+                self._signal_child(signal.SIGTERM)
         else:
             self.ended_by_slurm = True
 

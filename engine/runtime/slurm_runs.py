@@ -3,7 +3,8 @@ what Slurm says. Light: no torch. The Slurm commands themselves are engine/runti
 
 A run with `launch.executor: slurm` (or `labtui run --slurm`) is created as usual; then `submit` writes
 `<run>/job.sbatch`, whose batch step execs labtui's own supervisor (which runs the worker, or the
-torchrun shim, exactly as on this machine), submits it with `sbatch --parsable` and records the job in
+torchrun shim, exactly as on this machine; a torchrun or accelerate run's ranks are started by an srun
+step on every node of the job, slurm_job.py), submits it with `sbatch --parsable` and records the job in
 state.json. The state contract (the CLI and the TUI read it):
 
     executor: "slurm"
@@ -24,14 +25,17 @@ killed with the job). Where Slurm cannot be asked (no squeue here, slurmctld dow
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
+from labtui.engine.config.experiment import launch_settings
 from labtui.engine.rundir import cache, store
-from labtui.engine.runtime import launcher, slurm
+from labtui.engine.runtime import launcher, slurm, slurm_job
 from labtui.engine.runtime.launcher import STOP_FILE
 
 EXECUTOR = "slurm"
@@ -78,11 +82,30 @@ def batch_command(run: store.Run, resume: bool = False, command: list[str] | Non
     return [sys.executable, "-m", SUPERVISOR_MODULE, str(run.path), "--", *inner]
 
 
-def check_settings(settings: slurm.SlurmSettings) -> None:
-    if settings.nodes != 1:
-        raise slurm.SlurmError(f"slurm.nodes is {settings.nodes}: labtui submits single-node jobs so far "
-                               f"(several GPUs on one node work: launch.launcher torchrun with slurm.gpus_per_node); "
+def check_settings(settings: slurm.SlurmSettings, cfg: dict | None = None, kind: str | None = "train") -> None:
+    """More than one node needs a launcher that starts ranks on each (torchrun or accelerate, through
+    srun); a single Python process or a script runs on one node only."""
+    if settings.nodes == 1:
+        return
+    name = launch_settings(cfg)["launcher"]
+    if kind not in ("train", None):
+        raise slurm.SlurmError(f"slurm.nodes is {settings.nodes}, but a {kind} run is one process on one node; "
                                f"set slurm.nodes: 1")
+    if name == "python":
+        raise slurm.SlurmError(f"slurm.nodes is {settings.nodes}, but launch.launcher is python: one process on one "
+                               f"node; set launch.launcher: torchrun (or accelerate) to start ranks on every node, "
+                               f"or slurm.nodes: 1")
+
+
+def rank_step_note(run: store.Run, cfg: dict | None, settings: slurm.SlurmSettings, resume: bool = False) -> list[str]:
+    """job.sbatch's comment lines on how the supervisor starts the ranks of a multi-process run (see
+    slurm_job.rank_step), with the endpoint and job id it fills in on the node."""
+    if run.info().get("kind") != "train" or launch_settings(cfg)["launcher"] == "python":
+        return []
+    shim = launcher.worker_command(run, resume)
+    step = slurm_job.rank_step(settings, shim, "FIRST_NODE:FREE_PORT", "$SLURM_JOB_ID")
+    return [f"The supervisor starts the ranks on {settings.nodes} node(s), once per node, with torchrun's c10d "
+            f"rendezvous on this (the first) node:", "  " + shlex.join(step)]
 
 
 def sbatch_text(run: store.Run, resume: bool = False, dependency: str | None = None, config: dict | None = None,
@@ -90,12 +113,15 @@ def sbatch_text(run: store.Run, resume: bool = False, dependency: str | None = N
     """The `<run>/job.sbatch` that `submit` writes (see there); slurm.SlurmError for settings it cannot use."""
     cfg = config if config is not None else run.config()
     settings = slurm.SlurmSettings.from_config(cfg)
-    check_settings(settings)
+    if command is not None:  # an evaluation (submit_eval, with the run's slurm: section): one process
+        settings = dataclasses.replace(settings, nodes=1)
+    check_settings(settings, cfg, run.info().get("kind"))
     workdir = run.info().get("workspace")
     if not (isinstance(workdir, str) and os.path.isdir(workdir)):
         workdir = str(launcher.home_workspace(run))
+    notes = rank_step_note(run, cfg, settings, resume) if command is None else []
     return slurm.render_sbatch(run.path, settings, batch_command(run, resume, command), dependency=dependency,
-                               workdir=workdir)
+                               workdir=workdir, notes=notes)
 
 
 def submit(run: store.Run, resume: bool = False, dependency: str | None = None, config: dict | None = None,

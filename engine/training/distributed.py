@@ -8,6 +8,12 @@ torchrun's `ChildFailedError` and writes the failures (rank, local rank, pid, ex
 error.json written by `@record` in the worker) to `ranks/failure.json`, which the supervisor turns into
 the run's error. Rendezvous, the per-rank log files and killing the other ranks are torchrun's.
 
+On a Slurm job (engine/runtime/slurm_job.py) srun starts this shim once per node with `--nnodes N
+--rdzv-endpoint HOST:PORT --rdzv-id JOB`: the launcher then joins torchrun's c10d rendezvous on the
+job's first node instead of `--standalone`, and the ranks of every node form one world. A shim whose
+ranks failed merges its failures into `ranks/failure.json` (each with its host), so the root cause
+stays first whichever node writes last.
+
 Stop: this process (torchrun's agent) does not act on SIGTERM itself (its default would SIGTERM the
 ranks and SIGKILL them 30 s later, before they can save): it passes the SIGTERM on to the ranks, each
 of which sets its stop flag; the ranks agree on the step to stop at (engine/training/callback.py).
@@ -34,10 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="labtui.engine.training.distributed")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--nnodes", type=int, default=None, help="nodes of a Slurm job (with --rdzv-endpoint)")
+    ap.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of torchrun's c10d rendezvous (the first node)")
+    ap.add_argument("--rdzv-id", default=None, help="the rendezvous id (the Slurm job id)")
     args = ap.parse_args(argv)
     run = store.Run(Path(args.run_dir))
+    rendezvous = None
+    if args.rdzv_endpoint:
+        rendezvous = {"nnodes": args.nnodes or 1, "endpoint": args.rdzv_endpoint,
+                      "id": args.rdzv_id or os.environ.get("SLURM_JOB_ID") or "labtui",
+                      "node_rank": int(os.environ.get("SLURM_NODEID") or 0)}  # srun's, for accelerate's --machine_rank
     try:
-        plan = launcher.plan_for(run, args.resume)
+        plan = launcher.plan_for(run, args.resume, rendezvous)
         if plan is None or plan["launcher"] == "python":
             raise launcher.LaunchError(f"{run.id} is not a torchrun or accelerate run")
         if args.resume:
@@ -45,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except launcher.LaunchError as e:
         return _refuse(run, str(e))
     failure = ranks.ranks_dir(run.path) / launcher.FAILURE_FILE
-    failure.unlink(missing_ok=True)
+    if rendezvous is None or rendezvous["node_rank"] == 0:  # one node clears it (every node has started: srun)
+        failure.unlink(missing_ok=True)
     _forward_sigterm()
     os.environ["PET_SIGNALS_TO_HANDLE"] = AGENT_SIGNALS
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default for more than one process, unwarned
@@ -53,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         # no GPU: the Trainer (accelerate's PartialState) makes a gloo process group of the ranks only when
         # told to use the CPU; otherwise every rank would train alone on the whole data set
         os.environ["ACCELERATE_USE_CPU"] = "true"
-    print(f"[labtui] launching {plan['nproc']} processes: {' '.join(plan['command'])}", flush=True)
+    where = f" on {socket.gethostname()} (node {rendezvous['node_rank']} of {rendezvous['nnodes']})" if rendezvous else ""
+    print(f"[labtui] launching {plan['nproc']} processes{where}: {' '.join(plan['command'])}", flush=True)
     launcher_args = plan["command"][3:]  # after `python -m <launcher module>`
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -135,9 +151,21 @@ def failure_records(e) -> list[dict]:
 
 
 def write_failure(path: Path, e) -> None:
+    """The failures of this node's ranks (each with its host), merged with those another node's shim
+    wrote already (a multi-node job), root cause first."""
+    host = socket.gethostname()
+    records = [{**r, "host": host} for r in failure_records(e)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        store.atomic_write_json(path, {"t": time.time(), "host": socket.gethostname(), "failures": failure_records(e)})
+        before = store.read_json(path, {}) or {}
+        earlier = before.get("failures") if isinstance(before, dict) else None
+        if isinstance(earlier, list):
+            mine = {r["rank"] for r in records}
+            records += [r for r in earlier if isinstance(r, dict) and isinstance(r.get("rank"), int)
+                        and isinstance(r.get("exitcode"), int) and r["rank"] not in mine]
+            records.sort(key=lambda r: (_cause_order(r), r.get("timestamp") or 0, r["rank"]))
+        store.atomic_write_json(path, {"t": time.time(), "host": records[0]["host"] if records else host,
+                                       "failures": records})
     except OSError as err:
         print(f"[labtui] cannot write {path}: {err}", file=sys.stderr, flush=True)
 
