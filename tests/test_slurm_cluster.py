@@ -194,40 +194,24 @@ def test_a_stop_signal_reaches_the_batch_step_and_scancel_is_cancelled_by_slurm(
 
 
 @pytest.mark.e2e
-@pytest.mark.slow
-def test_a_job_over_its_time_limit_is_warned_then_timeout_and_finished_jobs_leave_slurm(slurm_cluster, tmp_path,
-                                                                                        poller):
-    # one minute, warned (USR1 to the batch step) 40 s before the end
-    over = submit(tmp_path / "over", "trap 'echo warned >> warned' USR1; for i in $(seq 600); do sleep 0.2; done",
-                  warn_before_s=40)
-    quick = submit(tmp_path / "quick", "true")
-    end = watch(poller, over, final, timeout=240)[-1]
-    assert end.state == "TIMEOUT"
-    assert slurm.describe(end) == ("crashed", f"Slurm job {over} hit its time limit (00:01:00): raise slurm.time "
-                                              f"or resume from the last checkpoint")
-    assert (tmp_path / "over" / "warned").read_text().startswith("warned\n")
-    assert "DUE TO TIME LIMIT" in (tmp_path / "over" / f"slurm-{over}.out").read_text()
-
-    # the quick job ended a minute ago: past MinJobAge it leaves squeue and scontrol, and sacct fails
-    # (accounting off): labtui is told Slurm does not know, not an error
-    deadline = time.time() + 150
-    while True:  # a new poller each time: one that saw the job end remembers it (below)
-        fresh = slurm.Poller()
-        gone = fresh.poll([quick])[quick]
-        if gone.state == slurm.UNKNOWN or time.time() > deadline:
-            break
-        time.sleep(1)
-    assert gone.state == slurm.UNKNOWN, f"job {quick} is still known to Slurm: {gone}"
+def test_a_job_slurm_no_longer_knows_is_unknown_and_sacct_failing_is_handled(slurm_cluster):
+    # A finished job leaves squeue and scontrol after MinJobAge (plus up to a minute until slurmctld's
+    # purge), and sacct fails where accounting is off: labtui is told Slurm does not know, not an error.
+    # A job id the controller never had takes the same path through all three commands without the wait.
+    # (The time limit, its USR1 warning and TIMEOUT are tested end to end on a real run in
+    # tests/test_slurm_runs.py.)
+    gone_id = "987654"
     listed = subprocess.run(["squeue", "--me", "--states=all", "--noheader", "--format=%i"], capture_output=True,
                             text=True).stdout.split()
-    assert quick not in listed
+    assert gone_id not in listed
+    fresh = slurm.Poller()
+    gone = fresh.poll([gone_id])[gone_id]
+    assert gone.state == slurm.UNKNOWN
     assert gone.source is None
     status, reason = slurm.describe(gone)
     assert status is None
     assert fresh.sacct_error is not None and "Slurm accounting storage is disabled" in fresh.sacct_error
-    assert reason == f"Slurm job {quick}: {fresh.sacct_error}"
-    # the poller remembers what it saw: a job it watched end keeps its end after Slurm forgets it
-    assert poller.poll([over])[over].state == "TIMEOUT"
+    assert reason == f"Slurm job {gone_id}: {fresh.sacct_error}"
 
 
 def test_the_slurm_section_of_an_experiment(tmp_path):
