@@ -327,31 +327,44 @@ def test_a_run_over_its_time_limit_saves_a_checkpoint_and_says_timeout(time_limi
 
 
 @pytest.mark.e2e
-def test_a_torchrun_run_on_slurm_forms_its_world_through_srun_and_c10d(slurm_cluster, workspace):  # noqa: F811
+def test_a_torchrun_run_on_slurm_forms_its_world_through_srun_and_c10d_and_stops_by_the_stop_file(slurm_cluster, workspace):  # noqa: F811
     # the multi-node path on this one-node cluster: srun starts the shim on each node (here one), torchrun's
     # c10d rendezvous on the first node forms the world of 2 CPU ranks; the job asks for the node's 2 CPUs
-    ws, steps = workspace, 6
+    ws, steps = workspace, 8
     run = ws.run(labtui(ws, "run", "experiments/demo-baseline.yaml", "--slurm", "--set", "launch.launcher=torchrun",
                         "--set", "launch.nproc_per_node=2", "--set", "slurm.cpus_per_task=2",
+                        "--set", "training.per_device_train_batch_size=16",
                         "--set", f"training.max_steps={steps}", "--set", "training.logging_steps=1",
                         "--set", "training.save_steps=1000", "--set", "training.eval_steps=1000",
                         check=True).stdout.strip())
     assert "#   srun --nodes 1 --ntasks-per-node 1 --kill-on-bad-exit=1 --cpus-per-task 2 " in run.file("job.sbatch").read_text()
-    state = wait_for(run, timeout=240)
-    assert state["status"] == "completed", store.tail_lines(run.file(store.LOG_FILE), 30)
+    wait_until("both ranks at step 2", lambda: len(beats := ranks.read_ranks(run.path)) == 2
+               and all((b.get("step") or 0) >= 2 for b in beats), timeout=120)
     raw = run.raw_state()
-    node = raw["slurm"]["node"]
     assert raw["command"][:6] == ["srun", "--nodes", "1", "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
-    launch = raw["launch"]
-    host = raw["host"]  # the supervisor's: the rendezvous is on the job's first node
+    launch, host = raw["launch"], raw["host"]  # the supervisor's host: the job's first node
     assert (launch["launcher"], launch["nproc"], launch["nnodes"]) == ("torchrun", 2, 1)
     assert launch["rendezvous"].startswith(f"c10d {host}:") and "--standalone" not in launch["command"]
-    endpoint = launch["command"][launch["command"].index("--rdzv-endpoint") + 1]
-    assert endpoint == launch["rendezvous"].split()[1] and raw["command"][raw["command"].index("--rdzv-endpoint") + 1] == endpoint
+    endpoint = launch["rendezvous"].split()[1]
+    assert launch["command"][launch["command"].index("--rdzv-endpoint") + 1] == endpoint
+    assert raw["command"][raw["command"].index("--rdzv-endpoint") + 1] == endpoint
     assert launch["command"][launch["command"].index("--rdzv-id") + 1] == raw["slurm"]["job_id"]
+
+    # a stop reaches both ranks by the stop file (srun is not signalled): one checkpoint, at the same step
+    assert "stopping after the current step" in labtui(ws, "stop", run.id, check=True).stdout
+    state = wait_for(run, timeout=120)
+    assert state["status"] == "stopped", store.tail_lines(run.file(store.LOG_FILE), 30)
+    at = step_of(run)
+    cp = run.latest_checkpoint()
+    assert cp.name == f"checkpoint-{at}" and 2 <= at < steps
+    assert (cp / "rng_state_0.pth").is_file() and (cp / "rng_state_1.pth").is_file()
+    assert {(b["step"], b["state"]) for b in ranks.read_ranks(run.path)} == {(at, "done")}
+
+    assert labtui(ws, "resume", run.id, check=True).stdout.strip() == run.id
+    state = wait_for(run, timeout=180)
+    assert state["status"] == "completed", store.tail_lines(run.file(store.LOG_FILE), 30)
     # one metrics stream (rank 0 alone writes it), each step once; a heartbeat from each rank, with its host
     assert [r["step"] for r in store.metrics_history(run) if r["kind"] == "train"] == list(range(1, steps + 1))
     beats = ranks.read_ranks(run.path)
     assert {(b["rank"], b["world_size"], b["host"], b["step"]) for b in beats} == {(0, 2, host, steps), (1, 2, host, steps)}
-    assert node and raw["slurm"]["state"] == "COMPLETED"
-    assert "launching 2 processes on " in run.file(store.LOG_FILE).read_text()
+    assert run.raw_state()["slurm"]["state"] == "COMPLETED" and len(run.raw_state()["slurm"]["job_ids"]) == 2
