@@ -269,6 +269,10 @@ def test_stop_a_running_eval_keeps_a_partial_summary(trained, more_evals):
     state = wait_for(ev, timeout=60)
     assert state["status"] == "stopped", state
     summary = evalstore.read_summary(ev.path)
-    assert summary["partial"] is True and 0 < summary["n"] < 300
+    # stopped before all its work (3 temperatures x 300 examples) was done; progress is written every
+    # few seconds, so the first pass may be complete by then: the summary then holds its 300 examples
+    prog = ev.progress()
+    assert summary["partial"] is True and 0 < prog["done"] < prog["total"] == 900, prog
+    assert 0 < summary["n"] <= 300
     assert summary["warnings"][0].startswith("partial")
     assert evalstore.latest_eval(run)["id"] != ev.id  # only completed evals count as results
