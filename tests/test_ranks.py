@@ -297,3 +297,11 @@ def test_ages_and_staleness_move_on_with_the_clock(tmp_path):
     later = ranks.at(got, NOW + 100)
     assert [(r["heartbeat_age"], r["status"]) for r in later] == [(101.0, "stale"), (101.0, "gone"), (101.0, "done")]
     assert [r["status"] for r in ranks.at(later, NOW + 2)] == ["running", "gone", "done"]
+
+
+def test_a_multi_node_launch_says_nodes_times_processes():
+    state = {"launch": {"launcher": "torchrun", "nproc": 4, "nnodes": 2, "command": ["srun"]}}
+    info = ranks.launch_info(state, None)
+    assert ranks.launch_text(info) == "torchrun, 2 nodes x 4 processes (8 ranks)"
+    one = ranks.launch_info({"launch": {"launcher": "torchrun", "nproc": 2, "nnodes": 1}}, None)
+    assert ranks.launch_text(one) == "torchrun, 2 processes"

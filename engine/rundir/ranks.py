@@ -266,8 +266,12 @@ def launch_info(state: dict | None, config: dict | None) -> dict:
     given = (state or {}).get("launch")
     if isinstance(given, dict) and isinstance(given.get("launcher"), str):
         nproc = store.as_whole(given.get("nproc"))
-        return {"launcher": given["launcher"], "nproc": nproc, "accelerate_config": store.as_text(given.get("accelerate_config")),
-                "command": store.as_texts(given.get("command"))}
+        out = {"launcher": given["launcher"], "nproc": nproc, "accelerate_config": store.as_text(given.get("accelerate_config")),
+               "command": store.as_texts(given.get("command"))}
+        nnodes = store.as_whole(given.get("nnodes"))
+        if nnodes is not None and nnodes > 1:  # a multi-node Slurm run: nproc is per node
+            out["nnodes"] = nnodes
+        return out
     section = (config or {}).get("launch")
     if isinstance(section, dict) and isinstance(section.get("launcher"), str):
         launcher = section["launcher"]
@@ -280,9 +284,13 @@ def launch_info(state: dict | None, config: dict | None) -> dict:
 
 
 def launch_text(launch: dict) -> str:
-    """`torchrun, 2 processes`, `accelerate (zero2), 8 processes`, `python, 1 process`."""
+    """`torchrun, 2 processes`, `accelerate (zero2), 8 processes`, `python, 1 process`, and for a
+    multi-node run `torchrun, 2 nodes x 4 processes (8 ranks)`."""
     n = launch.get("nproc")
     procs = "? processes" if n is None else f"{n} process{'es' if n != 1 else ''}"
+    nodes = launch.get("nnodes")
+    if isinstance(nodes, int) and nodes > 1:
+        procs = f"{nodes} nodes x {procs}" + (f" ({nodes * n} ranks)" if n is not None else "")
     preset = f" ({launch['accelerate_config']})" if launch.get("accelerate_config") else ""
     return f"{launch.get('launcher')}{preset}, {procs}"
 
