@@ -122,7 +122,8 @@ class LabtuiCallback(TrainerCallback):
         self.empty_cache_every = empty_cache_every
         self.sample_interval = sample_interval
         self.watchdog = watchdog
-        self.stop_requested = False
+        self.stop_requested = False  # the decision to stop (under DDP: only as the ranks agreed it)
+        self._stop_asked = False  # SIGTERM seen by this rank; under DDP it counts at the next agreement
         self.progress = self.run.progress()
         self.progress.pop("result", None)
         self._last_progress_write = 0.0
@@ -164,8 +165,12 @@ class LabtuiCallback(TrainerCallback):
         return run.path
 
     def _on_sigterm(self, signum, frame) -> None:
-        # finish the current step, save a checkpoint, then stop (see on_step_end)
-        self.stop_requested = True
+        # finish the current step, save a checkpoint, then stop (see on_step_end). Under DDP the signal only
+        # feeds the next all-reduce: a rank that acted on a SIGTERM landing after that step's all-reduce would
+        # stop alone and leave the others waiting in the next collective forever.
+        self._stop_asked = True
+        if not self.distributed:
+            self.stop_requested = True
 
     # --- records ------------------------------------------------------------------------------
 
@@ -247,7 +252,7 @@ class LabtuiCallback(TrainerCallback):
         """Every rank learns at this step end whether any rank was asked to stop (SIGTERM, stop.json) and
         whether rank 0's watchdog stops the run (1: with a checkpoint, 2: without, for a NaN loss): the
         MAX all-reduce of [stop, watchdog] over the ranks, on this rank's device."""
-        local_stop = self.stop_requested or self.run.file(STOP_FILE).exists()
+        local_stop = self._stop_asked or self.stop_requested or self.run.file(STOP_FILE).exists()
         pending = getattr(self.watchdog, "pending_stop", None) if self.watchdog is not None else None
         local_wd = 0 if pending is None else 2 if pending.get("kind") == "nan_loss" else 1
         stop, wd = all_reduce_max([int(local_stop), local_wd], getattr(args, "device", None))
