@@ -21,23 +21,23 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev]" --config-settings editable_mode=strict
 	touch $@
 
 demo: install
 	$(VENV)/bin/labtui demo
 
-# import-linter walks the files of the installed package; the editable install maps labtui.engine and
-# labtui.tui onto engine/ and tui/ through an import hook it cannot follow, so the contracts are checked
-# on a real install of this tree into build/lint (a few seconds), from inside that folder. mypy keeps its
-# cache beside it, in build/mypy-cache (a fresh cache costs 30 s or more here; a kept one, 2 s).
+# The editable install is setuptools' strict mode: a tree of links in build/__editable__.labtui-*/ whose
+# labtui/engine and labtui/tui point at engine/ and tui/, so import-linter and mypy see the package as
+# installed (the lenient mode's import hook hides labtui.engine and labtui.tui from them). A link per file:
+# lint refreshes the tree first, so a module added since the install is seen (and one deleted is gone).
+# mypy keeps its cache in build/mypy-cache (a fresh cache costs 30 s or more here; a kept one, 2 s).
 lint: install
 	$(VENV)/bin/ruff check .
-	rm -rf build/lint
-	$(PIP) install -q --no-deps --no-build-isolation --target build/lint .
-	cd build/lint && ../../$(VENV)/bin/lint-imports --no-cache ../../pyproject.toml
-	cd build/lint && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml --cache-dir ../mypy-cache \
-		-p labtui.engine.rundir -p labtui.engine.config -p labtui.engine.analysis
+	$(PIP) install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+	$(VENV)/bin/lint-imports --no-cache
+	cd build/__editable__.labtui-* && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir $(CURDIR)/build/mypy-cache -p labtui.engine.rundir -p labtui.engine.config -p labtui.engine.analysis
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
