@@ -174,9 +174,9 @@ def launch_plan(cfg: dict | None, run_dir: Path, resume: bool = False, workspace
     ("c10d host:port"); `nproc` stays the processes of one node."""
     launch = launch_settings(cfg)
     name = launch["launcher"]
-    worker = [sys.executable, "-m", WORKER_MODULE, str(run_dir), *(["--resume"] if resume else [])]
     if name == "python":
-        return {"launcher": "python", "nproc": 1, "accelerate_config": None, "command": worker}
+        return {"launcher": "python", "nproc": 1, "accelerate_config": None,
+                "command": _module_command(WORKER_MODULE, run_dir, resume)}
     if name not in LAUNCHERS:
         raise LaunchError(f"launch.launcher {name!r} is not one of {', '.join(LAUNCHERS)}")
     nproc = resolve_nproc(launch["nproc_per_node"], gpus)
@@ -227,8 +227,8 @@ def check_resume(run: store.Run, plan: dict) -> None:
     cp = run.latest_checkpoint()
     wrote = checkpoint_nproc(cp) if cp is not None else None
     if wrote is None:
-        wrote = store.as_whole(((run.raw_state().get("launch") or {}) if isinstance(run.raw_state().get("launch"), dict)
-                                else {}).get("nproc"))
+        recorded = run.raw_state().get("launch")
+        wrote = store.as_whole(recorded.get("nproc")) if isinstance(recorded, dict) else None
     world = plan["nproc"] * int(plan.get("nnodes") or 1)
     if wrote is not None and wrote != world:
         nodes = f" on each of {plan['nnodes']} nodes" if int(plan.get("nnodes") or 1) > 1 else ""
@@ -242,9 +242,13 @@ def worker_command(run: store.Run, resume: bool = False) -> list[str]:
     info = run.info()
     if info.get("kind") == "script":
         return list(info["script_command"])
-    if launch_settings(run.config())["launcher"] != "python":
-        return [sys.executable, "-m", DISTRIBUTED_MODULE, str(run.path), *(["--resume"] if resume else [])]
-    return [sys.executable, "-m", WORKER_MODULE, str(run.path), *(["--resume"] if resume else [])]
+    module = WORKER_MODULE if launch_settings(run.config())["launcher"] == "python" else DISTRIBUTED_MODULE
+    return _module_command(module, run.path, resume)
+
+
+def _module_command(module: str, run_dir: Path, resume: bool) -> list[str]:
+    """`python -m MODULE RUN_DIR [--resume]`: the worker, or the distributed shim around it."""
+    return [sys.executable, "-m", module, str(run_dir), *(["--resume"] if resume else [])]
 
 
 def plan_for(run: store.Run, resume: bool = False, rendezvous: dict | None = None) -> dict | None:
