@@ -217,6 +217,9 @@ def test_failing_command_is_failed_with_its_last_line(workspace):
     state = wait_for(workspace.run(run_id))
     assert state["status"] == "failed" and state["exit_code"] == 3
     assert state["error"] == "exited with status 3: boom: no data"
+    # a command far shorter than the sampling interval still leaves a system record to explain its run
+    (sample,) = store.read_jsonl(workspace.run(run_id).file(store.SYSTEM_FILE))
+    assert sample["kind"] == "system" and sample["ram_total"] > 0
 
 
 def test_periodic_progress_writes_leave_the_training_thread_and_never_go_back_in_time():

@@ -146,17 +146,23 @@ def supervise(run: store.Run, command: list[str]) -> int:
     sampler = Sampler(child.pid, disk_path=workspace)
     system = store.JsonlWriter(run.file(store.SYSTEM_FILE))
     watch = alerts.SupervisorWatch(run)  # stalled, gpu_memory, host_memory (never raises in tick)
+
+    def take_sample() -> dict | None:
+        try:
+            sample = sampler.sample()
+            system.write(sample)
+            return sample
+        except Exception as e:  # sampling must never take the run down
+            print(f"[labtui] sampling failed: {e}", file=sys.stderr)
+            return None
+
+    take_sample()  # one at once, so that even a command shorter than the interval has a record
     rc = None
     while rc is None:
         try:
             rc = child.wait(timeout=interval)
         except subprocess.TimeoutExpired:
-            sample = None
-            try:
-                sample = sampler.sample()
-                system.write(sample)
-            except Exception as e:  # sampling must never take the run down
-                print(f"[labtui] sampling failed: {e}", file=sys.stderr)
+            sample = take_sample()
             run.update_state(heartbeat=time.time())
             watch.tick(sample)
     system.close()
