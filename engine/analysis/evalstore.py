@@ -537,7 +537,7 @@ def _labels_for(golds: set) -> list[str]:
 
 
 def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None = None, method: str = "exact",
-                    temperature: float | None = None) -> dict:
+                    temperature: float | None = None, ci: str = "wald") -> dict:
     """compare_columns of two prediction sources (anything load_predictions takes, or {id: record}
     as it gives them). A run stands for its headline eval (headline_pair); an eval folder is read
     from its columns file when no gold file or temperature is given. Raises stats.UnpairedError
@@ -552,7 +552,7 @@ def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None 
         ca, cb = (Columns.from_records(x if isinstance(x, Mapping) else load_predictions(x, gold_map, temperature))
                   for x in (a, b))
     return compare_columns(ca, cb, source_name(a) if not isinstance(a, Mapping) else "A",
-                           source_name(b) if not isinstance(b, Mapping) else "B", method)
+                           source_name(b) if not isinstance(b, Mapping) else "B", method, ci)
 
 
 def _unpaired(e: Exception, n_a: int, n_b: int) -> stats.UnpairedError:
@@ -714,7 +714,8 @@ def columns(source: Any) -> Columns | None:
     return cols
 
 
-def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "B", method: str = "exact") -> dict:
+def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "B", method: str = "exact",
+                    ci: str = "wald") -> dict:
     """The one paired comparison of two evals' predictions (B minus A), paired by example id:
     stats.compare_paired of their correctness (pred == gold) plus, for display: name_a, name_b,
     labels (the answer classes), errors_a, errors_b, macro_f1_a, macro_f1_b, gold_mismatch (a
@@ -734,7 +735,7 @@ def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "
     table = list(dict.fromkeys([*ca.labels, *cb.labels]))
     ga, pa = ca.recode(table)
     gb, pb = cb.recode(table)
-    result = stats.compare_paired(ga == pa, gb == pb, method=method)
+    result = stats.compare_paired(ga == pa, gb == pb, method=method, ci=ci)
     labels = _labels_for({table[k] for k in np.unique(np.concatenate([ga, gb]))})
     mismatch = np.flatnonzero(ga != gb)
     result.update(

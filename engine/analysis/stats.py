@@ -182,6 +182,65 @@ def paired_diff_interval(correct_a: Sequence[bool], correct_b: Sequence[bool],
     return _diff_interval(b, c, n, confidence)
 
 
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_CHUNK = 2_000_000  # resampled indices drawn at once: 16 MB of int64, whatever N and resamples are
+DIFF_CI_METHODS = ("wald", "bootstrap")
+
+
+def bootstrap_method(resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> str:
+    """How a bootstrap interval was made, in words (compare's and report's `diff_ci_method`)."""
+    return f"paired bootstrap ({resamples:,} resamples, seed {seed})"
+
+
+def paired_bootstrap_interval(correct_a: Sequence[bool], correct_b: Sequence[bool], resamples: int = BOOTSTRAP_RESAMPLES,
+                              seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(diff, lo, hi) for diff = acc_b - acc_a: the percentile interval of the difference over
+    `resamples` resamples of the example pairs with replacement (numpy's default_rng(seed): the
+    same inputs give the same interval). Vectorised: the per-example differences (-1, 0, +1) are
+    summed over resampled indices drawn in chunks of about BOOTSTRAP_CHUNK, so N = 10,000 with
+    10,000 resamples needs ~16 MB at a time (bench/bench_bootstrap.py times it).
+    n == 0 returns (0.0, -1.0, 1.0), as paired_diff_interval does."""
+    import numpy as np
+
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired results must have equal lengths, got {a.size} and {b.size}")
+    n = int(a.size)
+    if n == 0:
+        return (0.0, -1.0, 1.0)
+    if resamples < 1:
+        raise ValueError(f"need at least one resample, got {resamples}")
+    d = b.astype(np.int8) - a.astype(np.int8)
+    rng = np.random.default_rng(seed)
+    sums = np.empty(resamples, dtype=np.int64)
+    rows = max(1, BOOTSTRAP_CHUNK // n)
+    for start in range(0, resamples, rows):
+        k = min(rows, resamples - start)
+        idx = rng.integers(0, n, size=(k, n))
+        sums[start:start + k] = d[idx].sum(axis=1, dtype=np.int64)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(sums / n, [tail, 1.0 - tail])
+    return (float(d.sum()) / n, float(lo), float(hi))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the input's order (statsmodels' multipletests(method="holm")[1]).
+
+    The family is the p-values present: a None or NaN stays as it is and is not counted. Sorted
+    ascending, the i-th (from 0) of m is multiplied by m - i, made non-decreasing (running maximum)
+    and capped at 1.
+    """
+    present = [(p, k) for k, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
+    out: list[float | None] = list(pvalues)
+    m = len(present)
+    running = 0.0
+    for i, (p, k) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out
+
+
 def _connor_n(delta: float, psi: float, z_a: float, z_b: float) -> float:
     return (z_a * math.sqrt(psi) + z_b * math.sqrt(max(0.0, psi - delta * delta))) ** 2 / (delta * delta)
 
@@ -328,8 +387,11 @@ def compare(correct_a: Mapping[str, bool], correct_b: Mapping[str, bool],
     return compare_paired(a, bb, method)
 
 
-def compare_paired(a: Sequence[bool], bb: Sequence[bool], method: str = "exact") -> dict:
-    """`compare` of two aligned sequences of correctness (the same example at each position)."""
+def compare_paired(a: Sequence[bool], bb: Sequence[bool], method: str = "exact", ci: str = "wald") -> dict:
+    """`compare` of two aligned sequences of correctness (the same example at each position).
+    ci: the difference's interval, "wald" (DIFF_CI_METHOD) or "bootstrap" (paired_bootstrap_interval)."""
+    if ci not in DIFF_CI_METHODS:
+        raise ValueError(f"unknown interval {ci!r} (use 'wald' or 'bootstrap')")
     b, c, n = _discordant(a, bb)
     ka = _count_true(a) if n else 0
     kb = ka - b + c
@@ -337,6 +399,10 @@ def compare_paired(a: Sequence[bool], bb: Sequence[bool], method: str = "exact")
     p = _mcnemar_p(b, c, method)
     h = cohens_h(acc_a, acc_b)
     diff, lo, hi = _diff_interval(b, c, n, 0.95)
+    ci_method = DIFF_CI_METHOD
+    if ci == "bootstrap":
+        _, lo, hi = paired_bootstrap_interval(a, bb)
+        ci_method = bootstrap_method()
     significant = p < ALPHA
     detectable = detectable_difference(n, (b + c) / n if n else None, ALPHA, POWER)
 
@@ -363,6 +429,6 @@ def compare_paired(a: Sequence[bool], bb: Sequence[bool], method: str = "exact")
         "n": n, "acc_a": acc_a, "acc_b": acc_b,
         "ci_a": list(wilson_interval(ka, n)), "ci_b": list(wilson_interval(kb, n)),
         "b": b, "c": c, "mcnemar_p": p, "mcnemar_method": method,
-        "cohens_h": h, "diff": diff, "diff_ci": [lo, hi], "diff_ci_method": DIFF_CI_METHOD,
+        "cohens_h": h, "diff": diff, "diff_ci": [lo, hi], "diff_ci_method": ci_method,
         "significant": significant, "detectable_diff": detectable, "verdict": verdict,
     }
