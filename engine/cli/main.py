@@ -243,6 +243,34 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    """Two runs' resolved configs: only the keys that differ, with both values (config.diff)."""
+    from labtui.engine.config import diff
+
+    ws = workspace_from(args)
+    run_a, run_b = get_run(ws, args.a), get_run(ws, args.b)
+    try:
+        d = diff.runs_diff(run_a, run_b)
+    except diff.NoConfig as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print_json(d)
+        return 0
+    print(_p(f"A  {d['a']}\nB  {d['b']}"))
+    rows = d["differences"]
+    if not rows:
+        print("no differences")
+        return 0
+    cells = [(r["key"], diff.side_text(r, diff.A), diff.side_text(r, diff.B)) for r in rows]
+    wk = max(3, *(len(k) for k, _, _ in cells))
+    wa = min(40, max(1, *(len(a) for _, a, _ in cells)))
+    print(f"{len(rows)} key{'s' if len(rows) != 1 else ''} differ")
+    print(f"{'KEY':<{wk}}  {'A':<{wa}}  B")
+    for key, a, b in cells:
+        print(_p(f"{key:<{wk}}  {a:<{wa}}  {b}"))
+    return 0
+
+
 def cmd_run(args) -> int:
     from labtui.engine.cli import runs as runs_mod
 
@@ -312,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare-only", action="store_true", help="only build the demo model and data")
     p.add_argument("--again", action="store_true", help="queue three fresh demo runs even when the demo runs are already queued, running or done")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("diff", help="two runs' resolved configs: the keys that differ, with both values")
+    p.add_argument("a", help="run id, unique prefix, or 'last'")
+    p.add_argument("b", help="run id, unique prefix, or 'last'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
 
     lifecycle_cli.register(sub)  # stop, resume, retry, queue
     eval_cli.register(sub)  # eval, evals, compare, export-predictions, parity, doctor
