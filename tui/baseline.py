@@ -1,30 +1,8 @@
-"""The baseline mark: one run id in `logs/.labtui-baseline`, shared by every TUI on the workspace.
+"""The baseline mark (engine.analysis.baseline: `logs/.labtui-baseline`, which `labtui report` reads too).
 
 History compares every evaluated run against it (difference, McNemar p, Cohen's h).
 """
 
 from __future__ import annotations
 
-from labtui.engine.rundir import store
-
-BASELINE_FILE = ".labtui-baseline"
-
-
-def get(ws: store.Workspace) -> str | None:
-    try:
-        text = (ws.logs / BASELINE_FILE).read_text().strip()
-    except OSError:
-        return None
-    return text or None
-
-
-def set(ws: store.Workspace, run_id: str | None) -> None:  # noqa: A001 - baseline.set reads well
-    path = ws.logs / BASELINE_FILE
-    if run_id is None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        return
-    ws.logs.mkdir(parents=True, exist_ok=True)
-    store.atomic_write_text(path, run_id + "\n")
+from labtui.engine.analysis.baseline import BASELINE_FILE, get, set  # noqa: F401 - the TUI's names for them

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Sequence
 
-from labtui.engine.rundir.fmt import age, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
+from labtui.engine.rundir.fmt import age, changed_summary, clip, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
 
 STATUS_ICONS = {
     "queued": "…",
@@ -113,32 +113,6 @@ def short_id(run_id: str, experiment: str | None = None) -> str:
     tail = run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id
     name = experiment or run_id
     return f"{name}·{tail}" if tail and tail != name else name
-
-
-def clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-def changed_summary(changed: dict | None, width: int | None = None) -> str:
-    """`lora.r 4→16, learning_rate 5e-4→2e-3` from a {key: [old, new]} diff (last key part only)."""
-    if not changed:
-        return ""
-    parts = []
-    for key, pair in changed.items():
-        old, new = (pair + [None, None])[:2] if isinstance(pair, list) else (None, pair)
-        name = key.split(".")[-1] if key.count(".") >= 1 and not key.startswith("lora.") else key
-        parts.append(f"{name} {_short(old)}→{_short(new)}")
-    text = ", ".join(parts)
-    return clip(text, width) if width else text
-
-
-def _short(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if v is None:
-        return "∅"
-    s = str(v)
-    return s if len(s) <= 16 else s[:15] + "…"
 
 
 def accuracy_ci(acc: float | None, ci: Sequence[float] | None) -> str:

@@ -258,10 +258,13 @@ def cmd_compare(args) -> int:
         _print(f"warning: A and B are the same eval ({evalstore.source_name(a)}): every difference is 0 by "
               f"construction", file=sys.stderr)
     try:
-        res = evalstore.compare_sources(a, b, gold=args.gold, method=args.method, temperature=args.temperature)
+        res = evalstore.compare_sources(a, b, gold=args.gold, method=args.method, temperature=args.temperature, ci=args.ci)
     except UnpairedError as e:
         raise UsageError(f"cannot compare {args.a} and {args.b}: {e}") from None
     res["source_a"], res["source_b"] = str(a), str(b)
+    # compare takes one pair: a family of one comparison, so the Holm-adjusted p is the raw p (`labtui report`
+    # adjusts over the runs it compares with one baseline)
+    res["holm_p"], res["holm_family"] = res["mcnemar_p"], 1
     res["same_source"] = same
     res["headline_a"], res["headline_b"] = ({"id": h["id"], "why": h["why"]} if h else None for h in (ha, hb))
     if args.json:
@@ -275,7 +278,8 @@ def cmd_compare(args) -> int:
     _print(f"difference B - A   {res['diff'] * 100:+.1f} points, 95% CI [{lo * 100:+.1f}, {hi * 100:+.1f}] ({res['diff_ci_method']})")
     _print(f"McNemar ({res['mcnemar_method']})   b = {res['b']} (A right, B wrong), c = {res['c']} (A wrong, B right), "
           f"p {'' if format_p(res['mcnemar_p']).startswith('<') else '= '}{format_p(res['mcnemar_p'])} "
-          f"{significance_marks(res['mcnemar_p'])}".rstrip())
+          f"{significance_marks(res['holm_p'])}".rstrip())
+    _print("Holm-adjusted p    = the raw p: a family of 1 comparison (`labtui report` adjusts over several runs)")
     _print(f"Cohen's h          {res['cohens_h']:+.3f} ({h_magnitude(res['cohens_h'])})")
     _print()
     _print(f"  {'answers':<16}{'A':>8}{'B':>8}")
@@ -557,6 +561,13 @@ def cmd_doctor(args) -> int:
 # --- registration --------------------------------------------------------------------------------------
 
 
+def add_ci_argument(p) -> None:
+    """--ci wald|bootstrap: the interval of the accuracy difference (compare and report)."""
+    p.add_argument("--ci", choices=("wald", "bootstrap"), default="wald",
+                   help="the difference's 95%% interval: paired Wald (default) or paired bootstrap "
+                        "(10,000 resamples, seed 0); the output says which")
+
+
 def _choices(key: str) -> str:
     return "{" + ",".join(CHOICES[f"eval.{key}"]) + "}"
 
@@ -597,6 +608,7 @@ def register(sub) -> None:
     p.add_argument("--gold", help="gold answers for {PMID: label} prediction files (PubMedQA test_ground_truth.json)")
     p.add_argument("--method", choices=("exact", "chi2"), default="exact", help="McNemar: exact binomial (default) or chi-square with continuity correction")
     p.add_argument("--temperature", type=float, help="for generate-mode evals: which temperature (default the first)")
+    add_ci_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 

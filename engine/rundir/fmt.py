@@ -64,3 +64,31 @@ def last_cr_segment(line: str) -> str:
         return line
     parts = [p for p in line.split("\r") if p.strip()]
     return parts[-1] if parts else ""
+
+
+def clip(text: str, width: int) -> str:
+    """`text` cut to `width` characters, an ellipsis marking the cut."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def changed_summary(changed: dict | None, width: int | None = None) -> str:
+    """`lora.r 4→16, learning_rate 5e-4→2e-3` from run.json's `changed` {key: [old, new]} (last key part
+    only): History's `changed vs parent` column and `labtui report`'s."""
+    if not changed:
+        return ""
+    parts = []
+    for key, pair in changed.items():
+        old, new = (pair + [None, None])[:2] if isinstance(pair, list) else (None, pair)
+        name = key.split(".")[-1] if key.count(".") >= 1 and not key.startswith("lora.") else key
+        parts.append(f"{name} {_short(old)}→{_short(new)}")
+    text = ", ".join(parts)
+    return clip(text, width) if width else text
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if v is None:
+        return "∅"
+    s = str(v)
+    return s if len(s) <= 16 else s[:15] + "…"
