@@ -115,6 +115,16 @@ def short_id(run_id: str, experiment: str | None = None) -> str:
     return f"{name}·{tail}" if tail and tail != name else name
 
 
+def run_label(run_id: str, experiment: str | None = None, group: str | None = None) -> str:
+    """The run list's and History's name of a run: `short_id`, or for a run of a group (a sweep's)
+    the group's name and the id's tail, `lr-sweep·37df` (the experiment is the same for all of them;
+    a derived group name starts with it), clipped to 28 columns."""
+    if not group:
+        return short_id(run_id, experiment)
+    tail = short_id(run_id, experiment).rpartition("·")[2]
+    return f"{clip(group, 27 - len(tail))}·{tail}"
+
+
 def accuracy_ci(acc: float | None, ci: Sequence[float] | None) -> str:
     """`0.620 [0.56, 0.67]`."""
     if acc is None:

@@ -63,6 +63,7 @@ class HistRow:
     sub: bool = False  # an older eval of the run above
     is_baseline: bool = False
     pending: bool = False  # its comparison with the baseline is still being computed
+    group: str = ""  # run.json's group: the runs of one `labtui sweep`
 
     @property
     def source(self):
@@ -263,8 +264,8 @@ class HistoryData:
     def _row(self, r: RunRow, e: dict | None, sub: bool, base_dir: Path | None, baseline_id: str | None,
              now: float, compare) -> HistRow:
         """One row; `compare(base_dir, eval_dir)` gives its comparison, or None while it is pending."""
-        label = fmt.short_id(r.id, r.experiment)
-        common = dict(run_id=r.id, experiment=r.experiment, status=r.status, created=r.created,
+        label = fmt.run_label(r.id, r.experiment, r.group)
+        common = dict(run_id=r.id, experiment=r.experiment, group=r.group or "", status=r.status, created=r.created,
                       duration=r.duration(now), train_loss=r.train_loss, eval_loss=r.eval_loss,
                       changed=fmt.changed_summary(r.changed), notes=r.notes, is_baseline=r.id == baseline_id)
         if e is None:
@@ -331,6 +332,6 @@ def sort_rows(rows: list[HistRow], key: str, reverse: bool) -> list[HistRow]:
 def matches(row: HistRow, text: str) -> bool:
     if not text:
         return True
-    hay = " ".join(str(x) for x in (row.run_id, row.experiment, row.status, row.changed, row.notes, row.device,
+    hay = " ".join(str(x) for x in (row.run_id, row.experiment, row.group, row.status, row.changed, row.notes, row.device,
                                      row.mode, row.label, row.evaluated)).lower()
     return all(w in hay for w in text.lower().split())

@@ -46,6 +46,7 @@ class RunRow:
     warning: str | None = None  # derive_state's warning, e.g. store.SUPERVISOR_GONE
     executor: str = "local"  # local | slurm
     slurm: dict | None = field(default=None, compare=True, hash=False)  # state.json's `slurm` (records.SlurmJob)
+    group: str | None = None  # run.json's group: the runs of one `labtui sweep`
 
     @property
     def live(self) -> bool:
@@ -90,8 +91,8 @@ def row_for(run: store.Run, now: float | None = None) -> RunRow:
 
 
 CACHE_NAME = "runs"  # logs/.labtui-cache/runs.json
-CACHE_VERSION = 3  # an entry's value: the row's field values, in RunRow's order; 2: max_steps from the config
-# before the first log; 3: executor and slurm
+CACHE_VERSION = 4  # an entry's value: the row's field values, in RunRow's order; 2: max_steps from the config
+# before the first log; 3: executor and slurm; 4: group
 KEY_FILES = (store.STATE_FILE, store.PROGRESS_FILE, store.RUN_FILE, store.NOTES_FILE)
 _ROW_FIELDS = tuple(f.name for f in fields(RunRow))
 _STATUS = _ROW_FIELDS.index("status")
@@ -155,7 +156,7 @@ _ROW_TYPES = {"id": store.as_text, "experiment": store.as_text, "status": store.
               "exit_signal": store.as_text, "pid": store.as_whole, "host": store.as_text, "parent": store.as_text,
               "parent_experiment": store.as_text, "changed": store.as_changed, "notes": store.as_text,
               "queue_pos": store.as_whole, "warning": store.as_text, "executor": store.as_text,
-              "slurm": store.as_mapping}
+              "slurm": store.as_mapping, "group": store.as_text}
 _ROW_CHECKS = tuple((_ROW_FIELDS.index(name), coerce) for name, coerce in _ROW_TYPES.items())
 
 

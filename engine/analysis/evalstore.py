@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from labtui.engine.analysis import stats
-from labtui.engine.config.experiment import ConfigError
+from labtui.engine.config.experiment import ConfigError, resolve_path
 from labtui.engine.rundir import cache, records, store
 
 EVAL_FILE = "eval.json"
@@ -537,22 +537,32 @@ def _labels_for(golds: set) -> list[str]:
 
 
 def compare_sources(a: Any, b: Any, gold: str | Path | Mapping[str, str] | None = None, method: str = "exact",
-                    temperature: float | None = None, ci: str = "wald") -> dict:
+                    temperature: float | None = None, ci: str = "wald", flips: bool = False) -> dict:
     """compare_columns of two prediction sources (anything load_predictions takes, or {id: record}
     as it gives them). A run stands for its headline eval (headline_pair); an eval folder is read
-    from its columns file when no gold file or temperature is given. Raises stats.UnpairedError
-    when the example ids differ."""
+    from its columns file when no gold file or temperature is given (nor `flips`). Raises
+    stats.UnpairedError when the example ids differ. flips=True adds `flips`, the discordant examples
+    (flipped_examples)."""
     if not isinstance(a, Mapping) and not isinstance(b, Mapping):
         a, b, _, _ = headline_pair(a, b)
     ca = cb = None
-    if gold is None and temperature is None and not isinstance(a, Mapping) and not isinstance(b, Mapping):
+    if not flips and gold is None and temperature is None and not isinstance(a, Mapping) and not isinstance(b, Mapping):
         ca, cb = columns(a), columns(b)
+    recs: list[Mapping[str, Mapping]] = []
     if ca is None or cb is None:
         gold_map = load_gold(gold) if isinstance(gold, (str, Path)) else gold
-        ca, cb = (Columns.from_records(x if isinstance(x, Mapping) else load_predictions(x, gold_map, temperature))
-                  for x in (a, b))
-    return compare_columns(ca, cb, source_name(a) if not isinstance(a, Mapping) else "A",
-                           source_name(b) if not isinstance(b, Mapping) else "B", method, ci)
+        recs = [x if isinstance(x, Mapping) else load_predictions(x, gold_map, temperature) for x in (a, b)]
+        ca, cb = (Columns.from_records(r) for r in recs)
+    result = compare_columns(ca, cb, source_name(a) if not isinstance(a, Mapping) else "A",
+                             source_name(b) if not isinstance(b, Mapping) else "B", method, ci, flip_ids=flips)
+    if flips:
+        ids = result.pop("flip_ids")
+        asked = {i for side in ids.values() for i in side}
+        known = _questions(a, asked, gold)  # A's data set; B's for what it lacks
+        if asked - set(known):
+            known = {**_questions(b, asked - set(known), gold), **known}
+        result["flips"] = {k: [flipped_example(recs[0][i], recs[1][i], known.get(i)) for i in ids[k]] for k in ids}
+    return result
 
 
 def _unpaired(e: Exception, n_a: int, n_b: int) -> stats.UnpairedError:
@@ -715,12 +725,13 @@ def columns(source: Any) -> Columns | None:
 
 
 def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "B", method: str = "exact",
-                    ci: str = "wald") -> dict:
+                    ci: str = "wald", flip_ids: bool = False) -> dict:
     """The one paired comparison of two evals' predictions (B minus A), paired by example id:
     stats.compare_paired of their correctness (pred == gold) plus, for display: name_a, name_b,
     labels (the answer classes), errors_a, errors_b, macro_f1_a, macro_f1_b, gold_mismatch (a
-    warning in the verdict when the gold answers differ). Raises stats.UnpairedError when the
-    example ids differ."""
+    warning in the verdict when the gold answers differ). flip_ids=True adds `flip_ids`, the ids of
+    McNemar's discordant pairs in A's order: {"b": A right and B wrong, "c": A wrong and B right}.
+    Raises stats.UnpairedError when the example ids differ."""
     import numpy as np
 
     if ca.ids != cb.ids:  # not the same examples in the same order
@@ -747,7 +758,78 @@ def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "
         gold_mismatch=int(mismatch.size),
     )
     _warn_gold(result, int(mismatch.size), ca.ids[mismatch[0]] if mismatch.size else None)
+    if flip_ids:
+        right_a, right_b = ga == pa, gb == pb
+        result["flip_ids"] = {"b": [ca.ids[k] for k in np.flatnonzero(right_a & ~right_b)],
+                              "c": [ca.ids[k] for k in np.flatnonzero(~right_a & right_b)]}
     return result
+
+
+# --- the flipped examples: why B won (or lost) -------------------------------------------------------
+
+
+def loglik_margin(record: Mapping) -> float | None:
+    """Score mode: the gold answer's log-likelihood minus the best other choice's (`loglik` of a
+    predictions record): positive when the example is right, and by how much; None without logliks
+    (generate mode, a predictions file) or when the gold answer was not scored."""
+    ll, gold = record.get("loglik"), record.get("gold")
+    if not isinstance(ll, Mapping) or gold not in ll:
+        return None
+    try:
+        others = [float(v) for k, v in ll.items() if k != gold]
+        return float(ll[gold]) - max(others) if others else None
+    except (TypeError, ValueError):
+        return None
+
+
+def flipped_example(rec_a: Mapping, rec_b: Mapping, question: str | None = None) -> dict:
+    """One discordant example of a comparison, as `compare --flips` and the Compare screen list it:
+    id, question (None when the data set cannot be read), gold (A's), pred_a, pred_b, margin_a, margin_b
+    (loglik_margin; None outside score mode)."""
+    return {"id": str(rec_a.get("id")), "question": question if question is not None else rec_a.get("question"),
+            "gold": rec_a.get("gold"), "pred_a": rec_a.get("pred"), "pred_b": rec_b.get("pred"),
+            "margin_a": loglik_margin(rec_a), "margin_b": loglik_margin(rec_b)}
+
+
+def _questions(source: Any, ids: set[str], gold: Any = None) -> dict[str, str]:
+    """{id: question} for `ids` from the data set an eval folder was evaluated on (its config.yaml's
+    dataset, relative to its run.json's workspace: PubMedQA's ori_pqal.json QUESTION, or jsonl_qa's
+    question), else from a --gold file in ori_pqal.json's format; {} when neither can be read (the
+    hub format, a moved file, a predictions file)."""
+    if not ids:
+        return {}
+    out: dict[str, str] = {}
+    path = _source_path(source) if isinstance(source, (str, Path, store.Run)) else None
+    if path is not None and path.is_dir() and is_eval_dir(path):
+        ev = store.Run(path)
+        ds = (ev.config() or store.Run(path.parents[1]).config()).get("dataset") or {}  # else the run's
+        root = Path(str(ev.info().get("workspace") or path.parents[2].parent))
+        data = resolve_path(ds.get("path"), root) if isinstance(ds.get("path"), str) else None
+        if data is not None and ds.get("format") in ("pubmedqa", "jsonl_qa"):
+            out = _questions_in(data, ds["format"], ids)
+    if not out and isinstance(gold, (str, Path)) and Path(gold).suffix == ".json":
+        out = _questions_in(Path(gold), "pubmedqa", ids)
+    return out
+
+
+def _questions_in(path: Path, fmt: str, ids: set[str]) -> dict[str, str]:
+    try:
+        if fmt == "pubmedqa":
+            data = _read_json_file(path)
+            items = data.items() if isinstance(data, dict) else ()
+            return {str(k): str(v["QUESTION"]) for k, v in items
+                    if str(k) in ids and isinstance(v, dict) and isinstance(v.get("QUESTION"), str)}
+        out = {}
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):  # ids as the loader numbers lines without one
+                if line.strip():
+                    row = json.loads(line)
+                    i = str(row.get("id", n)) if isinstance(row, dict) else None
+                    if i in ids and isinstance(row.get("question"), str):
+                        out[i] = row["question"]
+        return out
+    except (EvalNotFound, OSError, ValueError, AttributeError):
+        return {}
 
 
 def _pair_counts(gold, pred, table: list[str]) -> dict[tuple[str, str], int]:

@@ -142,6 +142,7 @@ class RunInfo(TypedDict, total=False):
     workspace: Text
     cwd: Text  # a `script` run: where its command runs
     run: Text  # an eval: the evaluated run's id (null for a base model)
+    group: Text  # the group a run belongs to: the runs of one `labtui sweep` (Workspace.runs_in_group)
 
 
 class SlurmJob(TypedDict, total=False):
@@ -343,6 +344,7 @@ class Summary(TypedDict):
     warning: str | None
     checkpoint: str | None
     host: str | None
+    group: str | None  # run.json's group (a sweep's runs), or null
 
 
 class Row(Summary):

@@ -1010,6 +1010,7 @@ class Run:
             "warning": state.get("warning"),  # e.g. SUPERVISOR_GONE (derive_state)
             "checkpoint": progress.get("checkpoint"),
             "host": state.get("host"),
+            "group": info.get("group"),
             "parent_experiment": info.get("parent_experiment"),
             "changed": info.get("changed") or {},
             "notes": text.splitlines()[0] if text else "",  # its first line
@@ -1053,6 +1054,10 @@ class Workspace:
 
     def runs(self) -> list[Run]:
         return list(self.iter_runs())
+
+    def runs_in_group(self, name: str) -> list[Run]:
+        """The runs whose run.json names `name` as their group (the runs of one `labtui sweep`), oldest first."""
+        return [r for r in self.iter_runs() if r.info().get("group") == name]
 
     def run(self, ref: str) -> Run:
         """A run by full id or unique prefix (or `last`, the newest)."""

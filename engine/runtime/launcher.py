@@ -28,7 +28,8 @@ from labtui.engine.runtime import sysmon
 
 
 def create_training_run(ws: store.Workspace, exp: Experiment, argv: list[str] | None = None,
-                        parent: str | None = None, status: str = "queued") -> store.Run:
+                        parent: str | None = None, status: str = "queued", group: str | None = None) -> store.Run:
+    """A new run folder for `exp`; `group`: run.json's group (the runs of one `labtui sweep`)."""
     cfg = exp.config
     parent_name = exp.parent_config.get("name") if exp.parent_config else None
     info = {
@@ -44,6 +45,8 @@ def create_training_run(ws: store.Workspace, exp: Experiment, argv: list[str] | 
         "command": argv or [],
         "workspace": str(ws.root),
     }
+    if group:
+        info["group"] = group
     run = ws.create_run(exp.name, info, yaml.safe_dump(cfg, sort_keys=False))
     if status != "queued":
         run.update_state(status=status)

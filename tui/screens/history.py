@@ -68,7 +68,7 @@ class HistoryScreen(HonestKeys, Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="history-title", classes="screen-title")
-        yield Input(placeholder="filter: words in id, experiment, status, changes, notes", id="history-filter")
+        yield Input(placeholder="filter: words in id, experiment, group, status, changes, notes", id="history-filter")
         yield DataTable(id="history", cursor_type="row", zebra_stripes=True)
         yield Static(id="history-detail")
         yield LabFooter({"reverse"})

@@ -42,7 +42,7 @@ def default_selection(rows) -> str:
 def matches(row: RunRow, text: str) -> bool:
     if not text:
         return True
-    hay = " ".join([row.id, row.experiment, row.status, row.description, row.notes,
+    hay = " ".join([row.id, row.experiment, row.status, row.description, row.notes, row.group or "",
                     fmt.changed_summary(row.changed)]).lower()
     return all(word in hay for word in text.lower().split())
 
@@ -70,13 +70,14 @@ def signature(r: RunRow, now: float, baseline: str | None, evals: dict | None = 
     job = slurm_view.job_id(r) if r.status == "queued" else None
     why = slurm_view.reason(r) if width >= WIDE_FOR_REASON else None
     return (r.id, r.experiment, r.status, r.step, r.max_steps, r.queue_pos, r.train_loss, r.eval_loss,
-            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)), job, why)
+            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)), job, why, r.group)
 
 
 def cells(sig: tuple) -> tuple[Text, ...]:
-    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc, job, why = sig
+    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc, job, why, group = sig
     style = STATUS_RICH.get(status, "")
-    name = fmt.printable(fmt.short_id(run_id, experiment)) + (" ★" if is_baseline else "")
+    # a sweep's run: its group's name and the id's tail (fmt.run_label)
+    name = fmt.printable(fmt.run_label(run_id, experiment, group)) + (" ★" if is_baseline else "")
     if status == "queued":
         where = f"job {job}" if job else f"#{queue_pos}" if queue_pos else "queued"
     else:
