@@ -258,7 +258,8 @@ def cmd_compare(args) -> int:
         _print(f"warning: A and B are the same eval ({evalstore.source_name(a)}): every difference is 0 by "
               f"construction", file=sys.stderr)
     try:
-        res = evalstore.compare_sources(a, b, gold=args.gold, method=args.method, temperature=args.temperature, ci=args.ci)
+        res = evalstore.compare_sources(a, b, gold=args.gold, method=args.method, temperature=args.temperature, ci=args.ci,
+                                       flips=args.flips)
     except UnpairedError as e:
         raise UsageError(f"cannot compare {args.a} and {args.b}: {e}") from None
     res["source_a"], res["source_b"] = str(a), str(b)
@@ -290,7 +291,34 @@ def cmd_compare(args) -> int:
         _print(f"  {_kind(k):<16}{va:>8}{vb:>8}")
     _print()
     _print(f"verdict: {res['verdict']}")
+    if args.flips:
+        print_flips(res["flips"])
     return 0
+
+
+FLIP_HEADS = {"b": "A right, B wrong", "c": "A wrong, B right"}
+
+
+def _flip_answer(pred, margin) -> str:
+    """`no (-1.42)`: a prediction with its log-likelihood margin (score mode), `""` for an empty output."""
+    text = repr(pred) if not pred else str(pred)
+    return text + (f" ({margin:+.2f})" if isinstance(margin, (int, float)) else "")
+
+
+def print_flips(flips: dict, width: int = 100) -> None:
+    """`compare --flips`: the discordant examples, b then c, one line of answers and one of question each."""
+    margins = any(isinstance(e.get("margin_a"), (int, float)) for side in flips.values() for e in side)
+    for k in ("b", "c"):
+        _print()
+        _print(f"{FLIP_HEADS[k]} ({k} = {len(flips[k])})" + (":" if flips[k] else ""))
+        for e in flips[k]:
+            _print(f"  {e['id']}  gold {e['gold']}  A {_flip_answer(e['pred_a'], e['margin_a'])}  "
+                   f"B {_flip_answer(e['pred_b'], e['margin_b'])}")
+            q = e.get("question")
+            _print(f"    {fmt.clip(' '.join(q.split()), width - 4) if q else '(question not in the data set read)'}")
+    if margins:
+        _print()
+        _print("(margin: the gold answer's log-likelihood minus the best other answer's; > 0 = right)")
 
 
 # --- labtui export-predictions -------------------------------------------------------------------------
@@ -609,6 +637,8 @@ def register(sub) -> None:
     p.add_argument("--method", choices=("exact", "chi2"), default="exact", help="McNemar: exact binomial (default) or chi-square with continuity correction")
     p.add_argument("--temperature", type=float, help="for generate-mode evals: which temperature (default the first)")
     add_ci_argument(p)
+    p.add_argument("--flips", action="store_true", help="list the discordant examples (A right & B wrong, and the "
+                   "reverse): id, question, gold, both answers and, in score mode, both log-likelihood margins")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
