@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from labtui.engine.cli import eval_cli, lifecycle_cli
+from labtui.engine.cli import eval_cli, lifecycle_cli, notify_cli, sweep_cli
 from labtui.engine.cli.cli_base import UsageError, get_run, print_json, workspace_from
 from labtui.engine.config.experiment import ConfigError
 from labtui.engine.rundir import fmt, ranks, store
@@ -33,32 +33,50 @@ def _when(t) -> str:
 
 def cmd_runs(args) -> int:
     ws = workspace_from(args)
-    from labtui.engine.runtime import queue
+    if args.watch:
+        from labtui.engine.cli.watch import watch
+
+        if args.json:
+            raise UsageError("--watch prints a table (or a line per change); leave out --json")
+        if not args.interval > 0:
+            raise UsageError(f"--interval must be a number of seconds above 0, got {args.interval:g}")
+        return watch(lambda: _runs_rows(ws, args), lambda rows, total: _runs_table(ws, args, rows, total), args.interval)
+    rows, total = _runs_rows(ws, args)
+    if args.json:
+        print_json(rows)
+        return 0
+    for line in _runs_table(ws, args, rows, total):
+        print(line)
+    return 0
+
+
+def _runs_rows(ws: store.Workspace, args) -> tuple[list[dict], int]:
+    """`labtui runs`' rows (filtered by --status) and how many runs there are in all."""
+    from labtui.engine.runtime import notify, queue
 
     queue.advance(ws)  # a queue whose managers were all killed moves on as soon as anybody looks
     _sync_slurm(ws)
     rows = sorted((r.summary() for r in ws.iter_runs()), key=lambda r: (r.get("created") or 0, r["id"]))
+    notify.crashed_by_reader(ws, rows)  # a crash nobody recorded: its notification, once
     total = len(rows)
     if args.status:
         rows = [r for r in rows if r["status"] in args.status]
-    if args.json:
-        print_json(rows)
-        return 0
+    return rows, total
+
+
+def _runs_table(ws: store.Workspace, args, rows: list[dict], total: int) -> list[str]:
     if not rows:
         if total:  # runs there are, none with these statuses
-            print(f"no {' or '.join(dict.fromkeys(args.status))} runs ({total} in all)")
-        else:
-            print(f"no runs in {_p(ws.logs)} - start one with `labtui run experiments/demo-baseline.yaml`")
-        return 0
-    header = f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  AGE"
-    print(header)
+            return [f"no {' or '.join(dict.fromkeys(args.status))} runs ({total} in all)"]
+        return [f"no runs in {_p(ws.logs)} - start one with `labtui run experiments/demo-baseline.yaml`"]
+    lines = [f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  AGE"]
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
-        print(f"{_p(r['id']):<44} {_p(r['status']):<10} {step:>11} {fmt.num(r['train_loss']):>8} "
-              f"{fmt.num(r['eval_loss']):>8}  {fmt.age(r['created'])}")
+        lines.append(f"{_p(r['id']):<44} {_p(r['status']):<10} {step:>11} {fmt.num(r['train_loss']):>8} "
+                     f"{fmt.num(r['eval_loss']):>8}  {fmt.age(r['created'])}")
         if r.get("warning"):
-            print(f"{'':<44} ! {_p(r['warning'])}")
-    return 0
+            lines.append(f"{'':<44} ! {_p(r['warning'])}")
+    return lines
 
 
 def _sync_slurm(ws: store.Workspace, runs: list[store.Run] | None = None) -> None:
@@ -322,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--status", action="append", choices=store.STATUSES, metavar="STATUS",
                    help=f"only runs with this status (repeatable): {', '.join(store.STATUSES)}")
+    p.add_argument("--watch", action="store_true", help="keep the table up to date (a terminal: redrawn in place; "
+                   "else one line per change) until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between two looks with --watch (default 2)")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="one run in detail")
@@ -349,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lifecycle_cli.register(sub)  # stop, resume, retry, queue
     eval_cli.register(sub)  # eval, evals, compare, export-predictions, parity, doctor
+    from labtui.engine.cli import report_cli
+
+    report_cli.register(sub)  # report [RUN|EVAL ...] --format md|html|csv|json -o PATH
+    notify_cli.register(sub)  # notify [--test]
+    sweep_cli.register(sub)  # sweep FILE --grid KEY=V1,V2
     return ap
 
 

@@ -265,6 +265,47 @@ def _alert_kinds_error(key: str):
     return error
 
 
+# `notify:` (engine/runtime/notify.py): apprise URLs (`urls`) and the events sent to them (`events`), in an
+# experiment (that run) and in the workspace's labtui.yaml (every run), checked by the same fields. Not
+# `on:`: YAML 1.1 reads that key as true.
+NOTIFY_RUN_EVENTS = ("completed", "failed", "crashed", "stopped")
+NOTIFY_EVENTS = (*NOTIFY_RUN_EVENTS, "eval_completed", *(f"alert:{s}" for s in alerts.SEVERITIES))
+NOTIFY_DEFAULT_EVENTS = ["completed", "failed", "crashed", "eval_completed", "alert:critical"]
+
+
+def _notify_urls_error(value: list) -> str | None:
+    for url in value:
+        if not (isinstance(url, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://\S", url)):
+            return (f"notify.urls must be a list of apprise URLs (\"ntfy://ntfy.sh/my-topic\", "
+                    f"\"slack://T000/B000/XXXX\"), got {_short(url)}")
+    return None
+
+
+def _notify_events_error(value: list) -> str | None:
+    for event in value:
+        if event not in NOTIFY_EVENTS:
+            extra = closest(str(event), NOTIFY_EVENTS) or f"; one of {', '.join(NOTIFY_EVENTS)}"
+            if event == "alert":
+                extra = " (write alert:critical, alert:warning or alert:info: alerts at or above that severity)"
+            return f"notify.events: unknown event {_short(event)}{extra}"
+    return None
+
+
+def notify_error(section: Any, where: str) -> str | None:
+    """What is wrong with a `notify:` section (of an experiment or of labtui.yaml), or None."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        return f"{where}: notify must be a mapping with urls and events, got {_short(section)}"
+    for key, value in section.items():
+        if key not in _SECTIONS["notify"]:
+            return str(unknown_key(f"{where}: notify", str(key), _SECTIONS["notify"]))
+        error = check_field(f"notify.{key}", value)
+        if error:
+            return f"{where}: {error}"
+    return None
+
+
 def _alert_field(key: str, default: Any) -> Field:
     """The schema of one `engine.alerts` key. The keys and their defaults are the watchdogs' own
     (rundir.alerts.ALERT_DEFAULTS, which an old run's config.yaml is read against); the type
@@ -367,6 +408,9 @@ SCHEMA: dict[str, Field] = {
     "slurm.qos": Field("str", default=None),
     "slurm.sbatch_args": Field("list", default=[], check=_sbatch_args_error),
     "slurm.requeue": Field("bool", default=False),
+    # notifications (engine/runtime/notify.py): apprise URLs and which events go to them
+    "notify.urls": Field("list", default=[], check=_notify_urls_error),
+    "notify.events": Field("list", default=NOTIFY_DEFAULT_EVENTS, check=_notify_events_error),
 }
 
 # Sections handed to a library: keys that SCHEMA does not name are the library's to check. Every

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from labtui.engine.rundir import alerts, ranks, store
+from labtui.engine.runtime import notify
 from labtui.engine.runtime.launcher import FAILURE_FILE, STOP_FILE
 from labtui.engine.runtime.slurm_job import EXECUTOR as SLURM_KEY
 from labtui.engine.runtime.slurm_job import SlurmJob
@@ -146,6 +147,7 @@ def supervise(run: store.Run, command: list[str]) -> int:
     sampler = Sampler(child.pid, disk_path=workspace)
     system = store.JsonlWriter(run.file(store.SYSTEM_FILE))
     watch = alerts.SupervisorWatch(run)  # stalled, gpu_memory, host_memory (never raises in tick)
+    told = notify.AlertWatch(run, since=now)  # new alerts to the notify: URLs (never raises)
 
     def take_sample() -> dict | None:
         try:
@@ -165,7 +167,9 @@ def supervise(run: store.Run, command: list[str]) -> int:
             sample = take_sample()
             run.update_state(heartbeat=time.time())
             watch.tick(sample)
+            told.tick()
     system.close()
+    told.tick()
     launch = run.raw_state().get("launch")
     multi = isinstance(launch, dict) and launch.get("launcher") not in (None, "python")
     if multi:
@@ -210,6 +214,7 @@ def after_run(run: store.Run, state: dict, advance_queue: bool = True) -> None:
         alerts.after_run(run, state)  # an evaluation that came back degenerate
     except Exception as e:
         print(f"[labtui] alert check failed: {e}", file=sys.stderr)
+    _notify_end(run, state)
     try:
         if run.info().get("kind") == "train":
             run.update_state(after_run="evaluating")
@@ -221,6 +226,21 @@ def after_run(run: store.Run, state: dict, advance_queue: bool = True) -> None:
             queue.on_run_end(run, state)
     except Exception as e:
         print(f"[labtui] after-run step failed: {e}", file=sys.stderr)
+
+
+def _notify_end(run: store.Run, state: dict) -> None:
+    """The run's end (an evaluation's result) to the notify: URLs; sent detached, never raises."""
+    try:
+        if run.info().get("kind") != "eval":
+            notify.run_ended(run, state)
+            return
+        notify.eval_ended(run, state)
+        parent = store.Run(run.path.parent.parent)
+        started = run.raw_state().get("started")
+        if parent.file(store.RUN_FILE).exists() and isinstance(started, (int, float)):
+            notify.new_alerts(parent, since=started)  # degenerate_eval, raised in the evaluated run
+    except Exception as e:
+        print(f"[labtui] notify failed: {e}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
