@@ -42,6 +42,14 @@ class RunData(Message):
 
 
 @dataclass
+class MarkedData(Message):
+    """New records for the runs marked on the dashboard (its chart overlays them): a snapshot of
+    each marked run read so far, in the order they were marked."""
+
+    snapshots: tuple[TailSnapshot, ...]
+
+
+@dataclass
 class RunEnded(Message):
     """A run that was live (or queued) when last seen is now completed, failed, stopped or crashed."""
 

@@ -7,6 +7,8 @@ Every `poll_interval` seconds (or at once when woken) it
   - reads the new bytes of the selected run's files (`RunTail`, by offset) and posts `RunData`
     (a long history in chunks, one after another; after that one read a tick, however fast the
     run writes, so this thread never starves the UI of the GIL);
+  - the same for the runs marked on the dashboard, whose chart overlays them (`MarkedData`, to
+    the screen that marked them);
   - follows one log file by offset for the log screen (`LogLines`);
   - reads each run's evaluations when their folders changed (`EvalsScanned`: the headline eval's
     accuracy, evaluations still going with their progress and ETA), never on the UI thread;
@@ -33,7 +35,7 @@ from textual.message import Message
 
 from . import baseline, engine_api, messages
 from .scan import RunRow, Scanner
-from .tail import RunTail
+from .tail import RunTail, TailSnapshot
 
 LOG_TAIL_BYTES = 64_000
 LOG_CHUNK_BYTES = 1 << 20
@@ -71,6 +73,10 @@ class Monitor:
         self._headline_cache: dict[str, tuple] = {}  # run id -> (rows, baseline's headline, step, EvalInfo)
         self._base_row: dict | None = None  # the baseline's headline eval at the last tick
         self._selected: str | None = None
+        self._marked: tuple[str, ...] = ()  # the dashboard's marked runs, in the order marked
+        self._marked_target = None  # where their snapshots go (the dashboard screen)
+        self._marked_snaps: dict[str, TailSnapshot] = {}  # the last snapshot posted of each
+        self._marked_posted: tuple[str, ...] = ()
         self._posted_for: str | None = None
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -89,6 +95,19 @@ class Monitor:
             self._selected = run_id
             self._posted_for = None  # the app dropped its snapshot: post one for this run
             self.wake()
+
+    def mark(self, run_ids: tuple[str, ...] | list[str], target=None) -> None:
+        """Read the runs `run_ids` too and post their snapshots to `target` as `MarkedData` (all of
+        them, whenever one changed); () stops."""
+        with self._lock:
+            self._marked = tuple(run_ids)
+            self._marked_target = target if run_ids else None
+            self._marked_posted = ()
+        self.wake()
+
+    @property
+    def marked(self) -> tuple[str, ...]:
+        return self._marked
 
     @property
     def selected(self) -> str | None:
@@ -131,7 +150,8 @@ class Monitor:
 
     def tick(self, cancelled: Callable[[], bool] = lambda: False) -> None:
         errors = []
-        for part in (self._sync_slurm, self._scan, self._advance_queue, self._scan_evals, self._poll_selected, self._poll_log):
+        for part in (self._sync_slurm, self._scan, self._advance_queue, self._scan_evals, self._poll_selected,
+                     self._poll_marked, self._poll_log):
             if self._stopped.is_set() or cancelled():
                 return
             try:
@@ -293,16 +313,9 @@ class Monitor:
         run_id = self._selected
         if run_id is None:
             return
-        tail = self.tails.get(run_id)
+        tail = self._tail_for(run_id)
         if tail is None:
-            path = self.ws.logs / run_id
-            if not path.is_dir():
-                return
-            tail = RunTail(path, **({"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}))
-            self.tails[run_id] = tail
-            while len(self.tails) > self.tails_kept:
-                self.tails.popitem(last=False)
-        self.tails.move_to_end(run_id)
+            return
         posted = time.monotonic()
         changed = False
         loading = not tail.was_caught_up  # a long history loads in chunks, one after another
@@ -319,6 +332,60 @@ class Monitor:
         if (changed or self._posted_for != run_id) and self._selected == run_id:
             self.post(messages.RunData(tail.snapshot()))
             self._posted_for = run_id
+
+    def _tail_for(self, run_id: str) -> RunTail | None:
+        """The run's tail, made on first use; the least recently used beyond `tails_kept` (and the
+        marked runs') are dropped, never a marked run's or the selected run's."""
+        tail = self.tails.get(run_id)
+        if tail is None:
+            path = self.ws.logs / run_id
+            if not path.is_dir():
+                return None
+            tail = RunTail(path, **({"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}))
+            self.tails[run_id] = tail
+            keep = {*self._marked, self._selected, run_id}
+            while len(self.tails) > self.tails_kept + len(self._marked):
+                old = next((k for k in self.tails if k not in keep), None)
+                if old is None:
+                    break
+                del self.tails[old]
+        self.tails.move_to_end(run_id)
+        return tail
+
+    def _poll_marked(self) -> None:
+        """Read the marked runs' new records (a long history in chunks, for at most SNAPSHOT_EVERY_S a
+        tick) and post all their snapshots when one changed, or the set did."""
+        with self._lock:
+            marked, target = self._marked, self._marked_target
+        if not marked or target is None:
+            self._marked_snaps.clear()
+            return
+        deadline = time.monotonic() + SNAPSHOT_EVERY_S
+        snaps, changed = [], marked != self._marked_posted
+        for run_id in marked:
+            if self._stopped.is_set():
+                return
+            tail = self._tail_for(run_id)
+            if tail is None:
+                continue
+            if run_id != self._selected:  # the selected run's tail was read by _poll_selected just now
+                loading = not tail.was_caught_up
+                while tail.poll() and loading and not tail.caught_up and time.monotonic() < deadline:
+                    pass
+            snap = self._marked_snaps.get(run_id)
+            if snap is None or snap.version != tail.version:
+                snap = self._marked_snaps[run_id] = tail.snapshot()
+                changed = True
+            snaps.append(snap)
+        for gone in set(self._marked_snaps) - set(marked):
+            del self._marked_snaps[gone]
+        with self._lock:
+            if self._marked != marked:  # marked again meanwhile: the next tick posts that set
+                return
+            if changed:
+                self._marked_posted = marked
+        if changed:
+            target.post_message(messages.MarkedData(tuple(snaps)))
 
     def _poll_log(self) -> None:
         with self._lock:

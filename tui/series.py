@@ -343,3 +343,36 @@ def _merge(ps: list[Point]) -> Point:
         x_last=right.x_last,
         bad_x=bad_x,
     )
+
+
+def remap(points: Sequence[Point], table: Sequence[tuple[float, float]]) -> list[Point]:
+    """`points` with x (and x_last, bad_x) carried through the piecewise-linear map `table` of
+    (x, new x) pairs, x increasing: the step axis turned into tokens seen. Before the first pair
+    the map goes through (0, 0); past the last it goes on at the last pair's average rate. The
+    map never decreases, so buckets keep their order and downsampling after it is unchanged."""
+    if not table:
+        return []
+    xs = [0.0] + [x for x, _ in table] if table[0][0] > 0 else [x for x, _ in table]
+    ys = [0.0] + [y for _, y in table] if table[0][0] > 0 else [y for _, y in table]
+    last_x, last_y = xs[-1], ys[-1]
+    rate = last_y / last_x if last_x > 0 else 0.0
+
+    def at(x: float) -> float:
+        if not math.isfinite(x):
+            return x
+        if x >= last_x:
+            return last_y + (x - last_x) * rate
+        lo, hi = 0, len(xs)  # the first pair past x (bisect_right)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if x < xs[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        i = lo
+        if i == 0:
+            return ys[0]
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+
+    return [Point(at(p.x), p.lo, p.hi, p.mean, p.last, p.smooth, p.n, p.bad, at(p.x_last), at(p.bad_x)) for p in points]

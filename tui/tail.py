@@ -38,6 +38,7 @@ SPARK_LEN = 240  # recent samples kept for sparklines
 ALERTS_KEPT = 200
 LOG_LINES = 8
 RANKS_RECHECK_S = 5.0  # the ranks' heartbeats are read again this often even when no file changed (a rank gone)
+TOKENS_KEPT = 512  # (step, tokens seen) pairs kept for the chart's tokens axis (thinned by half past twice this)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class TailSnapshot:
     alerts: tuple[dict, ...] = ()
     log_tail: tuple[str, ...] = ()
     ranks: tuple[dict, ...] = ()  # a multi-process run's heartbeats (ranks.read_ranks), by rank; () for one process
+    tokens_at: tuple[tuple[float, float], ...] = ()  # (step, tokens seen) from train records, steps increasing
     metrics_offset: int = 0
     caught_up: bool = True
     corrupt: int = 0  # metrics.jsonl lines skipped (not JSON objects, or wrong-typed fields)
@@ -89,6 +91,7 @@ class RunTail:
                                              "start": None, "end": None}
         self.t0: float | None = None
         self.tokens_per_s: deque[float] = deque(maxlen=SPARK_LEN)
+        self.tokens_at: list[tuple[float, float]] = []  # the chart's tokens axis: series.remap of the step axis
         self.cpu: deque[float] = deque(maxlen=SPARK_LEN)
         self.gpu_mem: dict[int, deque[float]] = {}
         self.gpu_util: dict[int, deque[float]] = {}
@@ -119,8 +122,7 @@ class RunTail:
         batch = [] if self._more_indexed else self.metrics.read_new(self.chunk_bytes)
         records, rewind = self.rewinder.feed(batch)
         if rewind is not None:  # resumed from an earlier checkpoint: those steps are done again
-            for name in ("train", "eval"):
-                self.series[(name, "step")].truncate(rewind)
+            self._rewind(rewind)
             changed = True
         for rec in records:
             self._metric(rec)
@@ -192,7 +194,13 @@ class RunTail:
                 where = np.flatnonzero(code == store.KIND_CODES[kind])
                 if where.size:
                     lines[kind] = store.indexed_record(f, entries[int(where[-1])])
-            for i in reversed(np.flatnonzero(code == store.KIND_CODES["train"])[-8 * SPARK_LEN:].tolist()):
+            trains = np.flatnonzero(code == store.KIND_CODES["train"])
+            # tokens seen is not in the index: read at most TOKENS_KEPT train lines spread over the batch
+            sample = trains[np.unique(np.linspace(0, trains.size - 1, min(trains.size, TOKENS_KEPT)).astype(np.int64))] \
+                if trains.size else trains
+            tokens = [(float(entries[i]["step"]), (store.indexed_record(f, entries[i]) or {}).get("tokens"))
+                      for i in sample.tolist()]
+            for i in reversed(trains[-8 * SPARK_LEN:].tolist()):
                 tps = (store.indexed_record(f, entries[i]) or {}).get(store.TOKENS_PER_S)
                 if isinstance(tps, (int, float)):
                     recent.append(float(tps))
@@ -200,15 +208,14 @@ class RunTail:
                         break
         return {"entries": entries, "code": code, "has_value": has_value, "end": end, "count": count,
                 "more": count == INDEX_CHUNK, "rewinder": rewinder, "rewind": rewind, "lines": lines,
-                "recent": recent[::-1]}
+                "recent": recent[::-1], "tokens": tokens}
 
     def _fold(self, b: dict) -> None:
         import numpy as np
 
         entries, code, has_value = b["entries"], b["code"], b["has_value"]
         if b["rewind"] is not None:
-            for name in ("train", "eval"):
-                self.series[(name, "step")].truncate(b["rewind"])
+            self._rewind(b["rewind"])
         self.rewinder = b["rewinder"]
         t = entries["t"]
         if self.t0 is None:
@@ -230,6 +237,8 @@ class RunTail:
         for kind, rec in b["lines"].items():
             self.last[kind] = rec
         self.tokens_per_s.extend(b["recent"])
+        for step, tokens in b["tokens"]:
+            self._tokens(step, tokens)
         self.metrics.offset = b["end"]
         self.indexed_records += b["count"]
         self._more_indexed = b["more"]
@@ -269,6 +278,7 @@ class RunTail:
         if kind == "train":
             self.last["train"] = rec
             self._add("train", rec, rec.get("loss"))
+            self._tokens(rec.get("step"), rec.get("tokens"))
             tps = rec.get(store.TOKENS_PER_S)
             if isinstance(tps, (int, float)):
                 self.tokens_per_s.append(float(tps))
@@ -291,6 +301,27 @@ class RunTail:
         t = rec.get("t")
         if isinstance(t, (int, float)) and self.t0 is not None:
             self.series[(name, "time")].add(t - self.t0, y)
+
+    def _rewind(self, step: float) -> None:
+        """A resume from `step`: the step axis (and tokens seen by step) forget what came after it."""
+        for name in ("train", "eval"):
+            self.series[(name, "step")].truncate(step)
+        while self.tokens_at and self.tokens_at[-1][0] > step:
+            self.tokens_at.pop()
+
+    def _tokens(self, step, tokens) -> None:
+        """Keep (step, tokens seen) for the tokens axis: steps increasing, a bounded number of pairs."""
+        if not (isinstance(step, (int, float)) and isinstance(tokens, (int, float)) and tokens > 0
+                and math.isfinite(step) and math.isfinite(tokens)):
+            return
+        if self.tokens_at and step <= self.tokens_at[-1][0]:
+            return
+        self.tokens_at.append((float(step), float(tokens)))
+        if len(self.tokens_at) > 2 * TOKENS_KEPT:
+            last = self.tokens_at[-1]
+            self.tokens_at = self.tokens_at[::2]
+            if self.tokens_at[-1] != last:
+                self.tokens_at.append(last)
 
     def _system(self, rec: dict) -> None:
         self.last["system"] = rec
@@ -330,6 +361,7 @@ class RunTail:
             alerts=tuple(self.alerts),
             log_tail=self.log_tail,
             ranks=self.ranks,
+            tokens_at=tuple(self.tokens_at),
             metrics_offset=self.metrics.offset,
             caught_up=self.caught_up,
             corrupt=self.metrics.skipped,

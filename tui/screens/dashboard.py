@@ -1,5 +1,9 @@
 """The dashboard (opens first): the run list and, for the selected run, loss, GPU, throughput,
-system and status panels. It watches the App's `runs`, `snapshot` and `baseline_id`."""
+system and status panels. It watches the App's `runs`, `snapshot` and `baseline_id`.
+
+`space` marks runs: the chart overlays the marked runs (their snapshots come from the monitor as
+`MarkedData`), the throughput panel lists their tokens/s, and `d` with two marked shows their
+configs' differences."""
 
 from __future__ import annotations
 
@@ -12,21 +16,21 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
-from .. import engine_api
+from .. import engine_api, messages
 from .. import format as fmt
 from ..commands import HonestKeys
 from ..guard import guarded
 from ..series import SMOOTHING
 from ..text import markup, plain
 from ..widgets.footer import LabFooter
-from ..widgets.loss_chart import LossChart
+from ..widgets.loss_chart import AXES, PALETTE, LossChart
 from ..widgets.run_list import RunList, matches, order
 from ..widgets.run_panels import GpuPanel, StatusPanel, SystemPanel, ThroughputPanel
 from . import run_actions
 from .confirm import Choose
 from .run_actions import call_engine, why_disabled
 
-WIDE_ONLY = ("filter", "axis", "smoothing", "log-y")  # in the footer as room allows, in this order
+WIDE_ONLY = ("filter", "axis", "smoothing", "log-y", "mark", "diff")  # in the footer as room allows, in this order
 
 
 class DashboardScreen(HonestKeys, Screen):
@@ -41,7 +45,10 @@ class DashboardScreen(HonestKeys, Screen):
         Binding("b", "baseline", "Baseline", id="baseline", tooltip="Mark (or unmark) the selected run as baseline"),
         Binding("c", "compare", "Compare", id="compare", tooltip="Compare the selected run with the baseline"),
         # Shown in the footer when it is wide enough (LabFooter); always in the chart's title.
-        Binding("t", "axis", "Axis", id="axis", tooltip="The chart's x axis: step or wall time"),
+        Binding("space", "mark", "Mark", id="mark",
+                tooltip="Mark (or unmark) the selected run: the chart overlays the marked runs"),
+        Binding("d", "diff", "Diff", id="diff", tooltip="The two marked runs' configs: the keys that differ"),
+        Binding("t", "axis", "Axis", id="axis", tooltip="The chart's x axis: step, wall time or tokens seen"),
         Binding("m", "smoothing", "Smooth", id="smoothing", tooltip="The chart's smoothing: off, light, strong"),
         Binding("g", "log_y", "Log y", id="log-y", tooltip="The chart's y axis: linear or log scale"),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the run list by words"),
@@ -55,6 +62,7 @@ class DashboardScreen(HonestKeys, Screen):
     ]
 
     filter_words: reactive[str] = reactive("", bindings=True)  # the filter box's words: esc clears them
+    marks: reactive[dict[str, int]] = reactive(dict, bindings=True)  # marked run id -> its PALETTE slot, in order
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -96,7 +104,10 @@ class DashboardScreen(HonestKeys, Screen):
         app = self.app
         rows = [r for r in order(app.runs) if matches(r, self.filter_text)]
         self._shown = len(rows)
-        self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id, app.evals)
+        gone = [run_id for run_id in self.marks if app.row(run_id) is None]
+        if gone:  # a marked run's folder was removed
+            self._set_marks({k: v for k, v in self.marks.items() if k not in gone})
+        self.query_one(RunList).show(rows, app.now(), app.selected_id, app.baseline_id, app.evals, self.marks)
         self._title()
         self._snapshot_changed()
 
@@ -137,7 +148,9 @@ class DashboardScreen(HonestKeys, Screen):
         row = app.selected_row
         now = app.now()
         with app.batch_update():
-            self.query_one(ThroughputPanel).show(snap, row, now)
+            chart = self.query_one(LossChart)
+            marked = tuple((label, slot, chart.overlay.get(run_id)) for run_id, label, slot in chart.marked)
+            self.query_one(ThroughputPanel).show(snap, row, now, marked)
             self.query_one(GpuPanel).show(snap, row)
             self.query_one(SystemPanel).show(snap, row)
             self.query_one(StatusPanel).show(snap, row, now, app.evals.get(row.id) if row else None)
@@ -160,7 +173,59 @@ class DashboardScreen(HonestKeys, Screen):
         return super().check_action(action, parameters)
 
     def why_disabled(self, action: str, parameters: tuple) -> str | None:
+        if action == "diff" and len(self.marks) != 2:
+            return f"mark two runs with space to compare their configs ({len(self.marks)} marked)"
+        if action == "mark" and self.app.selected_row is None:
+            return "no run selected"
         return why_disabled(action, self.app.selected_row, self.app.baseline_id)
+
+    # --- marked runs: the chart overlays them --------------------------------------------------
+
+    def action_mark(self) -> None:
+        row = self.app.selected_row
+        if row is None:
+            return
+        marks = dict(self.marks)
+        if row.id in marks:
+            del marks[row.id]
+        elif len(marks) >= len(PALETTE):
+            self.notify(f"at most {len(PALETTE)} runs on the chart: space on a marked run unmarks it",
+                        severity="warning", timeout=6)
+            return
+        else:
+            marks[row.id] = min(set(range(len(PALETTE))) - set(marks.values()))  # a colour no marked run has
+        self._set_marks(marks)
+        self._runs_changed()
+
+    def _set_marks(self, marks: dict[str, int]) -> None:
+        """Mark `marks` (run id -> colour slot): the monitor reads them, the chart draws them."""
+        self.marks = marks
+        app = self.app
+        chart = self.query_one(LossChart)
+        with app.batch_update():
+            chart.marked = tuple((run_id, self._label(run_id), slot) for run_id, slot in marks.items())
+            chart.overlay = {k: v for k, v in chart.overlay.items() if k in marks}
+        app.monitor.mark(tuple(marks), target=self)
+
+    def _label(self, run_id: str) -> str:
+        row = self.app.row(run_id)
+        return fmt.run_label(run_id, row.experiment, row.group) if row else fmt.short_id(run_id)
+
+    @guarded("marked runs")
+    def on_marked_data(self, message: messages.MarkedData) -> None:
+        chart = self.query_one(LossChart)
+        chart.overlay = {s.run_id: s for s in message.snapshots if s.run_id in self.marks}
+        self._panels()
+
+    def on_unmount(self) -> None:
+        self.app.monitor.mark(())
+
+    def action_diff(self) -> None:
+        from .diff import ConfigDiffScreen
+
+        if len(self.marks) == 2:
+            a, b = self.marks
+            self.app.push_screen(ConfigDiffScreen(self.app.run_for(a), self.app.run_for(b)))
 
     def action_new_run(self) -> None:
         from .launch import LaunchScreen
@@ -210,7 +275,7 @@ class DashboardScreen(HonestKeys, Screen):
 
     def action_axis(self) -> None:
         chart = self.query_one(LossChart)
-        chart.axis = "time" if chart.axis == "step" else "step"
+        chart.axis = AXES[(AXES.index(chart.axis) + 1) % len(AXES)]
 
     def action_smoothing(self) -> None:
         chart = self.query_one(LossChart)

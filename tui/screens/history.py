@@ -1,7 +1,7 @@
 """`h`: every run and its evaluations in one sortable, filterable table, against the baseline.
 
 space selects rows (two at most), `c` compares the two selected (or the cursor row with the
-baseline), `b` marks the cursor row's run as the baseline, `f` switches each run's headline eval
+baseline), `d` shows the two selected rows' runs' config differences, `b` marks the cursor row's run as the baseline, `f` switches each run's headline eval
 between its final and its best checkpoint's (labtui.engine.analysis.evalstore.choose_headline), `o`/`O` sort, `/` filters.
 Loading and comparing happen in a worker thread.
 """
@@ -37,6 +37,8 @@ class HistoryScreen(HonestKeys, Screen):
     BINDINGS = [
         Binding("space", "toggle_select", "Select", id="select", tooltip="Select up to two rows to compare"),
         Binding("c", "compare", "Compare", id="compare", tooltip="The two selected rows, or this row vs the baseline"),
+        Binding("d", "diff", "Config diff", id="diff", show=False,
+                tooltip="The two selected rows' runs: the config keys that differ"),
         Binding("b", "baseline", "Baseline", id="baseline", tooltip="Mark this row's run as the baseline"),
         Binding("f", "headline", "Final/best", id="headline",
                 tooltip="Each run's headline eval: its final checkpoint's, or its best checkpoint's (lowest eval loss)"),
@@ -244,6 +246,8 @@ class HistoryScreen(HonestKeys, Screen):
         r = self.cursor_row
         if action in ("compare", "baseline", "detail", "evaluate", "toggle_select") and r is None:
             return "no rows yet" if self.loaded else "still loading"
+        if action == "diff" and len(self.selected) != 2:
+            return f"select two rows with space to compare their runs' configs ({len(self.selected)} selected)"
         if action == "compare" and len(self.selected) != 2:
             base = self.app.baseline_id
             if not base:
@@ -279,6 +283,14 @@ class HistoryScreen(HonestKeys, Screen):
             shown = next((x for x in self.rows if x.run_id == base and not x.sub and x.eval_path), None)
             a = shown.source if shown else store.Run(self.app.workspace.logs / base)
             self.app.push_screen(CompareScreen(a, self._source(r)))
+
+    def action_diff(self) -> None:
+        from .diff import ConfigDiffScreen
+
+        by_key = {r.key: r for r in self.rows}
+        if len(self.selected) == 2 and all(k in by_key for k in self.selected):
+            a, b = (store.Run(self.app.workspace.logs / by_key[k].run_id) for k in self.selected)
+            self.app.push_screen(ConfigDiffScreen(a, b))
 
     def action_baseline(self) -> None:
         r = self.cursor_row

@@ -8,6 +8,7 @@ from textual.widgets import DataTable
 from .. import format as fmt
 from .. import slurm_view
 from ..scan import RunRow
+from .loss_chart import PALETTE
 from .tables import cell_changes, fill, update_cells
 
 # "eval loss": the loss on the eval split during training; "acc": the headline eval's accuracy
@@ -64,17 +65,24 @@ def accuracy_cell(info) -> str:
 WIDE_FOR_REASON = 90  # a list at least this wide shows a queued Slurm run's reason: `queued (Resources)`
 
 
-def signature(r: RunRow, now: float, baseline: str | None, evals: dict | None = None, width: int = 0) -> tuple:
+def mark_style(slot: int) -> str:
+    """The Rich style of a marked run's `●`: its colour on the loss chart (loss_chart.PALETTE)."""
+    return "bold " + PALETTE[slot % len(PALETTE)][2].removeprefix("ansi_")
+
+
+def signature(r: RunRow, now: float, baseline: str | None, evals: dict | None = None, width: int = 0,
+              mark: int | None = None) -> tuple:
     """What a row's cells are made of: equal signatures draw equal cells. A queued Slurm run has its
     job id in the step column and, in a list `WIDE_FOR_REASON` wide, Slurm's reason after its status."""
     job = slurm_view.job_id(r) if r.status == "queued" else None
     why = slurm_view.reason(r) if width >= WIDE_FOR_REASON else None
     return (r.id, r.experiment, r.status, r.step, r.max_steps, r.queue_pos, r.train_loss, r.eval_loss,
-            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)), job, why, r.group)
+            r.id == baseline, fmt.age(r.created, now), accuracy_cell((evals or {}).get(r.id)), job, why, r.group,
+            mark)
 
 
 def cells(sig: tuple) -> tuple[Text, ...]:
-    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc, job, why, group = sig
+    run_id, experiment, status, step, max_steps, queue_pos, train_loss, eval_loss, is_baseline, age, acc, job, why, group, mark = sig
     style = STATUS_RICH.get(status, "")
     # a sweep's run: its group's name and the id's tail (fmt.run_label)
     name = fmt.printable(fmt.run_label(run_id, experiment, group)) + (" ★" if is_baseline else "")
@@ -84,7 +92,7 @@ def cells(sig: tuple) -> tuple[Text, ...]:
         where = f"{step}/{max_steps or '?'}"
     return (
         Text(fmt.STATUS_ICONS.get(status, "?"), style=style),
-        Text(name),
+        Text.assemble(name, (" ●", mark_style(mark))) if mark is not None else Text(name),
         Text(fmt.printable(status) + (f" ({fmt.clip(why, 16)})" if why else ""), style=style),
         Text(where, justify="right"),
         Text(fmt.printable(fmt.num(train_loss)), justify="right"),
@@ -109,12 +117,13 @@ class RunList(DataTable):
             self.add_column(label, key=key)
 
     def show(self, rows: list[RunRow], now: float, selected: str | None, baseline: str | None,
-             evals: dict | None = None) -> None:
+             evals: dict | None = None, marks: dict[str, int] | None = None) -> None:
         """Show `rows`, keeping the cursor on `selected` when it is still listed; `evals`: {run id:
         monitor.EvalInfo} for the accuracy column."""
         keys = [r.id for r in rows]
         width = self.size.width or self.app.size.width
-        sigs = [signature(r, now, baseline, evals, width) for r in rows]
+        marks = marks or {}
+        sigs = [signature(r, now, baseline, evals, width, marks.get(r.id)) for r in rows]
         at = keys.index(selected) if selected in keys else None
         with self.prevent(DataTable.RowHighlighted):  # a rebuild is not the user moving
             if keys == self._keys:

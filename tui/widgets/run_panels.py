@@ -23,6 +23,7 @@ from ..monitor import EvalInfo
 from ..scan import RunRow
 from ..tail import TailSnapshot, eta_seconds
 from ..text import join_lines, markup, plain
+from .loss_chart import PALETTE
 
 MUTED = "$text-muted"
 
@@ -80,6 +81,20 @@ def throughput_text(snap: TailSnapshot | None, row: RunRow | None, width: int, c
     spark = "" if compact else fmt.sparkline(snap.tokens_per_s, max(4, width))
     if spark.strip():
         lines.append(plain(spark, "$accent"))
+    return join_lines(lines)
+
+
+def marked_throughput_text(marked, width: int) -> Content:
+    """The marked runs' tokens/s side by side, one line each in its chart colour: `━ label  now  avg`.
+    `marked`: (label, PALETTE slot, TailSnapshot or None while it loads) in the order marked."""
+    name_w = max(6, width - 14)
+    lines = [plain(f"{'tok/s':<{name_w + 2}}{'now':>6}{'avg':>6}", MUTED)]
+    for label, slot, snap in marked:
+        last = (snap.last_train if snap else None) or {}
+        cells = (f"{'…' if snap is None else fmt.rate(last.get(store.TOKENS_PER_S)):>6}"
+                 f"{fmt.rate(last.get('tokens_per_s_avg')) if snap else '':>6}")
+        lines.append(Content.assemble(("━ ", PALETTE[slot % len(PALETTE)][2]),
+                                      fmt.printable(fmt.clip(label, name_w)).ljust(name_w), cells))
     return join_lines(lines)
 
 
@@ -348,8 +363,11 @@ class Panel(Static):
 class ThroughputPanel(Panel):
     NAME = "throughput"
 
-    def build(self, snap: TailSnapshot | None, row: RunRow | None, now: float | None = None, *, width: int,
-              height: int, compact: bool) -> Content:
+    def build(self, snap: TailSnapshot | None, row: RunRow | None, now: float | None = None, marked: tuple = (), *,
+              width: int, height: int, compact: bool) -> Content:
+        """The selected run's throughput; with runs marked, theirs side by side (marked_throughput_text)."""
+        if marked:
+            return marked_throughput_text(marked, width)
         return throughput_text(snap, row, width, compact, now)
 
 
