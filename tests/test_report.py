@@ -1,0 +1,202 @@
+"""`labtui report` end to end through the real CLI, on runs and evaluations written the way the engine
+writes them (tests/test_tui_data.py: make_run, make_eval): the markdown table holds the numbers of
+`labtui compare --json`, the Holm-adjusted p equals statsmodels', the figures are valid PNGs of the size
+the report states, html is one self-contained file, csv parses, bad input is refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import labtui
+from labtui.engine.analysis import baseline, report
+from labtui.engine.analysis.stats import format_p, significance_marks
+from labtui.engine.rundir import store
+from statsmodels.stats.multitest import multipletests
+from test_tui_data import T0, make_eval, make_run, paired_sets
+
+BASE = "20261122-010000-demo-baseline-a001"
+
+
+def _against(base: list[bool], b: int, c: int) -> list[bool]:
+    """Correctness with b of the base's right answers made wrong and c of its wrong answers made right."""
+    right = [i for i, ok in enumerate(base) if ok]
+    wrong = [i for i, ok in enumerate(base) if not ok]
+    flip = set(right[:b]) | set(wrong[:c])
+    return [ok != (i in flip) for i, ok in enumerate(base)]
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> store.Workspace:
+    """A baseline (54% right) and five evaluated runs against it: four on the same 300 examples (a family of
+    four comparisons), one on 100 examples (not comparable), and a run never evaluated."""
+    ws = store.Workspace(tmp_path_factory.mktemp("report"))
+    ws.logs.mkdir(parents=True)
+    a, b = paired_sets()  # b: 12 A right / B wrong, c: 36 A wrong / B right (p < 0.001)
+    base = make_run(ws, BASE, "demo-baseline", created=T0, notes="the reference run")
+    make_eval(base, "20261122-030000-eval-c001", a)
+    runs = [("20261122-013000-demo-tuned-b002", "demo-tuned", b, {"lora.r": [4, 16]}, "r=16 helps"),
+            ("20261122-014000-demo-lr-c003", "demo-lr", _against(a, 20, 28), {"training.learning_rate": [2e-3, 5e-4]}, ""),
+            ("20261122-015000-demo-warm-d004", "demo-warm", _against(a, 18, 14), {"training.warmup_ratio": [0.0, 0.1]}, ""),
+            ("20261122-016000-demo-drop-e005", "demo-drop", _against(a, 10, 25), {"lora.dropout": [0.05, 0.1]}, "a | pipe")]
+    for k, (run_id, exp, correct, changed, notes) in enumerate(runs, 1):
+        run = make_run(ws, run_id, exp, created=T0 + 600 * k, seed=k, changed=changed, parent_experiment="demo-baseline",
+                       notes=notes)
+        make_eval(run, f"20261122-03{k}000-eval-x00{k}", correct)
+    small = make_run(ws, "20261122-017000-demo-small-f006", "demo-small", created=T0 + 4000, seed=9)
+    make_eval(small, "20261122-036000-eval-s006", a[:100])
+    make_run(ws, "20261122-018000-demo-none-g007", "demo-none", created=T0 + 5000)
+    baseline.set(ws, BASE)
+    return ws
+
+
+def _md_rows(md: str) -> dict[str, list[str]]:
+    """The markdown table's rows by their first cell (the baseline's without its star)."""
+    out = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| experiment"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            out[cells[0].removeprefix("★ ")] = cells
+    return out
+
+
+def test_markdown_table_holds_the_numbers_of_compare_json(night):
+    proc = labtui(night, "report")
+    assert proc.returncode == 0, proc.stderr
+    md = proc.stdout
+    assert "4 comparisons vs ★ demo-baseline baseline, Holm" in md and "Wald (paired)" in md
+    rows = _md_rows(md)
+    assert set(rows) == {"demo-baseline", "demo-tuned", "demo-lr", "demo-warm", "demo-drop", "demo-small"}
+    col = {name: k for k, name in enumerate(report.COLUMNS)}
+    for exp, run_id in (("demo-tuned", "20261122-013000-demo-tuned-b002"), ("demo-drop", "20261122-016000-demo-drop-e005")):
+        res = json.loads(labtui(night, "compare", BASE, run_id, "--json", check=True).stdout)
+        cells = rows[exp]
+        lo, hi = res["diff_ci"]
+        assert cells[col["accuracy [95% CI]"]] == f"{res['acc_b'] * 100:.1f}% [{res['ci_b'][0] * 100:.1f}, {res['ci_b'][1] * 100:.1f}]"
+        assert cells[col["Δ points [95% CI]"]] == f"{res['diff'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+        assert cells[col["McNemar p"]] == format_p(res["mcnemar_p"])
+        assert cells[col["Cohen's h"]] == f"{res['cohens_h']:+.3f}"
+        assert cells[col["macro-F1"]] == f"{res['macro_f1_b']:.3f}"
+        assert cells[col["N"]] == str(res["n"])
+    assert rows["demo-tuned"][col["changed vs parent"]] == "lora.r 4→16"
+    assert rows["demo-tuned"][col["notes"]] == "r=16 helps" and rows["demo-drop"][col["notes"]] == "a \\| pipe"
+    assert rows["demo-small"][col["Δ points [95% CI]"]] == "- (N 100 vs 300)"
+    assert rows["demo-baseline"][col["Δ points [95% CI]"]] == "baseline"
+    assert "## Runs" in md and "demo-tuned (20261122-013000-demo-tuned-b002, eval" in md
+    assert "demo-none" not in md  # never evaluated
+    assert not (night.root / "loss.png").exists()  # no -o: no figure written
+
+
+def test_holm_adjusted_p_equals_statsmodels_and_drives_the_marks(night):
+    data = json.loads(labtui(night, "report", "--format", "json", check=True).stdout)
+    assert data["family"]["size"] == 4 and data["family"]["method"] == "holm"
+    compared = [r for r in data["rows"] if r["mcnemar_p"] is not None]
+    assert len(compared) == 4
+    expected = multipletests([r["mcnemar_p"] for r in compared], method="holm")[1]
+    assert [r["holm_p"] for r in compared] == pytest.approx(list(expected), rel=1e-12)
+    for r in compared:
+        assert r["significant"] == (r["holm_p"] < 0.05)
+    # raw p significant, adjusted not: the stars follow the adjusted p
+    drop = next(r for r in compared if r["experiment"] == "demo-drop")
+    assert drop["mcnemar_p"] < 0.05 <= drop["holm_p"] and drop["significant"] is False  # significant only unadjusted
+    md_rows = _md_rows(labtui(night, "report", check=True).stdout)
+    holm_col = report.COLUMNS.index("Holm p")
+    for r in compared:
+        marks = significance_marks(r["holm_p"])
+        assert md_rows[r["experiment"]][holm_col] == (format_p(r["holm_p"]) + (f" {marks}" if marks else ""))
+    small = next(r for r in data["rows"] if r["experiment"] == "demo-small")
+    assert small["mcnemar_p"] is None and small["holm_p"] is None and small["not_comparable"] == "N 100 vs 300"
+
+
+def test_chosen_runs_and_baseline_make_the_family(night):
+    data = json.loads(labtui(night, "report", "20261122-013000-demo-tuned-b002", "20261122-014000-demo-lr-c003/20261122-032000-eval-x002",
+                             "--baseline", "20261122-015000-demo-warm-d004", "--format", "json", check=True).stdout)
+    assert [r["experiment"] for r in data["rows"]] == ["demo-warm", "demo-tuned", "demo-lr"]
+    assert data["rows"][0]["is_baseline"] and data["family"]["size"] == 2
+    assert data["family"]["text"] == "2 comparisons vs ★ demo-warm baseline, Holm"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_output_folder_holds_the_report_and_pngs_of_the_stated_size(night, tmp_path):
+    out = tmp_path / "rep"
+    proc = labtui(night, "report", "--format", "json", "-o", str(out), "--ci", "bootstrap")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out / "report.json")
+    data = json.loads((out / "report.json").read_text())
+    assert data["ci_method"] == "paired bootstrap (10,000 resamples, seed 0)"
+    assert all(r["diff_ci_method"] == data["ci_method"] for r in data["rows"] if r["diff"] is not None)
+    names = {f["name"] for f in data["figures"]}
+    assert {"loss", "accuracy"} <= names and sum(n.startswith("confusion-") for n in names) == 6
+    for f in data["figures"]:
+        assert _png_size(out / f["files"]["png"]) == (f["width"], f["height"])
+    assert _png_size(out / "loss.png") == (800, 450)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "accuracy.png").shape[:2] == (data["figures"][1]["height"], 800)
+    md = labtui(night, "report", "-o", str(tmp_path / "post.md"), check=True)
+    assert md.stdout.strip() == str(tmp_path / "post.md")
+    text = (tmp_path / "post.md").read_text()
+    assert "![Loss curves](loss.png)" in text and (tmp_path / "loss.png").is_file()
+
+
+def test_html_is_one_self_contained_file(night, tmp_path):
+    proc = labtui(night, "report", "--format", "html")
+    assert proc.returncode == 0, proc.stderr
+    page = proc.stdout
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count("<svg") >= 8  # loss, accuracy, six confusion matrices, inline
+    for ref in ("<link", "<script", "url(http", "@import"):
+        assert ref not in page
+    targets = re.findall(r'(?:href|src)="([^"]*)"', page)
+    assert targets and all(t.startswith(("#", "data:")) for t in targets)  # within the page, or inline data
+    assert "4 comparisons vs ★ demo-baseline baseline, Holm" in page
+    assert not list(tmp_path.iterdir())
+
+
+def test_csv_parses_with_dictreader(night):
+    text = labtui(night, "report", "--format", "csv", check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["experiment"] for r in rows][0] == "demo-baseline" and len(rows) == 6
+    tuned = next(r for r in rows if r["experiment"] == "demo-tuned")
+    assert float(tuned["accuracy"]) == pytest.approx(0.62) and float(tuned["diff"]) == pytest.approx(0.08)
+    assert tuned["diff_ci_method"] == "Wald (paired)" and tuned["changed"] == "lora.r 4→16"
+    assert float(tuned["holm_p"]) >= float(tuned["mcnemar_p"])
+    assert next(r for r in rows if r["experiment"] == "demo-small")["mcnemar_p"] == ""
+
+
+@pytest.mark.parametrize("args, words", [
+    (("no-such-run",), "no-such-run"),
+    (("--format", "pdf"), "invalid choice: 'pdf'"),
+    (("--all", BASE), "--all"),
+    (("20261122-018000-demo-none-g007",), "has no completed evaluation"),
+    (("--baseline", "nope"), "nope"),
+    (("-o", "x.md", "--format", "csv"), "--format is csv"),
+])
+def test_bad_input_is_one_clear_message_and_exit_2(night, args, words):
+    proc = labtui(night, "report", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert words in lines[-1] and proc.stdout == ""
+
+
+def test_no_completed_evals_is_refused(ws):
+    make_run(ws, "20261122-010000-demo-x-a001", "demo-x")
+    proc = labtui(ws, "report")
+    assert proc.returncode == 2 and "no completed evaluations" in proc.stderr and "labtui eval" in proc.stderr
+
+
+def test_compare_names_its_interval_and_the_family_of_one(night):
+    text = labtui(night, "compare", BASE, "20261122-013000-demo-tuned-b002", "--ci", "bootstrap", check=True).stdout
+    assert "(paired bootstrap (10,000 resamples, seed 0))" in text and "a family of 1 comparison" in text
+    res = json.loads(labtui(night, "compare", BASE, "20261122-013000-demo-tuned-b002", "--json", check=True).stdout)
+    assert res["holm_p"] == res["mcnemar_p"] and res["holm_family"] == 1 and res["diff_ci_method"] == "Wald (paired)"
