@@ -1,12 +1,14 @@
 """`c`: two evaluations side by side, as `labtui compare` prints them: accuracies with Wilson
 intervals, the paired difference with its interval, McNemar's test, Cohen's h, the answer kinds
-of both, the smallest difference this N can detect, and the verdict. B minus A throughout."""
+of both, the smallest difference this N can detect, and the verdict. B minus A throughout.
+`f` switches to the flipped examples (`labtui compare --flips`): McNemar's b and c, one row each."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from labtui.engine.analysis import evalstore
 from labtui.engine.rundir.fmt import printable
 from textual import work
 from textual.app import ComposeResult
@@ -14,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from .. import evals
 from .. import format as fmt
@@ -82,6 +84,30 @@ def compare_text(res: dict, name_a: str, name_b: str, notes: tuple[str, ...] = (
     return Content.from_markup("\n".join(lines), **values)
 
 
+FLIP_MARKS = {"b": "A✓ B✗", "c": "A✗ B✓"}  # b: A right & B wrong; c: A wrong & B right
+FLIP_COLUMNS = (("", "flip"), ("id", "id"), ("gold", "gold"), ("A", "a"), ("B", "b"), ("question", "question"))
+QUESTION_WIDTH = 60
+
+
+def _answer(pred, margin) -> str:
+    """`no -1.42`: an answer with its log-likelihood margin (score mode; > 0: right), `''` for an empty one."""
+    text = printable(pred) if pred else "''"
+    return text + (f" {margin:+.2f}" if isinstance(margin, (int, float)) else "")
+
+
+def flip_rows(flips: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """(row key, cells) of the flips table (pure, for the screen and the tests): b's rows, then c's."""
+    rows = []
+    for side in ("b", "c"):
+        for e in flips.get(side) or []:
+            q = " ".join(str(e.get("question") or "").split())
+            rows.append((f"{side}:{e['id']}", (FLIP_MARKS[side], printable(str(e["id"])), printable(str(e.get("gold"))),
+                                                _answer(e.get("pred_a"), e.get("margin_a")),
+                                                _answer(e.get("pred_b"), e.get("margin_b")),
+                                                printable(fmt.clip(q, QUESTION_WIDTH)) if q else "-")))
+    return rows
+
+
 def _h_magnitude(h: float) -> str:
     a = abs(h)
     return "negligible" if a < 0.2 else "small" if a < 0.5 else "medium" if a < 0.8 else "large"
@@ -91,6 +117,7 @@ class CompareScreen(Screen):
     HELP_TITLE = "Compare"
     BINDINGS = [
         Binding("x", "swap", "Swap A/B", id="swap"),
+        Binding("f", "flips", "Flips", id="flips"),
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
 
@@ -100,19 +127,50 @@ class CompareScreen(Screen):
         self.result: dict | None = None
         self.error: str | None = None
         self.notes: tuple[str, ...] = ()  # the headline evals' reasons, a same-eval warning
+        self.flips: dict | None = None  # {"b": [...], "c": [...]} once read (evalstore.flipped_example)
+        self.flips_error: str | None = None
+        self.showing_flips = False
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Compare[/b] · computing…", id="compare-title", classes="screen-title")
         with VerticalScroll(id="compare-box"):
             yield Static(id="compare-body")
+        yield DataTable(id="compare-flips", cursor_type="row", zebra_stripes=True)
         yield LabFooter()
 
     def on_mount(self) -> None:
+        table = self.query_one("#compare-flips", DataTable)
+        for label, key in FLIP_COLUMNS:
+            table.add_column(label, key=key)
+        table.display = False
         self.compute(self.a, self.b)
 
     def action_swap(self) -> None:
         self.a, self.b = self.b, self.a
+        self.flips = self.flips_error = None
         self.compute(self.a, self.b)
+        if self.showing_flips:
+            self.load_flips(self.a, self.b)
+
+    def action_flips(self) -> None:
+        """Between the numbers and the flipped examples (read once, in a worker)."""
+        self.showing_flips = not self.showing_flips
+        self.query_one("#compare-box").display = not self.showing_flips
+        self.query_one("#compare-flips").display = self.showing_flips
+        if self.showing_flips:
+            self.query_one("#compare-flips").focus()
+            if self.flips is None and self.flips_error is None:
+                self.load_flips(self.a, self.b)
+        self._title()
+
+    @work(thread=True, group="compare-flips", exclusive=True, exit_on_error=False, description="read the flipped examples")
+    def load_flips(self, a, b) -> None:
+        try:
+            a, b, _, _ = evals.pair(a, b)
+            flips = evalstore.compare_sources(a, b, flips=True)["flips"]
+            self.app.call_from_thread(self._show_flips, flips, None)
+        except Exception as e:  # noqa: BLE001 - the engine's message is for the user
+            self.app.call_from_thread(self._show_flips, None, str(e))
 
     @work(thread=True, group="compare", exclusive=True, exit_on_error=False, description="compare two evals")
     def compute(self, a, b) -> None:
@@ -127,15 +185,35 @@ class CompareScreen(Screen):
         except Exception as e:  # noqa: BLE001 - the engine's message is for the user
             self.app.call_from_thread(self._show, None, (str(a), str(b)), str(e))
 
+    def _show_flips(self, flips: dict | None, error: str | None) -> None:
+        self.flips, self.flips_error = flips, error
+        table = self.query_one("#compare-flips", DataTable)
+        table.clear()
+        for key, cells in flip_rows(flips or {}):
+            table.add_row(*cells, key=key)
+        self._title()
+
+    def _title(self) -> None:
+        title = self.query_one("#compare-title", Static)
+        if not self.showing_flips:
+            same = " · [$warning]the same eval twice[/]" if self.notes and "same eval" in self.notes[0] else ""
+            title.update(Content.from_markup("[b]Compare[/b]" if self.error else "[b]Compare[/b] · computing…"
+                                             if self.result is None else "[b]Compare[/b] · differences are B − A" + same))
+        elif self.flips_error:
+            title.update(Content.from_markup("[b]Compare[/b] · flipped examples: [$error]$message[/]",
+                                             message=printable(self.flips_error)))
+        elif self.flips is None:
+            title.update(Content.from_markup("[b]Compare[/b] · reading the flipped examples…"))
+        else:
+            title.update(Content.from_markup(
+                f"[b]Compare[/b] · flipped: b = {len(self.flips['b'])} A✓ B✗, c = {len(self.flips['c'])} A✗ B✓"
+                " · margin = log-lik of gold − best other · [b $accent]f[/] numbers"))
+
     def _show(self, res: dict | None, names: tuple[str, str], error: str | None, notes: tuple[str, ...] = ()) -> None:
         self.result, self.error, self.notes = res, error, notes
-        title = self.query_one("#compare-title", Static)
+        self._title()
         body = self.query_one("#compare-body", Static)
         if error:
-            title.update(Content.from_markup("[b]Compare[/b]"))
             body.update(Content.from_markup("[$error]$message[/]", message=printable(error)))
             return
-        title.update(Content.from_markup("[b]Compare[/b] · differences are B − A"
-                                         + (" · [$warning]the same eval twice[/]" if notes and "same eval" in notes[0]
-                                            else "")))
         body.update(compare_text(res, *names, notes=notes))
