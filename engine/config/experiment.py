@@ -298,6 +298,8 @@ def notify_error(section: Any, where: str) -> str | None:
     if not isinstance(section, dict):
         return f"{where}: notify must be a mapping with urls and events, got {_short(section)}"
     for key, value in section.items():
+        if key is True:  # `on:` read by YAML 1.1
+            return f"{where}: notify: write `events:`, not `on:` (YAML reads the key on as true)"
         if key not in _SECTIONS["notify"]:
             return str(unknown_key(f"{where}: notify", str(key), _SECTIONS["notify"]))
         error = check_field(f"notify.{key}", value)

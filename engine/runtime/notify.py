@@ -277,12 +277,12 @@ def eval_message(ev: store.Run) -> tuple[str, str]:
     text = f"accuracy {acc:.3f}" if isinstance(acc, (int, float)) else "accuracy -"
     if isinstance(ci, list) and len(ci) == 2:
         text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    text += f", N {row.get('n') or row.get('done') or '?'} ({evalstore.eval_settings_text(row, short=True)})"
+    text += f" ({evalstore.eval_settings_text(row)})"
     base_id = store.read_text(parent.path.parent / BASELINE_FILE, "").strip()
     if base_id and base_id != parent.id and (parent.path.parent / base_id).is_dir():
         try:
             res = evalstore.compare_sources(store.Run(parent.path.parent / base_id), ev.path)
-            text += (f"; {res['diff'] * 100:+.1f} points vs baseline {base_id} "
+            text += (f"; Δ {res['diff'] * 100:+.1f} points vs baseline {base_id} "
                      f"(McNemar p {stats.format_p(res['mcnemar_p'])})")
         except Exception as e:  # noqa: BLE001 - no comparable baseline eval: the accuracy alone
             text += f"; not compared with baseline {base_id}: {str(e).splitlines()[0][:120]}"

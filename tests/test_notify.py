@@ -1,0 +1,259 @@
+"""Notifications (engine/runtime/notify.py) end to end: real apprise `json://127.0.0.1:PORT/` URLs against a
+small HTTP server started here. Each event kind arrives (a run completed, failed, crashed, stopped; an alert
+at or above the severity asked for; an evaluation completed, with its baseline comparison), once per event
+even when two readers find the same crash; `labtui notify --test` names the URL that failed; a dead server
+neither fails nor holds up a run. Runs are short `labtui run -- python -c ...` commands, except the one
+trained run that an evaluation needs."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import fast_overrides, labtui, wait_for
+from labtui.engine.rundir import store
+from labtui.engine.runtime import notify
+
+FAST = {"LABTUI_HEARTBEAT": "0.3"}  # a script run's supervisor looks at alerts.jsonl every 0.3 s
+
+
+class Server:
+    """An HTTP server on a free localhost port that keeps every POSTed JSON body."""
+
+    def __init__(self):
+        got: list[dict] = []
+        self.got = got
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                got.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"json://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait(self, n: int, timeout: float = 30) -> list[dict]:
+        deadline = time.time() + timeout
+        while len(self.got) < n and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(self.got) >= n, f"{len(self.got)} of {n} notifications arrived: {self.got}"
+        return list(self.got)
+
+    def titled(self, word: str) -> list[dict]:
+        return [m for m in self.got if word in m.get("title", "")]
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings(ws: store.Workspace, urls: list[str], events: list[str]) -> None:
+    (ws.root / "labtui.yaml").write_text(json.dumps({"notify": {"urls": urls, "events": events}}))
+
+
+def script_run(ws: store.Workspace, code: str) -> store.Run:
+    proc = labtui(ws, "run", "--now", "--", sys.executable, "-c", code, env=FAST, check=True)
+    return ws.run(proc.stdout.split()[0])
+
+
+SLEEP = "import time; print('working', flush=True); time.sleep(60)"
+
+
+def running(run: store.Run) -> dict:
+    state = wait_for(run, ("running",), timeout=30)
+    assert state.get("pid"), state
+    return state
+
+
+def test_a_completed_and_a_failed_run_each_send_one_message(ws, server):
+    settings(ws, [server.url], ["completed", "failed", "crashed", "stopped"])
+    ok = script_run(ws, "print('done')")
+    bad = script_run(ws, "import sys; print('boom: no data', flush=True); sys.exit(3)")
+    assert wait_for(ok)["status"] == "completed" and wait_for(bad)["status"] == "failed"
+    server.wait(2)
+    time.sleep(1.5)
+    assert labtui(ws, "runs").returncode == 0  # a reader after the ends sends nothing more
+    time.sleep(1.0)
+    assert len(server.got) == 2, server.got
+    done, = server.titled(f"{ok.id} completed")
+    assert f"`labtui show {ok.id}`" in done["message"]
+    failed, = server.titled(f"{bad.id} failed")
+    assert "exited with status 3: boom: no data" in failed["message"]
+    assert f"`labtui retry {bad.id}`" in failed["message"]
+    record = json.loads(bad.file(notify.NOTIFIED_FILE).read_text())
+    (key, entry), = record.items()
+    assert key.startswith("failed:") and entry["status"] == "sent" and entry["failed"] == {}
+    assert entry["ok"] == [server.url]
+
+
+def test_events_not_asked_for_are_not_sent(ws, server):
+    settings(ws, [server.url], ["failed"])
+    run = script_run(ws, "print('done')")
+    assert wait_for(run)["status"] == "completed"
+    time.sleep(2.0)
+    assert server.got == [] and not run.file(notify.NOTIFIED_FILE).exists()
+
+
+def test_a_stopped_run_says_how_to_continue(ws, server):
+    settings(ws, [server.url], ["stopped"])
+    run = script_run(ws, SLEEP)
+    running(run)
+    assert labtui(ws, "stop", run.id).returncode == 0
+    assert wait_for(run)["status"] == "stopped"
+    msg, = server.wait(1)
+    assert f"{run.id} stopped" in msg["title"]
+    assert "stopped on request" in msg["message"] and f"`labtui retry {run.id}`" in msg["message"]
+
+
+def test_a_worker_killed_by_sigkill_is_a_crash_message(ws, server):
+    settings(ws, [server.url], ["crashed"])
+    run = script_run(ws, SLEEP)
+    os.kill(running(run)["pid"], signal.SIGKILL)  # what the OOM killer does
+    assert wait_for(run)["status"] == "crashed"
+    msg, = server.wait(1)
+    assert f"{run.id} crashed" in msg["title"]
+    assert "crashed: killed by SIGKILL, likely out of memory" in msg["message"]
+    assert f"`labtui retry {run.id}`" in msg["message"]
+
+
+def test_a_crash_two_readers_find_is_sent_once(ws, server):
+    """Supervisor and worker both gone (a power loss): nobody records the crash; the readers that find it
+    notify, and only one of them sends."""
+    settings(ws, [server.url], ["crashed"])
+    run = script_run(ws, SLEEP)
+    raw = running(run)
+    os.kill(raw["supervisor_pid"], signal.SIGKILL)
+    os.kill(raw["pid"], signal.SIGKILL)
+    env = dict(os.environ, LABTUI_WORKSPACE=str(ws.root))
+    readers = [subprocess.Popen([sys.executable, "-m", "labtui", "runs"], env=env, stdout=subprocess.DEVNULL)
+               for _ in range(2)]
+    assert [p.wait(timeout=60) for p in readers] == [0, 0]
+    msg, = server.wait(1)
+    assert f"{run.id} crashed" in msg["title"] and "no heartbeat since" in msg["message"]
+    assert labtui(ws, "runs").returncode == 0
+    time.sleep(2.0)
+    assert len(server.got) == 1, server.got
+    assert run.raw_state()["status"] == "running"  # readers derive the crash; they do not write it
+
+
+def test_alerts_at_or_above_the_severity_asked_for(ws, server):
+    settings(ws, [server.url], ["alert:warning"])
+    lines = [{"kind": kind, "severity": sev, "step": 3, "message": f"{kind} here", "hint": "look at it"}
+             for kind, sev in (("nan_loss", "critical"), ("loss_spike", "warning"), ("custom_note", "info"))]
+    code = ("import json, os, time\n"
+            "path = os.path.join(os.environ['LABTUI_RUN_DIR'], 'alerts.jsonl')\n"
+            f"for a in {lines!r}:\n"
+            "    a['t'] = time.time()\n"
+            "    open(path, 'a').write(json.dumps(a) + '\\n')\n"
+            "    time.sleep(0.5)\n"
+            "time.sleep(1)\n")
+    run = script_run(ws, code)
+    assert wait_for(run)["status"] == "completed"
+    server.wait(2)
+    time.sleep(2.0)
+    assert sorted(m["title"].split("[")[1] for m in server.got) == ["critical]", "warning]"], server.got
+    spike, = server.titled("[warning]")
+    assert spike["message"].startswith("loss_spike at step 3: loss_spike here; look at it")
+    assert not server.titled("[info]")
+
+
+def test_a_dead_notification_server_neither_fails_nor_holds_up_a_run(ws):
+    port = closed_port()
+    settings(ws, [f"json://127.0.0.1:{port}/"], ["completed"])
+    t0 = time.time()
+    run = script_run(ws, "print('done')")
+    assert wait_for(run, timeout=30)["status"] == "completed"
+    deadline = time.time() + 10
+    while store.process_alive(run.raw_state().get("supervisor_pid"), run.raw_state().get("supervisor_start")):
+        assert time.time() < deadline, "the supervisor waits for the notification"
+        time.sleep(0.1)
+    assert time.time() - t0 < 10
+    deadline = time.time() + 40  # three tries with pauses of 2 and 8 s
+    line = ""
+    while not line and time.time() < deadline:
+        line = next((ln for ln in store.tail_lines(run.file(store.LOG_FILE), 20) if "notify:" in ln), "")
+        time.sleep(0.3)
+    assert f"notify: completed to json://127.0.0.1:{port}/ failed:" in line, line
+    assert run.state()["status"] == "completed"
+    entry, = json.loads(run.file(notify.NOTIFIED_FILE).read_text()).values()
+    assert entry["status"] == "failed" and list(entry["failed"]) == [f"json://127.0.0.1:{port}/"]
+
+
+def test_notify_test_names_the_url_that_failed(ws, server):
+    dead = f"json://127.0.0.1:{closed_port()}/"
+    proc = labtui(ws, "notify", "--test", "--url", server.url, "--url", dead)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"ok      {server.url}" in proc.stdout
+    assert f"FAILED  {dead}: " in proc.stdout and "1 of 2 failed" in proc.stdout
+    msg, = server.wait(1)
+    assert msg["title"] == "labtui: test notification"
+    settings(ws, [server.url], ["failed"])  # labtui.yaml's URLs
+    proc = labtui(ws, "notify", "--test")
+    assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stdout + proc.stderr
+    assert len(server.wait(2)) == 2
+
+
+def test_bad_notify_settings_are_one_clear_message(ws, tmp_path):
+    (ws.root / "labtui.yaml").write_text("notify:\n  urls: [ntfy://ntfy.sh/t]\n  on: [failed]\n")
+    proc = labtui(ws, "notify", "--test")
+    assert proc.returncode == 2
+    assert "labtui.yaml: notify: write `events:`, not `on:`" in proc.stderr
+    (ws.root / "labtui.yaml").write_text("notify:\n  urls: [ntfy://ntfy.sh/t]\n  events: [crash]\n")
+    proc = labtui(ws, "notify")
+    assert proc.returncode == 2 and "notify.events: unknown event 'crash' (did you mean 'crashed'?)" in proc.stderr
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("notify:\n  urls: [my-topic]\n")
+    proc = labtui(ws, "run", str(exp))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "notify.urls must be a list of apprise URLs" in proc.stderr
+
+
+# --- an evaluation: the one trained run -------------------------------------------------------------------
+
+N = 20
+
+
+def test_a_trained_run_sends_completed_then_its_evaluation_against_the_baseline(workspace, server):
+    """The experiment's own notify: (no labtui.yaml): the run's end, then its after-training evaluation
+    with accuracy [CI] and the difference to the workspace's baseline (a base-model eval) with McNemar's p."""
+    ws = workspace
+    base = labtui(ws, "eval", "experiments/demo-baseline.yaml", "--base", "--n", str(N), "-f", "--json")
+    assert base.returncode == 0, base.stderr
+    holder, = [r.id for r in ws.runs() if r.info().get("kind") == "base"]
+    (ws.logs / notify.BASELINE_FILE).write_text(holder + "\n")
+    proc = labtui(ws, "run", "experiments/demo-baseline.yaml", *fast_overrides(6), "--set", "eval.after_training=true",
+                  "--set", f"eval.n={N}", "--set", f"notify.urls=[{server.url}]",
+                  "--set", "notify.events=[completed, eval_completed]", check=True)
+    run = ws.run(proc.stdout.split()[0])
+    assert wait_for(run, timeout=240)["status"] == "completed"
+    server.wait(2, timeout=180)
+    done, = server.titled(f"{run.id} completed")
+    assert "completed at step 6/6, train loss" in done["message"]
+    ev, = server.titled("eval ")
+    assert re.match(rf"accuracy \d\.\d{{3}} \[\d\.\d{{3}}, \d\.\d{{3}}\] \(checkpoint 6, N {N}, score, ", ev["message"]), ev["message"]
+    assert f"points vs baseline {holder} (McNemar p " in ev["message"], ev["message"]
+    assert f"`labtui evals {run.id}`" in ev["message"]
