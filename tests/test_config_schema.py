@@ -54,7 +54,7 @@ def test_defaults_are_the_schema_defaults_and_nothing_else():
 
 def test_sections_and_their_order():
     assert list(DEFAULTS) == ["description", "model", "trainer", "lora", "training", "dataset", "task", "eval",
-                              "engine", "launch", "slurm"]
+                              "engine", "launch", "slurm", "notify"]
     assert DEFAULTS["launch"] == LAUNCH_DEFAULTS
     assert DEFAULTS["engine"]["alerts"] == alerts.ALERT_DEFAULTS  # the watchdogs' own keys and defaults
     # a list default is not shared: changing one resolved config leaves DEFAULTS alone
