@@ -222,6 +222,9 @@ def test_bad_notify_settings_are_one_clear_message(ws, tmp_path):
     proc = labtui(ws, "notify", "--test")
     assert proc.returncode == 2
     assert "labtui.yaml: notify: write `events:`, not `on:`" in proc.stderr
+    (tmp_path / "on.yaml").write_text("notify:\n  urls: [ntfy://ntfy.sh/t]\n  on: [failed]\n")
+    proc = labtui(ws, "run", str(tmp_path / "on.yaml"))
+    assert proc.returncode == 2 and "notify: write `events:`, not `on:`" in proc.stderr
     (ws.root / "labtui.yaml").write_text("notify:\n  urls: [ntfy://ntfy.sh/t]\n  events: [crash]\n")
     proc = labtui(ws, "notify")
     assert proc.returncode == 2 and "notify.events: unknown event 'crash' (did you mean 'crashed'?)" in proc.stderr

@@ -298,8 +298,8 @@ def notify_error(section: Any, where: str) -> str | None:
     if not isinstance(section, dict):
         return f"{where}: notify must be a mapping with urls and events, got {_short(section)}"
     for key, value in section.items():
-        if key is True:  # `on:` read by YAML 1.1
-            return f"{where}: notify: write `events:`, not `on:` (YAML reads the key on as true)"
+        if key is True or key == "on":  # YAML 1.1 (labtui.yaml's reader) reads `on:` as true
+            return f"{where}: notify: write `events:`, not `on:` (YAML 1.1 reads the key on as true)"
         if key not in _SECTIONS["notify"]:
             return str(unknown_key(f"{where}: notify", str(key), _SECTIONS["notify"]))
         error = check_field(f"notify.{key}", value)
@@ -703,6 +703,8 @@ def check_keys(cfg: dict, where: str) -> None:
             continue
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{section}' must be a mapping, got {_short(value)}")
+        if section == "notify" and (error := notify_error(value, where)):  # its `on:` mistake named
+            raise ConfigError(error)
         for key in value:
             if key not in allowed:
                 raise unknown_key(f"{where}: {section}", key, allowed)
