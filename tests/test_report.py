@@ -31,12 +31,11 @@ def _against(base: list[bool], b: int, c: int) -> list[bool]:
     return [ok != (i in flip) for i, ok in enumerate(base)]
 
 
-@pytest.fixture(scope="module")
-def night(tmp_path_factory) -> store.Workspace:
+def fill(ws: store.Workspace) -> None:
     """A baseline (54% right) and five evaluated runs against it: four on the same 300 examples (a family of
-    four comparisons), one on 100 examples (not comparable), and a run never evaluated."""
-    ws = store.Workspace(tmp_path_factory.mktemp("report"))
-    ws.logs.mkdir(parents=True)
+    four comparisons; demo-drop significant before Holm only), one on 100 examples (not comparable), and a
+    run never evaluated. The baseline is marked."""
+    ws.logs.mkdir(parents=True, exist_ok=True)
     a, b = paired_sets()  # b: 12 A right / B wrong, c: 36 A wrong / B right (p < 0.001)
     base = make_run(ws, BASE, "demo-baseline", created=T0, notes="the reference run")
     make_eval(base, "20261122-030000-eval-c001", a)
@@ -52,6 +51,12 @@ def night(tmp_path_factory) -> store.Workspace:
     make_eval(small, "20261122-036000-eval-s006", a[:100])
     make_run(ws, "20261122-018000-demo-none-g007", "demo-none", created=T0 + 5000)
     baseline.set(ws, BASE)
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> store.Workspace:
+    ws = store.Workspace(tmp_path_factory.mktemp("report"))
+    fill(ws)
     return ws
 
 
@@ -200,3 +205,49 @@ def test_compare_names_its_interval_and_the_family_of_one(night):
     assert "(paired bootstrap (10,000 resamples, seed 0))" in text and "a family of 1 comparison" in text
     res = json.loads(labtui(night, "compare", BASE, "20261122-013000-demo-tuned-b002", "--json", check=True).stdout)
     assert res["holm_p"] == res["mcnemar_p"] and res["holm_family"] == 1 and res["diff_ci_method"] == "Wald (paired)"
+
+
+# --- History: the family in the header, the adjusted p on screen, R writes the report ---------------------
+
+
+@pytest.mark.anyio
+async def test_history_adjusts_over_the_rows_shown_and_r_writes_their_report(ws, anyio_backend):
+    from labtui.tui import format as tfmt
+    from labtui.tui.app import LabApp
+    from test_tui_data import clock
+
+    fill(ws)
+    data = json.loads(labtui(ws, "report", "--format", "json", check=True).stdout)
+    drop = next(r for r in data["rows"] if r["experiment"] == "demo-drop")
+    app = LabApp(workspace=ws, poll_interval=0.05, clock=clock)
+    async with app.run_test(size=(160, 40)) as pilot:
+        async def until(cond, what):
+            for _ in range(300):
+                if cond():
+                    return
+                await pilot.pause(0.05)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        await until(lambda: len(app.runs) == 7, "the runs")
+        await pilot.press("h")
+        screen = app.screen
+        table = screen.query_one("#history")
+        await until(lambda: screen.loaded and any(r.p is not None for r in screen.rows)
+                    and not any(r.pending for r in screen.rows), "the comparisons")
+        title = lambda: str(screen.query_one("#history-title").render())  # noqa: E731
+        await until(lambda: "4 comparisons vs ★ demo-baseline·a001 baseline, Holm" in title(), "the family in the header")
+        key = next(r.key for r in screen.rows if r.run_id == drop["run"])
+        assert table.get_cell(key, "Holm p").plain == tfmt.p_value(drop["holm_p"]) == f"{drop['holm_p']:#.3g}"  # no star
+        assert table.get_cell(key, "McNemar p").plain == f"{drop['mcnemar_p']:#.3g}"  # raw, below 0.05
+        # filtered down to one run, the family is one comparison: the adjusted p is the raw one, starred
+        await pilot.press("slash", *"demo-drop", "enter")
+        await until(lambda: "1 comparison vs ★ demo-baseline·a001 baseline, Holm" in title(), "a family of one")
+        assert table.get_cell(key, "Holm p").plain == f"{drop['mcnemar_p']:#.3g} *"
+        await pilot.press("R")
+        await until(lambda: screen.last_report is not None, "the report")
+        assert screen.last_report.ok, screen.last_report.stderr
+        written = Path(screen.last_report.stdout.strip())
+        assert written.parent.parent == ws.root / "reports" and (written.parent / "loss.png").is_file()
+        md = written.read_text()
+        assert "1 comparison vs ★ demo-baseline baseline, Holm" in md
+        assert set(_md_rows(md)) == {"demo-baseline", "demo-drop"}

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from labtui.engine.analysis import evalstore
+from labtui.engine.analysis import evalstore, stats
 from labtui.engine.rundir import cache, store
 
 from . import evals
@@ -56,6 +56,7 @@ class HistRow:
     not_comparable: str = ""  # why there is no difference / p: "N 100 vs 300", "different examples"
     diff: float | None = None
     p: float | None = None
+    p_holm: float | None = None  # p adjusted (Holm) over the rows shown with a p: with_holm, by the screen
     h: float | None = None
     verdict: str = ""
     compare_error: str = ""
@@ -327,6 +328,14 @@ def sort_rows(rows: list[HistRow], key: str, reverse: bool) -> list[HistRow]:
     missing = [g for g in groups if get(g[0]) is None]
     present.sort(key=lambda g: get(g[0]), reverse=reverse)
     return [r for g in present + missing for r in g]
+
+
+def with_holm(rows: list[HistRow]) -> tuple[list[HistRow], int]:
+    """(the rows with p_holm set, the family's size): Holm-Bonferroni over the rows given (History: the
+    rows shown, filter applied) that have a p against the baseline; the others keep p_holm None."""
+    adjusted = stats.holm([r.p for r in rows])
+    family = sum(1 for r in rows if r.p is not None)
+    return [r if r.p is None and r.p_holm is None else replace(r, p_holm=a) for r, a in zip(rows, adjusted)], family
 
 
 def matches(row: HistRow, text: str) -> bool:

@@ -2,11 +2,15 @@
 
 space selects rows (two at most), `c` compares the two selected (or the cursor row with the
 baseline), `d` shows the two selected rows' runs' config differences, `b` marks the cursor row's run as the baseline, `f` switches each run's headline eval
-between its final and its best checkpoint's (labtui.engine.analysis.evalstore.choose_headline), `o`/`O` sort, `/` filters.
-Loading and comparing happen in a worker thread.
+between its final and its best checkpoint's (labtui.engine.analysis.evalstore.choose_headline), `o`/`O` sort, `/` filters,
+`R` writes `labtui report` of the rows shown into reports/<time>/. The p-values are adjusted (Holm) over
+the rows shown that have one; the stars follow the adjusted p. Loading and comparing happen in a worker thread.
 """
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 from labtui.engine.rundir import store
 from labtui.engine.rundir.fmt import printable
@@ -19,15 +23,16 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
+from .. import cli_runner
 from .. import format as fmt
 from ..commands import HonestKeys
-from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows
+from ..history_data import SORTS, HistoryData, HistRow, matches, sort_rows, with_holm
 from ..widgets.footer import LabFooter
 from ..widgets.run_list import STATUS_RICH
 from ..widgets.tables import cell_changes, fill, update_cells
 
 RELOAD_S = 10.0
-COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "h", "evaluated", "changed vs parent", "dur",
+COLUMNS = ("", "run", "status", "acc [95% CI]", "Δ base", "McNemar p", "Holm p", "h", "evaluated", "changed vs parent", "dur",
            "loss", "eval loss", "notes")
 SHORT_REASON = {"different examples": "other examples", "error": "error"}
 
@@ -45,6 +50,8 @@ class HistoryScreen(HonestKeys, Screen):
         Binding("o", "sort(1)", "Sort", id="sort", tooltip="Cycle the sort column"),
         Binding("O", "sort(0)", "Reverse", id="reverse"),  # wide-only: in the footer when it fits
         Binding("slash", "filter", "Filter", id="filter"),
+        Binding("R", "report", "Report", id="report", show=False,
+                tooltip="Write `labtui report` of the rows shown (md + figures) into reports/<time>/"),
         Binding("enter", "detail", "Detail", id="detail", show=False),
         Binding("e", "evaluate", "Evaluate", id="evaluate", show=False),
         Binding("escape", "back", "Back", id="back"),
@@ -55,6 +62,7 @@ class HistoryScreen(HonestKeys, Screen):
     loaded: reactive[bool] = reactive(False, bindings=True)
     cursor_key: reactive[str | None] = reactive(None, bindings=True)
     selected: reactive[list[str]] = reactive(list, bindings=True)  # row keys, in the order chosen (A first)
+    reporting: reactive[bool] = reactive(False, bindings=True)  # `labtui report` (R) is running
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,6 +71,8 @@ class HistoryScreen(HonestKeys, Screen):
         self.prefer = "final"  # the headline eval of each run: "final" or "best" checkpoint (f switches)
         self.reverse = True
         self.comparing = False  # rows shown while their comparisons with the baseline are computed
+        self.family = 0  # the rows shown with a p against the baseline: the Holm family
+        self.last_report = None  # the CliResult of the last R
         self._shown: list[HistRow] = []  # the rows in the table, in order, and the marks they were drawn with
         self._shown_selected: set[str] = set()
         self._column_keys = [label or "mark" for label in COLUMNS]
@@ -130,7 +140,7 @@ class HistoryScreen(HonestKeys, Screen):
     def show(self) -> None:
         table = self.query_one("#history", DataTable)
         current = self.cursor_row.key if self.cursor_row else None
-        shown = self.visible()
+        shown, self.family = with_holm(self.visible())
         keys = [r.key for r in shown]
         same = keys == [r.key for r in self._shown] and table.row_count
         before, before_selected = self._shown, self._shown_selected
@@ -157,7 +167,7 @@ class HistoryScreen(HonestKeys, Screen):
     def _cells(self, r: HistRow, selected: set[str]) -> tuple[Text, ...]:
         mark = ("★" if r.is_baseline and not r.sub else "") + ("●" if r.key in selected else "")
         style = STATUS_RICH.get(r.status, "")
-        p_style = "bold" if r.p is not None and r.p < 0.05 else ""
+        p_style = "bold" if r.p_holm is not None and r.p_holm < 0.05 else ""  # the stars too: the adjusted p
         nc = r.not_comparable
         return (
             Text(mark, style="bold"),
@@ -169,7 +179,8 @@ class HistoryScreen(HonestKeys, Screen):
                  else "…" if r.pending else fmt.signed_points(r.diff), justify="right"),
             # a "-" says why: not comparable ("N 100 vs 300", "other examples")
             Text(SHORT_REASON.get(nc, printable(nc)), style="dim") if nc else
-            Text("…" if r.pending else fmt.p_value(r.p), style=p_style),
+            Text("…" if r.pending else fmt.p_value(r.p).rstrip(" *")),
+            Text("" if nc else "…" if r.pending else fmt.p_value(r.p_holm), style=p_style),
             Text("…" if r.pending else "-" if r.h is None else f"{r.h:+.2f}", justify="right"),
             Text(printable(r.evaluated_short), style="dim" if r.sub else ""),
             Text(printable(r.changed or "-")),
@@ -189,8 +200,13 @@ class HistoryScreen(HonestKeys, Screen):
             bits.append(Content.from_markup("headline best ([b $accent]f[/])"))
         bits.append(Content.from_markup(f"sort $key {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])",
                                         key=self.sort_key))
-        bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
-                    if base else Content.from_markup("no baseline ([b $accent]b[/] marks one)"))
+        if base and self.family:  # the family the adjusted p-values are over
+            bits.append(Content.from_markup("$k comparison$s vs ★ $name baseline, Holm", k=str(self.family),
+                                            s="" if self.family == 1 else "s",
+                                            name=printable(fmt.short_id(base.id, base.experiment))))
+        else:
+            bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
+                        if base else Content.from_markup("no baseline ([b $accent]b[/] marks one)"))
         if self.selected:
             bits.append(Content(f"{len(self.selected)} selected"))
         if not self.loaded:
@@ -209,7 +225,8 @@ class HistoryScreen(HonestKeys, Screen):
             key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         except Exception:
             return None
-        return next((r for r in self.rows if r.key == key.value), None)
+        shown = next((r for r in self._shown if r.key == key.value), None)  # with its adjusted p
+        return shown or next((r for r in self.rows if r.key == key.value), None)
 
     @on(DataTable.RowHighlighted, "#history")
     def _detail(self, *_) -> None:
@@ -231,6 +248,9 @@ class HistoryScreen(HonestKeys, Screen):
             lines.append(line("changed: $changed", changed=r.changed))
         if r.verdict:
             lines.append(line("vs baseline: $verdict", verdict=r.verdict))
+            if r.p_holm is not None:
+                lines.append(line("Holm-adjusted p $p (family: the $k rows shown with a p; the stars follow it)",
+                                  p=fmt.p_value(r.p_holm), k=str(self.family)))
         elif r.compare_error:
             lines.append(line("[$warning]vs baseline: $message[/]", message=r.compare_error))
         elif r.pending:
@@ -248,6 +268,13 @@ class HistoryScreen(HonestKeys, Screen):
             return "no rows yet" if self.loaded else "still loading"
         if action == "diff" and len(self.selected) != 2:
             return f"select two rows with space to compare their runs' configs ({len(self.selected)} selected)"
+        if action == "report":
+            if not self.loaded:
+                return "still loading"
+            if self.reporting:
+                return "a report is being written"
+            if not any(r.eval_id for r in self._shown):
+                return "no evaluated rows shown"
         if action == "compare" and len(self.selected) != 2:
             base = self.app.baseline_id
             if not base:
@@ -297,6 +324,41 @@ class HistoryScreen(HonestKeys, Screen):
         if r is None:
             return
         self.app.set_baseline(None if self.app.baseline_id == r.run_id else r.run_id)  # the keys follow baseline_id
+
+    def report_argv(self, out: Path) -> list[str]:
+        """`labtui report` of the evaluations shown (each row's own eval, so the report shows what the
+        table shows) against the baseline's eval as History compares with it, written into `out`."""
+        refs = [f"{r.run_id}/{r.eval_id}" for r in self._shown if r.eval_id]
+        args = ["report", *refs, "-o", str(out)]
+        base = next((r for r in self.rows if r.is_baseline and not r.sub and r.eval_id), None)
+        if base is not None:
+            args += ["--baseline", f"{base.run_id}/{base.eval_id}"]
+        return cli_runner.cli_argv(self.app.workspace.root, *args)
+
+    def action_report(self) -> None:
+        out = self.app.workspace.root / "reports" / time.strftime("%Y%m%d-%H%M%S", time.localtime(self.app.now()))
+        self.reporting = True
+        self.notify(printable(f"writing the report of {sum(1 for r in self._shown if r.eval_id)} evals…"),
+                    title="Report", markup=False)
+        self.write_report(self.report_argv(out))
+
+    @work(thread=True, group="history-report", exclusive=True, exit_on_error=False, description="labtui report (subprocess)")
+    def write_report(self, argv: list[str]) -> None:
+        result = cli_runner.run_cli(argv, cwd=self.app.workspace.root, timeout=600)
+        self.app.call_from_thread(self._reported, result)
+
+    def _reported(self, result: cli_runner.CliResult) -> None:
+        self.reporting = False
+        self.last_report = result
+        if not result.ok:
+            self.notify(printable(result.message), title="Report not written", severity="error", markup=False)
+            return
+        path = Path(result.stdout.strip().splitlines()[-1])
+        try:
+            shown = path.relative_to(self.app.workspace.root)
+        except ValueError:
+            shown = path
+        self.notify(printable(f"written to {shown} (and its figures)"), title="Report", markup=False, timeout=15)
 
     def action_headline(self) -> None:
         self.prefer = "best" if self.prefer == "final" else "final"
