@@ -195,9 +195,10 @@ class RunTail:
                 if where.size:
                     lines[kind] = store.indexed_record(f, entries[int(where[-1])])
             trains = np.flatnonzero(code == store.KIND_CODES["train"])
-            # tokens seen is not in the index: read at most TOKENS_KEPT train lines spread over the batch
-            sample = trains[np.unique(np.linspace(0, trains.size - 1, min(trains.size, TOKENS_KEPT)).astype(np.int64))] \
-                if trains.size else trains
+            # tokens seen is not in the index: read a few train lines spread over the batch (TOKENS_KEPT
+            # over a million-record history, 64 in a batch of new records: ~0.02 ms a line)
+            want = min(trains.size, max(64, TOKENS_KEPT * trains.size // (4 * INDEX_CHUNK)))
+            sample = trains[np.unique(np.linspace(0, trains.size - 1, want).astype(np.int64))] if want else trains
             tokens = [(float(entries[i]["step"]), (store.indexed_record(f, entries[i]) or {}).get("tokens"))
                       for i in sample.tolist()]
             for i in reversed(trains[-8 * SPARK_LEN:].tolist()):
