@@ -206,11 +206,14 @@ def run_ended(run: store.Run, state: dict) -> bool:
         return False
     try:
         raw = {**run.raw_state(), **state}
+        key = f"{status}:{_attempt(raw)}"
+        if key in notified(run):  # sent already (a reader looks again and again)
+            return False
         title, body = run_message(run, raw)
     except Exception as e:  # noqa: BLE001
         log(run, f"{status} not sent: {type(e).__name__}: {e}")
         return False
-    return send(run, str(status), f"{status}:{_attempt(raw)}", title, body)
+    return send(run, str(status), key, title, body)
 
 
 def crashed_by_reader(ws: store.Workspace, rows: list[dict]) -> int:
@@ -236,13 +239,15 @@ def alert_message(run: store.Run, alert: dict) -> tuple[str, str]:
 
 def new_alerts(run: store.Run, since: float) -> int:
     """Notify each alert of `run` raised at or after `since` (each once: its kind and time are the key)."""
-    sent = 0
+    sent, done = 0, notified(run)
     for alert in alerts.read_alerts(run):
         t = alert.get("t")
         if not isinstance(t, (int, float)) or t < since or alert.get("severity") not in alerts.SEVERITIES:
             continue
-        title, body = alert_message(run, alert)
-        sent += send(run, f"alert:{alert['severity']}", f"alert:{alerts.alert_key(alert)}:{t:.3f}", title, body)
+        key = f"alert:{alerts.alert_key(alert)}:{t:.3f}"
+        if key not in done:
+            title, body = alert_message(run, alert)
+            sent += send(run, f"alert:{alert['severity']}", key, title, body)
     return sent
 
 
