@@ -124,8 +124,8 @@ def cmd_sweep(args) -> int:
     else:
         for run in runs:
             print(run.id)
-    log(fmt.printable(f"queued {len(runs)} runs as group {name} ({len(started)} started), each evaluated after "
-                      f"training; watch with `labtui` or `labtui runs`"))
+    log(fmt.printable(f"queued {len(runs)} run{'s' * (len(runs) != 1)} as group {name} ({len(started)} started), each "
+                      f"evaluated after training; watch with `labtui` or `labtui runs`"))
     return 0
 
 
