@@ -93,6 +93,7 @@ def test_dry_run_prints_the_grid_and_queues_nothing(workspace):
     (["--grid", "lora.r=16", "--grid", "lora.r=64"], "given twice"),
     (["--grid", "lora.r=16", "--set", "lora.r=8"], "both in --set and in --grid"),
     (["--grid", "lora.r=16", "--name", "bad name!"], "group name"),
+    (["--grid", "lora.r=16", "--set", "launch.executor=slurm"], "this machine only"),
     ([], "at least one --grid"),
 ])
 def test_bad_grid_input_is_one_error_and_nothing_queued(workspace, args, message):
