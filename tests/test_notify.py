@@ -149,8 +149,8 @@ def test_a_crash_two_readers_find_is_sent_once(ws, server):
     os.kill(raw["supervisor_pid"], signal.SIGKILL)
     os.kill(raw["pid"], signal.SIGKILL)
     env = dict(os.environ, LABTUI_WORKSPACE=str(ws.root))
-    readers = [subprocess.Popen([sys.executable, "-m", "labtui", "runs"], env=env, stdout=subprocess.DEVNULL)
-               for _ in range(2)]
+    readers = [subprocess.Popen([sys.executable, "-m", "labtui", *args], env=env, stdout=subprocess.DEVNULL)
+               for args in (["runs"], ["show", run.id])]
     assert [p.wait(timeout=60) for p in readers] == [0, 0]
     msg, = server.wait(1)
     assert f"{run.id} crashed" in msg["title"] and "no heartbeat since" in msg["message"]

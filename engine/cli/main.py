@@ -197,6 +197,9 @@ def cmd_show(args) -> int:
     run = get_run(ws, args.run)
     _sync_slurm(ws, [run])
     d = run_detail(run)
+    from labtui.engine.runtime import notify
+
+    notify.crashed_by_reader(ws, [d])  # a crash nobody recorded: its notification, once
     if args.json:
         print_json(d)
         return 0
