@@ -15,7 +15,7 @@ from labtui.engine.rundir import store
 from labtui.tui import tail as tail_mod
 from labtui.tui.series import Point, Series, remap
 from labtui.tui.tail import RunTail
-from labtui.tui.widgets.loss_chart import LossChart
+from labtui.tui.widgets.loss_chart import LossChart, short_label
 from labtui.tui.widgets.run_list import RunList
 from labtui.tui.widgets.run_panels import ThroughputPanel
 from test_tui_app import app_for, until
@@ -167,3 +167,9 @@ def test_series_points_on_the_tokens_axis_keep_their_order():
         s.add(step, 1.0 / step)
     got = remap(s.points(), [(float(x), float(x * x)) for x in range(1, 200, 7)])
     assert [p.x for p in got] == sorted(p.x for p in got)
+
+
+def test_a_narrow_legend_keeps_each_runs_id_tail():
+    assert short_label("lr-sweep-long-name·a001", 14) == "lr-sweep…·a001"
+    assert short_label("demo·a001", 14) == "demo·a001"
+    assert short_label("no-tail-at-all-here", 8) == "no-tail…"

@@ -21,6 +21,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
+from .. import format as fmt
 from ..series import SMOOTHING, Point, downsample, remap
 from ..tail import TailSnapshot
 
@@ -56,6 +57,17 @@ def tokens_unit(span: float) -> tuple[str, float]:
     if span >= 3e3:
         return "k", 1e3
     return "", 1.0
+
+
+def short_label(label: str, width: int) -> str:
+    """`experiment·id` in `width` columns, the id's tail kept (it tells runs of one experiment apart)."""
+    label = printable(label)
+    if len(label) <= width:
+        return label
+    head, _, tail = label.rpartition("·")
+    if not head or len(tail) + 2 > width:
+        return fmt.clip(label, width)
+    return fmt.clip(head, width - len(tail) - 1) + "·" + tail
 
 
 def axis_points(snap: TailSnapshot | None, kind: str, axis: str) -> list[Point]:
@@ -131,11 +143,15 @@ class LossChart(PlotextPlot):
         """`━ demo-a·37df ━ demo-b·9c01`: each marked run in its colour (labels as plain text); None
         with none marked."""
         parts: list = []
-        for _, label, slot, snap in self.shown():
+        shown = self.shown()
+        room = (self.size.width or 80) - 4  # the bottom border, less its corners
+        fit = max(6, room // max(1, len(shown)) - 3) if sum(len(label) + 3 for _, label, _, _ in shown) > room else 0
+        for _, label, slot, snap in shown:
             note = "" if snap is not None else " …"
             if snap is not None and self.axis == "tokens" and not snap.tokens_at:
-                note = " (no tokens counted)"
-            parts += [" " if parts else "", (f"━ {printable(label)}", PALETTE[slot % len(PALETTE)][2]), note]
+                note = " (no tokens)"
+            label = short_label(label, fit) if fit else printable(label)
+            parts += [" " if parts else "", (f"━ {label}", PALETTE[slot % len(PALETTE)][2]), note]
         return Content.assemble(*parts) if parts else None
 
     def title_text(self) -> str:

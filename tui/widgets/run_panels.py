@@ -23,7 +23,7 @@ from ..monitor import EvalInfo
 from ..scan import RunRow
 from ..tail import TailSnapshot, eta_seconds
 from ..text import join_lines, markup, plain
-from .loss_chart import PALETTE
+from .loss_chart import PALETTE, short_label
 
 MUTED = "$text-muted"
 
@@ -94,7 +94,7 @@ def marked_throughput_text(marked, width: int) -> Content:
         cells = (f"{'…' if snap is None else fmt.rate(last.get(store.TOKENS_PER_S)):>6}"
                  f"{fmt.rate(last.get('tokens_per_s_avg')) if snap else '':>6}")
         lines.append(Content.assemble(("━ ", PALETTE[slot % len(PALETTE)][2]),
-                                      fmt.printable(fmt.clip(label, name_w)).ljust(name_w), cells))
+                                      short_label(label, name_w).ljust(name_w), cells))
     return join_lines(lines)
 
 
