@@ -1,5 +1,6 @@
 # labtui: `make demo`      (install, build the offline demo, queue the demo runs, open the dashboard)
 #         `make test`      (install, lint: ruff, the import contracts and mypy, then the whole test suite)
+#         `make gpu-check` (on a GPU machine: the GPU acceptance check, docs/gpu-check.md)
 #         `make test-fast` (the same without the tests that start a model, on FAST_JOBS=2 pytest-xdist
 #                          processes: 50-60 s on 2 cores, lint included; serially it took 75-90 s)
 VENV ?= .venv
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 # serial (its e2e tests train models on every core)
 FAST_JOBS ?= 2
 
-.PHONY: install demo lint test test-fast bench clean
+.PHONY: install demo lint test test-fast bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +45,14 @@ test: lint
 
 test-fast: lint
 	$(PY) -m pytest -m "not e2e" -n $(FAST_JOBS) $(PYTEST_ARGS)
+
+# GPU acceptance (bench/gpu_check.py, docs/gpu-check.md): `make gpu-check` on a machine with an NVIDIA GPU;
+# GPU_CHECK_ARGS=--cpu checks the script itself on the CPU. With PY=python3 (a machine whose Python already
+# has torch and labtui installed, e.g. without internet) it uses that Python and installs nothing.
+GPU_CHECK_OUT ?= bench/results/gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),install)
+	$(PY) bench/gpu_check.py $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 bench: install
 	$(PIP) install -q -e ".[bench]"

@@ -221,10 +221,9 @@ class LabtuiCallback(TrainerCallback):
         self.write({"kind": "start", "t": self._t0, "step": state.global_step, "max_steps": state.max_steps,
                     "resumed": state.global_step > 0})
         self.write_progress(force=True)
-        if self.distributed:
-            device = getattr(args, "device", None)
-            self._beat["device"] = "cpu" if getattr(device, "type", "cpu") == "cpu" else str(device)
-            self.heartbeat(state.global_step, force=True)
+        device = getattr(args, "device", None)
+        self._beat["device"] = "cpu" if getattr(device, "type", "cpu") == "cpu" else str(device)
+        self.heartbeat(state.global_step, force=True)  # multi-process runs only
         if self.sample_interval:
             self._start_sampler()
 
@@ -236,7 +235,9 @@ class LabtuiCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         n = self.empty_cache_every
         if n and state.global_step % n == 0:
-            _empty_cache()
+            freed = _empty_cache(self._beat["device"])
+            if freed is not None and self.is_main:  # CUDA only: what the cache held before and after
+                self.write({"kind": "empty_cache", "t": time.time(), "step": state.global_step, **freed})
         if self.watchdog is not None:
             self.watchdog.on_step_end(args, state, control, **kwargs)
         if self.distributed:
@@ -439,14 +440,20 @@ def _device_memory(device: str) -> dict:
     return out
 
 
-def _empty_cache() -> None:
+def _empty_cache(device: str = "cpu") -> dict | None:
+    """torch.cuda.empty_cache(), with `device`'s reserved bytes before and after (None on the CPU)."""
     try:
         import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if not torch.cuda.is_available():
+            return None
+        on = device if device.startswith("cuda") else None
+        before = torch.cuda.memory_reserved(on)
+        torch.cuda.empty_cache()
+        return {"device": device, "reserved_before": before, "reserved_after": torch.cuda.memory_reserved(on),
+                "allocated": torch.cuda.memory_allocated(on)}
     except Exception:
-        pass
+        return None
 
 
 def _f(x):
