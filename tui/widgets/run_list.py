@@ -119,7 +119,8 @@ class RunList(DataTable):
     def show(self, rows: list[RunRow], now: float, selected: str | None, baseline: str | None,
              evals: dict | None = None, marks: dict[str, int] | None = None) -> None:
         """Show `rows`, keeping the cursor on `selected` when it is still listed; `evals`: {run id:
-        monitor.EvalInfo} for the accuracy column."""
+        monitor.EvalInfo} for the accuracy column; `marks`: {run id: PALETTE slot} of the runs marked
+        for the chart (a `●` in their colour after the name)."""
         keys = [r.id for r in rows]
         width = self.size.width or self.app.size.width
         marks = marks or {}
