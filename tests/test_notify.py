@@ -260,3 +260,21 @@ def test_a_trained_run_sends_completed_then_its_evaluation_against_the_baseline(
     assert re.match(rf"accuracy \d\.\d{{3}} \[\d\.\d{{3}}, \d\.\d{{3}}\] \(checkpoint 6, N {N}, score, ", ev["message"]), ev["message"]
     assert f"points vs baseline {holder} (McNemar p " in ev["message"], ev["message"]
     assert f"`labtui evals {run.id}`" in ev["message"]
+
+
+def test_a_training_run_killed_by_sigkill_says_resume_from_its_checkpoint(workspace, server):
+    ws = workspace
+    settings(ws, [server.url], ["crashed"])
+    proc = labtui(ws, "run", "experiments/demo-baseline.yaml", "--set", "training.max_steps=400", "--set",
+                  "training.save_steps=2", "--set", "training.logging_steps=2", "--set", "training.eval_steps=1000",
+                  check=True)
+    run = ws.run(proc.stdout.split()[0])
+    deadline = time.time() + 180
+    while run.latest_checkpoint() is None and time.time() < deadline:
+        assert run.state()["status"] in store.LIVE, run.state()
+        time.sleep(0.2)
+    os.kill(run.raw_state()["pid"], signal.SIGKILL)  # what the OOM killer does
+    assert wait_for(run)["status"] == "crashed"
+    msg, = server.wait(1)
+    assert re.fullmatch(rf"crashed at step \d+/400: killed by SIGKILL, likely out of memory \(check `dmesg`\); "
+                        rf"`labtui resume {run.id}` continues from checkpoint-\d+", msg["message"]), msg["message"]

@@ -180,21 +180,24 @@ def run_message(run: store.Run, state: dict) -> tuple[str, str]:
     error = fmt.printable(str(state.get("error") or row.get("error") or "")).strip()
     why = f": {error}" if error else ""
     rid = run.id
-    script = run.info().get("kind") == "script"
+    kind = run.info().get("kind")
+    checkpoint = run.latest_checkpoint() if kind in (None, "train") else None
+    if kind == "eval":  # an evaluation's folder: its run's evaluations say what happened
+        again = f"see `labtui evals {run.path.parent.parent.name}`"
+    elif checkpoint is not None:
+        again = f"`labtui resume {rid}` continues from {checkpoint.name}"
+    else:
+        again = f"`labtui retry {rid}` runs it again"
     if status == "completed":
         loss = f", train loss {fmt.num(row.get('train_loss'))}" if row.get("train_loss") is not None else ""
         body = f"completed{at}{loss}; see `labtui show {rid}`"
     elif status == "stopped":
-        body = f"stopped{at}{why}; " + (f"`labtui retry {rid}` runs it again" if script
-                                       else f"`labtui resume {rid}` continues it")
+        body = f"stopped{at}{why}; {again}"
     else:
         if "SIGKILL (often" in error:  # supervisor.describe_signal's words, shorter
             why = ": " + re.sub(r"SIGKILL \(often[^)]*\)\)?", "SIGKILL, likely out of memory (check `dmesg`)", error)
-        if script or run.latest_checkpoint() is None:
-            next_step = f"see `labtui logs {rid}`, then `labtui retry {rid}`"
-        else:
-            next_step = f"`labtui resume {rid}` continues from {run.latest_checkpoint().name}"  # type: ignore[union-attr]
-        body = f"{status}{at}{why}; {next_step}"
+        look = f"see `labtui logs {rid}`, then " if status == "failed" and kind != "eval" else ""
+        body = f"{status}{at}{why}; {look}{again}"
     host = state.get("host") or run.raw_state().get("host")
     return f"labtui: {_name(run)} {status}" + (f" on {host}" if host else ""), body
 
