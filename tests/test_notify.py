@@ -278,3 +278,14 @@ def test_a_training_run_killed_by_sigkill_says_resume_from_its_checkpoint(worksp
     msg, = server.wait(1)
     assert re.fullmatch(rf"crashed at step \d+/400: killed by SIGKILL, likely out of memory \(check `dmesg`\); "
                         rf"`labtui resume {run.id}` continues from checkpoint-\d+", msg["message"]), msg["message"]
+
+
+def test_the_rate_limit_is_per_workspace_and_per_minute(tmp_path):
+    """The sender takes a slot of logs/.notify-rate.json before it sends: PER_MINUTE a minute, then a wait
+    until the oldest of them is a minute old."""
+    t0 = 1_800_000_000.0
+    assert [notify._rate_slot(tmp_path, t0 + i) for i in range(notify.PER_MINUTE)] == [0.0] * notify.PER_MINUTE
+    wait = notify._rate_slot(tmp_path, t0 + 30)
+    assert 29.9 < wait <= 30.1  # the first slot frees at t0 + 60
+    assert notify._rate_slot(tmp_path, t0 + 60.5) == 0.0  # ... and then one is free again
+    assert notify._rate_slot(tmp_path, t0 + 60.6) > 0
