@@ -251,3 +251,44 @@ async def test_history_adjusts_over_the_rows_shown_and_r_writes_their_report(ws,
         md = written.read_text()
         assert "1 comparison vs ★ demo-baseline baseline, Holm" in md
         assert set(_md_rows(md)) == {"demo-baseline", "demo-drop"}
+
+
+def test_matplotlib_is_loaded_only_to_draw():
+    """The CLI's parser, the report module and the whole TUI leave matplotlib unimported (figures only)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("from labtui.engine.cli.main import build_parser; build_parser(); import labtui.engine.analysis.report; "
+            "import labtui.engine.analysis.report_figures; import labtui.tui.app, labtui.tui.screens.history; "
+            "import sys; print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_report_of_a_trained_run_against_its_base_model(workspace, tmp_path):
+    """The one real run of this module: the demo trained for 20 steps and evaluated, against the base model
+    evaluated on the same 60 examples: its losses drawn, its numbers those of `labtui compare --json`."""
+    from conftest import fast_overrides
+
+    labtui(workspace, "run", "experiments/demo-baseline.yaml", "--foreground", *fast_overrides(20), check=True)
+    run_id = json.loads(labtui(workspace, "runs", "--json", check=True).stdout)[0]["id"]
+    labtui(workspace, "eval", run_id, "--foreground", "--device", "cpu", "--n", "60", check=True)
+    labtui(workspace, "eval", "experiments/demo-baseline.yaml", "--base", "--foreground", "--device", "cpu", "--n", "60",
+           check=True)
+    holder = next(r["id"] for r in json.loads(labtui(workspace, "runs", "--json", check=True).stdout) if r["kind"] == "base")
+    out = tmp_path / "night"
+    proc = labtui(workspace, "report", run_id, "--baseline", holder, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "1 comparison vs ★ demo-baseline baseline, Holm" in md
+    res = json.loads(labtui(workspace, "compare", holder, run_id, "--json", check=True).stdout)
+    row = next(cells for line in md.splitlines() if line.startswith("| demo-baseline")
+               for cells in [[c.strip() for c in line.strip("|").split(" | ")]])
+    col = {name: k for k, name in enumerate(report.COLUMNS)}
+    lo, hi = res["diff_ci"]
+    assert row[col["Δ points [95% CI]"]] == f"{res['diff'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+    assert row[col["McNemar p"]] == format_p(res["mcnemar_p"]) and row[col["N"]] == "60"
+    assert row[col["step"]] == "20" and row[col["loss"]] != "-" and row[col["duration"]] != "-"
+    assert _png_size(out / "loss.png") == (800, 450)

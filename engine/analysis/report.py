@@ -17,7 +17,7 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from labtui.engine.analysis import baseline as baseline_mark
 from labtui.engine.analysis import evalstore, stats
@@ -85,15 +85,15 @@ def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None =
         marked = baseline_mark.get(ws)
         if marked:
             try:
-                run = ws.run(marked)
+                marked_run = ws.run(marked)
             except store.RunNotFound:
                 note = f"the baseline mark names run {marked}, which is gone"
             else:
-                row = evalstore.headline_eval(run)
-                if row is None:
+                marked_row = evalstore.headline_eval(marked_run)
+                if marked_row is None:
                     note = f"the baseline {marked} has no completed evaluation"
                 else:
-                    base = (run, row)
+                    base = (marked_run, marked_row)
         else:
             note = "no baseline: mark one in History (b) or pass --baseline RUN"
     base_row = base[1] if base else None
@@ -102,14 +102,14 @@ def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None =
     if refs:
         chosen = [_resolve(ws, ref, base_row) for ref in refs]
     else:
-        for run in sorted(ws.iter_runs(), key=lambda r: (r.info().get("created") or 0, r.id)):
-            row = evalstore.headline_eval(run, base_row)
-            if row is not None:
-                chosen.append((run, row))
+        for each in sorted(ws.iter_runs(), key=lambda r: (r.info().get("created") or 0, r.id)):
+            headline = evalstore.headline_eval(each, base_row)
+            if headline is not None:
+                chosen.append((each, headline))
     if not chosen and base is None:
         raise ReportError(f"no completed evaluations in {ws.logs}: evaluate a run first (`labtui eval RUN`)")
     seen = {str(base_row["path"])} if base_row else set()
-    unique = []
+    unique: list[tuple[store.Run | None, dict]] = []
     for run, row in chosen:
         if str(row["path"]) not in seen:
             seen.add(str(row["path"]))
@@ -181,7 +181,7 @@ def build(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = 
     compared = [r for r in rows if r["mcnemar_p"] is not None]
     for r, adjusted in zip(compared, stats.holm([r["mcnemar_p"] for r in compared])):
         r["holm_p"] = adjusted
-        r["significant"] = adjusted < stats.ALPHA
+        r["significant"] = adjusted is not None and adjusted < stats.ALPHA
     base_name = rows[0]["experiment"] if base else None
     family = {"size": len(compared), "method": "holm", "baseline_run": base[1].get("run") if base else None,
               "baseline_eval": base[1]["id"] if base else None,
@@ -305,7 +305,7 @@ def _md_cell(text: str) -> str:
     return fmt.printable(" ".join(str(text).split())).replace("|", "\\|")
 
 
-def markdown(report: Mapping, figures: list[Mapping] = ()) -> str:
+def markdown(report: Mapping, figures: Sequence[Mapping] = ()) -> str:
     """A table and one paragraph per row; the figures as images by file name (written next to it)."""
     out = ["# labtui report", "", header_line(report), ""]
     out.append("| " + " | ".join(COLUMNS) + " |")
@@ -328,7 +328,7 @@ th{background:#f3f3f3}tr.baseline{background:#fff8dc}figure{margin:1.5em 0}figca
 svg{max-width:100%;height:auto}"""
 
 
-def html(report: Mapping, figures: list[Mapping] = ()) -> str:
+def html(report: Mapping, figures: Sequence[Mapping] = ()) -> str:
     """One self-contained page: the table, the paragraphs, the figures as inline SVG (no external file)."""
     e = html_lib.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>labtui report</title>',
@@ -376,7 +376,7 @@ def csv_text(report: Mapping) -> str:
     return buf.getvalue()
 
 
-def render(report: Mapping, form: str, figures: list[Mapping] = ()) -> str:
+def render(report: Mapping, form: str, figures: Sequence[Mapping] = ()) -> str:
     """The report in one of FORMATS (json: the data, with the figures' files and sizes)."""
     if form == "md":
         return markdown(report, figures)
