@@ -57,3 +57,38 @@ def test_without_a_gpu_it_says_to_use_cpu_mode(tmp_path):
     assert cp.returncode == 2
     assert "no CUDA device here" in cp.stderr and "--cpu" in cp.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_empty_cache_every_records_what_the_cuda_cache_released(tmp_path, monkeypatch):
+    """The record gpu-check's empty_cache step reads: written at every `empty_cache_every` step with the
+    reserved bytes before and after. CUDA is faked at torch.cuda (this machine has none); the callback
+    is driven with the Trainer's real state objects."""
+    import torch
+    from labtui.engine.training.callback import LabtuiCallback
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    cache = {"reserved": 0, "calls": 0}
+
+    def empty_cache():
+        cache["calls"] += 1
+        cache["reserved"] = 256
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: cache["reserved"])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 128)
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    monkeypatch.setenv("LABTUI_WORKSPACE", str(tmp_path))
+    monkeypatch.delenv("LABTUI_RUN_DIR", raising=False)
+    cb = LabtuiCallback(handle_sigterm=False, sample_interval=0, empty_cache_every=3)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
+    state, control = TrainerState(max_steps=7), TrainerControl()
+    cb.on_train_begin(args, state, control)
+    for step in range(1, 8):
+        state.global_step = step
+        cache["reserved"] = 1024 + step  # what a step leaves cached
+        cb.on_step_end(args, state, control)
+    cb.on_train_end(args, state, control)
+    recs = [r for r in store.read_jsonl(cb.run.file(store.METRICS_FILE)) if r["kind"] == "empty_cache"]
+    assert cache["calls"] == 2
+    assert [(r["step"], r["reserved_before"], r["reserved_after"], r["allocated"]) for r in recs] == [
+        (3, 1027, 256, 128), (6, 1030, 256, 128)]
