@@ -729,7 +729,8 @@ def compare_columns(ca: Columns, cb: Columns, name_a: str = "A", name_b: str = "
     """The one paired comparison of two evals' predictions (B minus A), paired by example id:
     stats.compare_paired of their correctness (pred == gold) plus, for display: name_a, name_b,
     labels (the answer classes), errors_a, errors_b, macro_f1_a, macro_f1_b, gold_mismatch (a
-    warning in the verdict when the gold answers differ). flip_ids=True adds `flip_ids`, the ids of
+    warning in the verdict when the gold answers differ). ci: the difference's interval, "wald" or
+    "bootstrap" (stats.compare_paired; `diff_ci_method` says which). flip_ids=True adds `flip_ids`, the ids of
     McNemar's discordant pairs in A's order: {"b": A right and B wrong, "c": A wrong and B right}.
     Raises stats.UnpairedError when the example ids differ."""
     import numpy as np
