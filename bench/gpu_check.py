@@ -248,8 +248,7 @@ def experiment(model: str, dtype: str, steps: int, save_steps: int, batch: int, 
                cpu: bool, **engine: Any) -> dict:
     training: dict = {"max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": 3e-4,
                       "lr_scheduler_type": "linear", "warmup_steps": max(1, steps // 20),
-                      "logging_steps": max(1, steps // 40), "save_steps": save_steps, "eval_steps": max(1, steps // 2),
-                      "include_num_input_tokens_seen": "non_padding"}
+                      "logging_steps": max(1, steps // 40), "save_steps": save_steps, "eval_steps": max(1, steps // 2)}
     if dtype == "bfloat16":
         training["bf16"] = True
     if cpu:
