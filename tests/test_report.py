@@ -235,13 +235,13 @@ async def test_history_adjusts_over_the_rows_shown_and_r_writes_their_report(ws,
         await until(lambda: screen.loaded and any(r.p is not None for r in screen.rows)
                     and not any(r.pending for r in screen.rows), "the comparisons")
         title = lambda: str(screen.query_one("#history-title").render())  # noqa: E731
-        await until(lambda: "4 comparisons vs ★ demo-baseline·a001 baseline, Holm" in title(), "the family in the header")
+        await until(lambda: "4 comparisons vs ★ demo-baseline·a001, Holm" in title(), "the family in the header")
         key = next(r.key for r in screen.rows if r.run_id == drop["run"])
         assert table.get_cell(key, "Holm p").plain == tfmt.p_value(drop["holm_p"]) == f"{drop['holm_p']:#.3g}"  # no star
         assert table.get_cell(key, "McNemar p").plain == f"{drop['mcnemar_p']:#.3g}"  # raw, below 0.05
         # filtered down to one run, the family is one comparison: the adjusted p is the raw one, starred
         await pilot.press("slash", *"demo-drop", "enter")
-        await until(lambda: "1 comparison vs ★ demo-baseline·a001 baseline, Holm" in title(), "a family of one")
+        await until(lambda: "1 comparison vs ★ demo-baseline·a001, Holm" in title(), "a family of one")
         assert table.get_cell(key, "Holm p").plain == f"{drop['mcnemar_p']:#.3g} *"
         await pilot.press("R")
         await until(lambda: screen.last_report is not None, "the report")

@@ -194,17 +194,17 @@ class HistoryScreen(HonestKeys, Screen):
         """Markup of our own, run data only through $variables (Content escapes them)."""
         base = self.app.row(self.app.baseline_id)
         bits = [Content.from_markup("[b]History[/b] $n rows", n=str(len(self.rows)))]
+        if base and self.family:  # the family the adjusted p-values are over (early: it must fit in 80 columns)
+            bits.append(Content.from_markup("$k comparison$s vs ★ $name, Holm", k=str(self.family),
+                                            s="" if self.family == 1 else "s",
+                                            name=printable(fmt.short_id(base.id, base.experiment))))
         if self.filter_text:
             bits.append(Content.from_markup("filter '$text': $shown", text=printable(self.filter_text), shown=str(shown)))
         if self.prefer == "best":  # the default (the final checkpoint's eval) goes without saying
             bits.append(Content.from_markup("headline best ([b $accent]f[/])"))
         bits.append(Content.from_markup(f"sort $key {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])",
                                         key=self.sort_key))
-        if base and self.family:  # the family the adjusted p-values are over
-            bits.append(Content.from_markup("$k comparison$s vs ★ $name baseline, Holm", k=str(self.family),
-                                            s="" if self.family == 1 else "s",
-                                            name=printable(fmt.short_id(base.id, base.experiment))))
-        else:
+        if not (base and self.family):
             bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
                         if base else Content.from_markup("no baseline ([b $accent]b[/] marks one)"))
         if self.selected:
