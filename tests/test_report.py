@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import labtui
 from labtui.engine.analysis import baseline, report
 from labtui.engine.analysis.stats import format_p, significance_marks
@@ -49,6 +50,9 @@ def fill(ws: store.Workspace) -> None:
         make_eval(run, f"20261122-03{k}000-eval-x00{k}", correct)
     small = make_run(ws, "20261122-017000-demo-small-f006", "demo-small", created=T0 + 4000, seed=9)
     make_eval(small, "20261122-036000-eval-s006", a[:100])
+    cfg = small.config()
+    cfg["training"]["learning_rate"] = 5e-5
+    small.file(store.CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
     make_run(ws, "20261122-018000-demo-none-g007", "demo-none", created=T0 + 5000)
     baseline.set(ws, BASE)
 
@@ -88,7 +92,9 @@ def test_markdown_table_holds_the_numbers_of_compare_json(night):
         assert cells[col["Cohen's h"]] == f"{res['cohens_h']:+.3f}"
         assert cells[col["macro-F1"]] == f"{res['macro_f1_b']:.3f}"
         assert cells[col["N"]] == str(res["n"])
-    assert rows["demo-tuned"][col["changed vs parent"]] == "lora.r 4→16"
+    assert rows["demo-tuned"][col["changed"]] == "lora.r 4→16"
+    assert rows["demo-small"][col["changed"]] == "vs baseline: learning_rate 0.002→5e-05"  # no parent: the config diff
+    assert rows["demo-baseline"][col["changed"]] == "-"
     assert rows["demo-tuned"][col["notes"]] == "r=16 helps" and rows["demo-drop"][col["notes"]] == "a \\| pipe"
     assert rows["demo-small"][col["Δ points [95% CI]"]] == "- (N 100 vs 300)"
     assert rows["demo-baseline"][col["Δ points [95% CI]"]] == "baseline"

@@ -27,9 +27,9 @@ from labtui.engine.rundir import fmt, store
 FORMATS = ("md", "html", "csv", "json")
 SUFFIX = {"md": ".md", "html": ".html", "csv": ".csv", "json": ".json"}
 ERROR_NAMES = {"hedged_maybe": "hedged maybe", "yes_no_swap": "yes/no swap", "missed_maybe": "missed maybe"}
-COLUMNS = ("experiment", "changed vs parent", "step", "N", "accuracy [95% CI]", "Δ points [95% CI]", "McNemar p",
+COLUMNS = ("experiment", "changed", "step", "N", "accuracy [95% CI]", "Δ points [95% CI]", "McNemar p",
            "Holm p", "Cohen's h", "macro-F1", "errors", "loss", "eval loss", "duration", "notes")
-CSV_FIELDS = ("experiment", "run", "eval", "is_baseline", "changed", "checkpoint_step", "n", "accuracy", "ci_low",
+CSV_FIELDS = ("experiment", "run", "eval", "is_baseline", "changed", "changed_vs", "checkpoint_step", "n", "accuracy", "ci_low",
               "ci_high", "diff", "diff_ci_low", "diff_ci_high", "diff_ci_method", "mcnemar_p", "holm_p", "significant",
               "cohens_h", "macro_f1", "errors", "train_loss", "eval_loss", "duration_s", "notes", "not_comparable")
 
@@ -131,7 +131,7 @@ def _last(records: list[dict], kind: str, key: str) -> float | None:
 
 def _run_fields(run: store.Run | None, now: float) -> dict:
     if run is None:
-        return {"run": None, "experiment": None, "changed": {}, "train_loss": None, "eval_loss": None,
+        return {"run": None, "experiment": None, "changed": {}, "changed_vs": None, "train_loss": None, "eval_loss": None,
                 "duration_s": None, "notes": "", "run_dir": None}
     info, state = run.info(), run.state()
     history = store.metrics_history(run)
@@ -140,6 +140,7 @@ def _run_fields(run: store.Run | None, now: float) -> dict:
     return {
         "run": run.id, "experiment": info.get("experiment") or run.id,
         "changed": store.as_changed(info.get("changed")) or {},
+        "changed_vs": "parent" if store.as_changed(info.get("changed")) else None,
         "train_loss": _last(history, "train", "loss"), "eval_loss": _last(history, "eval", "eval_loss"),
         "duration_s": ((ended or now) - started) if started else None,
         "notes": run.notes().strip(), "run_dir": str(run.path),
@@ -177,6 +178,8 @@ def build(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = 
         row = _row(run, ev, now, False)
         if base is not None:
             _compare_into(row, base[1], base_dir, ev, ci)
+            if not row["changed"] and run is not None and base[0] is not None and run.path != base[0].path:
+                row.update(changed=_config_changes(base[0], run), changed_vs="baseline")
         rows.append(row)
     compared = [r for r in rows if r["mcnemar_p"] is not None]
     for r, adjusted in zip(compared, stats.holm([r["mcnemar_p"] for r in compared])):
@@ -190,6 +193,17 @@ def build(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = 
     return {"created": now, "workspace": str(ws.root), "family": family,
             "ci_method": stats.bootstrap_method() if ci == "bootstrap" else stats.DIFF_CI_METHOD,
             "note": note, "rows": rows}
+
+
+def _config_changes(base: store.Run, run: store.Run) -> dict:
+    """{key: [baseline's value, run's value]} of the resolved configs (engine.config.diff), the name left out:
+    what changed for a run that records no change against a parent."""
+    from labtui.engine.config.diff import config_diff
+
+    a, b = base.config(), run.config()
+    if not a or not b:
+        return {}
+    return {d["key"]: [d["a"], d["b"]] for d in config_diff(a, b) if d["key"] != "name"}
 
 
 def _compare_into(row: dict, base_ev: Mapping, base_dir: Path | None, ev: Mapping, ci: str) -> None:
@@ -248,7 +262,7 @@ def cells(row: Mapping) -> list[str]:
     f1 = row.get("macro_f1")
     return [
         ("★ " if row.get("is_baseline") else "") + str(row.get("experiment") or "-"),
-        fmt.changed_summary(row.get("changed")) or "-",
+        changed_text(row, 100) or "-",
         step_text(row.get("checkpoint_step")),
         "-" if row.get("n") is None else str(row["n"]),
         accuracy_text(row),
@@ -265,6 +279,14 @@ def cells(row: Mapping) -> list[str]:
     ]
 
 
+def changed_text(row: Mapping, width: int | None = None) -> str:
+    """`lora.r 4→16` (vs the run's parent), or `vs baseline: lr 2e-3→5e-5` for a run without a parent diff."""
+    text = fmt.changed_summary(row.get("changed"))
+    if text and row.get("changed_vs") == "baseline":
+        text = "vs baseline: " + text
+    return fmt.clip(text, width) if width else text
+
+
 def header_line(report: Mapping) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report["created"]))
     return f"{report['family']['text']} · difference intervals: {report['ci_method']} · {when}"
@@ -278,7 +300,7 @@ def paragraph(row: Mapping) -> str:
         bits.append(f"macro-F1 {row['macro_f1']:.3f}")
     text = f"{name}: " + "; ".join(bits) + "."
     if row.get("changed"):
-        text += f" Changed vs its parent: {fmt.changed_summary(row['changed'])}."
+        text += f" Changed vs its {row.get('changed_vs') or 'parent'}: {fmt.changed_summary(row['changed'])}."
     if row.get("is_baseline"):
         text += " This is the baseline every other row is compared with."
     elif row.get("diff") is not None:
@@ -363,6 +385,7 @@ def csv_text(report: Mapping) -> str:
         w.writerow({
             "experiment": r.get("experiment"), "run": r.get("run") or "", "eval": r["eval"],
             "is_baseline": r["is_baseline"], "changed": fmt.changed_summary(r.get("changed")),
+            "changed_vs": r.get("changed_vs") or "",
             "checkpoint_step": _num(r.get("checkpoint_step")), "n": _num(r.get("n")), "accuracy": _num(r.get("accuracy")),
             "ci_low": _num(ci[0]), "ci_high": _num(ci[1]), "diff": _num(r.get("diff")), "diff_ci_low": _num(dci[0]),
             "diff_ci_high": _num(dci[1]), "diff_ci_method": r.get("diff_ci_method") or "",
