@@ -65,12 +65,11 @@ def environment(device: str | None = None) -> dict:
 
         env["cuda"] = torch.version.cuda
         env["cuda_available"] = torch.cuda.is_available()
-        if torch.cuda.is_available():
-            env["device"] = device or "cuda"
-            env["device_name"] = torch.cuda.get_device_name(0)
+        env["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if env["device"].startswith("cuda"):
+            env["device_name"] = torch.cuda.get_device_name(torch.device(env["device"]))
             env["device_count"] = torch.cuda.device_count()
-        else:
-            env["device"] = device or "cpu"
+        else:  # the CPU, also where a GPU is but the run was told to use the CPU (training.use_cpu)
             env["device_name"] = platform.processor() or platform.machine()
         env["torch_threads"] = torch.get_num_threads()
     except Exception:
@@ -93,7 +92,7 @@ def train(run: store.Run, resume: bool = False) -> int:
         cb.watchdog = watchdog
         trainer = build_trainer(run, cfg, workspace, cb)
         if cb.is_main:
-            store.atomic_write_json(run.file(store.ENV_FILE), {**environment(), "workspace_git": _git_commit(workspace),
+            store.atomic_write_json(run.file(store.ENV_FILE), {**environment(str(trainer.args.device)), "workspace_git": _git_commit(workspace),
                                                                "command": info.get("command")})
         checkpoint = None
         if resume:
