@@ -18,6 +18,8 @@ Nothing here imports torch or textual.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -150,6 +152,18 @@ def read_text(path: Path, default: str = "") -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return default
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block: one writer at a time across processes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -19,7 +19,6 @@ Light: apprise is imported only where a message is sent.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -28,9 +27,8 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from labtui.engine.config.experiment import NOTIFY_DEFAULT_EVENTS, NOTIFY_RUN_EVENTS, notify_error
 from labtui.engine.rundir import alerts, fmt, store
@@ -96,15 +94,7 @@ def log(run: store.Run, line: str) -> None:
 # --- once per event -------------------------------------------------------------------------------
 
 
-@contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+_flock = store.file_lock
 
 
 def notified(run: store.Run) -> dict:

@@ -10,7 +10,6 @@ anybody looks. At most `concurrency` runs are live at once: the workspace settin
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,13 +30,8 @@ def not_writable(e: BaseException) -> bool:
 @contextmanager
 def _locked(ws: store.Workspace):
     ws.logs.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ws.logs / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with store.file_lock(ws.logs / LOCK_FILE):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _listed(ws: store.Workspace) -> list[str]:
