@@ -24,7 +24,7 @@ from test_tui_data import T0, make_eval, make_run, paired_sets
 BASE = "20261122-010000-demo-baseline-a001"
 
 
-def _against(base: list[bool], b: int, c: int) -> list[bool]:
+def against(base: list[bool], b: int, c: int) -> list[bool]:
     """Correctness with b of the base's right answers made wrong and c of its wrong answers made right."""
     right = [i for i, ok in enumerate(base) if ok]
     wrong = [i for i, ok in enumerate(base) if not ok]
@@ -41,9 +41,9 @@ def fill(ws: store.Workspace) -> None:
     base = make_run(ws, BASE, "demo-baseline", created=T0, notes="the reference run")
     make_eval(base, "20261122-030000-eval-c001", a)
     runs = [("20261122-013000-demo-tuned-b002", "demo-tuned", b, {"lora.r": [4, 16]}, "r=16 helps"),
-            ("20261122-014000-demo-lr-c003", "demo-lr", _against(a, 20, 28), {"training.learning_rate": [2e-3, 5e-4]}, ""),
-            ("20261122-015000-demo-warm-d004", "demo-warm", _against(a, 18, 14), {"training.warmup_ratio": [0.0, 0.1]}, ""),
-            ("20261122-016000-demo-drop-e005", "demo-drop", _against(a, 10, 25), {"lora.dropout": [0.05, 0.1]}, "a | pipe")]
+            ("20261122-014000-demo-lr-c003", "demo-lr", against(a, 20, 28), {"training.learning_rate": [2e-3, 5e-4]}, ""),
+            ("20261122-015000-demo-warm-d004", "demo-warm", against(a, 18, 14), {"training.warmup_ratio": [0.0, 0.1]}, ""),
+            ("20261122-016000-demo-drop-e005", "demo-drop", against(a, 10, 25), {"lora.dropout": [0.05, 0.1]}, "a | pipe")]
     for k, (run_id, exp, correct, changed, notes) in enumerate(runs, 1):
         run = make_run(ws, run_id, exp, created=T0 + 600 * k, seed=k, changed=changed, parent_experiment="demo-baseline",
                        notes=notes)

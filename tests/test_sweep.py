@@ -170,3 +170,85 @@ def test_run_label_keeps_the_tail_and_clips_the_group():
     assert run_label(rid, "demo-baseline", "lr") == "lr·b002"
     long = run_label(rid, "demo-baseline", "a-very-long-group-name-for-a-sweep")
     assert long.endswith("…·b002") and len(long) == 28
+
+
+# --- report --group: the group's runs against the baseline, Holm over the group alone ---------------------
+
+
+def test_report_group_compares_its_runs_with_the_baseline_holm_over_the_group(held):
+    """A real sweep's four runs (cancelled before training; three given evaluations the way the engine writes
+    them), a marked baseline and an evaluated run outside the group: `report --group` reports the three, the
+    fourth skipped on stderr, and its Holm p are statsmodels' over the group's three raw p alone."""
+    from labtui.engine.analysis import baseline
+    from statsmodels.stats.multitest import multipletests
+    from test_report import BASE, against
+    from test_tui_data import T0, make_eval, make_run, paired_sets
+
+    ws, holder = held
+    out = json.loads(labtui(ws, "sweep", FILE, "--grid", "lora.r=8,16,32,64", "--set", "training.max_steps=4",
+                            "--name", "r-sweep", "--json", check=True).stdout)
+    ids = [r["id"] for r in out["runs"]]
+    for i in ids:
+        labtui(ws, "queue", "--cancel", i, check=True)
+    a, _ = paired_sets()
+    make_eval(make_run(ws, BASE, "demo-baseline", created=T0), "20261122-030000-eval-c001", a)
+    baseline.set(ws, BASE)
+    outside = make_run(ws, "20261122-013000-demo-tuned-b002", "demo-tuned", created=T0 + 600)
+    make_eval(outside, "20261122-031000-eval-x001", against(a, 12, 20))
+    for k, (i, correct) in enumerate(zip(ids, [against(a, 20, 28), against(a, 18, 14), against(a, 8, 24)])):
+        make_eval(ws.run(i), f"20261122-04{k}000-eval-g00{k}", correct)
+
+    proc = labtui(ws, "report", "--group", "r-sweep", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["group"] == "r-sweep" and [r["run"] for r in data["rows"]] == [BASE, *ids[:3]]
+    assert data["rows"][0]["is_baseline"] and all(r["group"] == "r-sweep" for r in data["rows"][1:])
+    assert data["family"]["size"] == 3
+    assert data["family"]["text"] == "3 comparisons vs ★ demo-baseline baseline, Holm, group r-sweep"
+    raw = [r["mcnemar_p"] for r in data["rows"][1:]]
+    assert [r["holm_p"] for r in data["rows"][1:]] == pytest.approx(list(multipletests(raw, method="holm")[1]),
+                                                                     rel=1e-12)
+    assert data["skipped"] == [{"run": ids[3], "why": "stopped"}]
+    assert f"skipped 1 run of group r-sweep without a completed evaluation: {ids[3]} (stopped)" in proc.stderr
+    assert data["rows"][3]["significant"] is True  # 8 vs 24 flips: Holm p 0.021 over the group
+    # the whole workspace is a family of four (the run outside the group too): the same raw p, larger adjusted p
+    everything = json.loads(labtui(ws, "report", "--format", "json", check=True).stdout)
+    assert everything["family"]["size"] == 4 and everything["group"] is None
+    whole = {r["run"]: r for r in everything["rows"]}
+    assert [whole[i]["mcnemar_p"] for i in ids[:3]] == raw
+    assert all(whole[i]["holm_p"] > r["holm_p"] for i, r in zip(ids, data["rows"][1:]))
+
+    md = labtui(ws, "report", "--group", "r-sweep", check=True).stdout
+    assert "3 comparisons vs ★ demo-baseline baseline, Holm, group r-sweep ·" in md
+    labels = [line.split(" | ")[0].removeprefix("| ") for line in md.splitlines() if line.startswith("| ")][1:]
+    assert labels == ["★ demo-baseline", *(f"r-sweep·{i.rsplit('-', 1)[1]}" for i in ids[:3])]
+    assert "demo-tuned" not in md
+
+    # the group in `runs` and `show`, text and JSON
+    table = labtui(ws, "runs", check=True).stdout.splitlines()
+    assert table[0].split()[-1] == "GROUP"
+    by_id = {line.split()[0]: line for line in table[1:]}
+    assert all(by_id[i].split()[-1] == "r-sweep" for i in ids)
+    assert by_id[holder.id].split()[-1] == "-" and by_id[BASE].split()[-1] == "-"
+    shown = labtui(ws, "show", ids[0], check=True).stdout.splitlines()
+    assert "  group       r-sweep  (`labtui report --group r-sweep`)" in shown
+    assert not any(line.startswith("  group") for line in labtui(ws, "show", BASE, check=True).stdout.splitlines())
+    assert json.loads(labtui(ws, "show", ids[0], "--json", check=True).stdout)["group"] == "r-sweep"
+
+    # bad input: one line, exit 2
+    for args, words in ((["--group", "nope"], "no runs in group 'nope'"), (["--group", "nope"], "the groups here: r-sweep"),
+                        (["--group", "r-sweep", "--all"], "leave out --all"),
+                        (["--group", "r-sweep", BASE], "leave out the runs")):
+        bad = labtui(ws, "report", *args)
+        lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+        assert bad.returncode == 2 and bad.stdout == "" and words in lines[-1], bad.stderr
+
+
+def test_report_group_without_an_evaluated_run_says_why(ws):
+    for k, status in enumerate(("queued", "completed")):
+        run = ws.create_run(f"r{k}", {"experiment": "x", "kind": "train", "group": "g"})
+        run.update_state(status=status)
+    proc = labtui(ws, "report", "--group", "g")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "none of the 2 run(s) of group 'g' has a completed evaluation yet" in proc.stderr
+    assert "(queued)" in proc.stderr and "(trained, not evaluated)" in proc.stderr

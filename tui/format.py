@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Sequence
 
-from labtui.engine.rundir.fmt import age, changed_summary, clip, duration, last_cr_segment, num, printable  # noqa: F401  (the CLI prints the same)
+from labtui.engine.rundir.fmt import (  # noqa: F401  (the CLI prints the same; one run name for the TUI and report)
+    age,
+    changed_summary,
+    clip,
+    duration,
+    last_cr_segment,
+    num,
+    printable,
+    run_label,
+    short_id,
+)
 
 STATUS_ICONS = {
     "queued": "…",
@@ -98,31 +107,6 @@ def sparkline(values: Sequence[float | None], width: int, lo: float | None = Non
             i = int((min(hi, max(lo, v)) - lo) / span * (len(SPARKS) - 1) + 0.5)
             out.append(SPARKS[i])
     return "".join(out)
-
-
-_RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<name>.+)-(?P<tail>[0-9a-z]+)$")
-
-
-def short_id(run_id: str, experiment: str | None = None) -> str:
-    """`demo-baseline·37df`: the name the run id carries (the one `labtui runs` shows: `byo-train`,
-    not run.json's `byo_train`) and the id's random tail, enough to tell runs apart. An id of
-    another form: the experiment and the id's last part."""
-    m = _RUN_ID.match(run_id)
-    if m:
-        return f"{m['name']}·{m['tail']}"
-    tail = run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id
-    name = experiment or run_id
-    return f"{name}·{tail}" if tail and tail != name else name
-
-
-def run_label(run_id: str, experiment: str | None = None, group: str | None = None) -> str:
-    """The run list's and History's name of a run: `short_id`, or for a run of a group (a sweep's)
-    the group's name and the id's tail, `lr-sweep·37df` (the experiment is the same for all of them;
-    a derived group name starts with it), clipped to 28 columns."""
-    if not group:
-        return short_id(run_id, experiment)
-    tail = short_id(run_id, experiment).rpartition("·")[2]
-    return f"{clip(group, 27 - len(tail))}·{tail}"
 
 
 def accuracy_ci(acc: float | None, ci: Sequence[float] | None) -> str:

@@ -71,11 +71,36 @@ def _resolve(ws: store.Workspace, ref: str, base: Mapping | None) -> tuple[store
     return _run_of_eval(path), _eval_entry(path, "given")
 
 
-def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = None
-           ) -> tuple[tuple[store.Run | None, dict] | None, list[tuple[store.Run | None, dict]], str]:
-    """(the baseline's (run, eval row) or None, the chosen (run, eval row)s, a note on the baseline).
+def group_runs(ws: store.Workspace, group: str) -> list[store.Run]:
+    """The runs of one group (a `labtui sweep`'s), oldest first; ReportError naming the groups there are
+    when none has this name."""
+    runs = sorted(ws.runs_in_group(group), key=lambda r: (r.info().get("created") or 0, r.id))
+    if not runs:
+        names = sorted({g for r in ws.iter_runs() if isinstance(g := r.info().get("group"), str) and g})
+        there = f"the groups here: {', '.join(names)}" if names else "no run here has a group (`labtui sweep` makes one)"
+        raise ReportError(f"no runs in group {group!r} in {ws.logs}; {there}")
+    return runs
+
+
+def not_evaluated_why(run: store.Run) -> str:
+    """Why a run has no completed evaluation to report, in a few words: `queued`, `evaluation running`..."""
+    evals = [e for e in evalstore.list_evals(run) if e.get("purpose") != "parity"]
+    live = [e for e in evals if e.get("status") in store.LIVE]
+    if live:
+        return f"evaluation {live[-1].get('status')}"
+    status = run.state().get("status") or "?"
+    if status == "completed":
+        return f"trained, evaluation {evals[-1].get('status')}" if evals else "trained, not evaluated"
+    return str(status)
+
+
+def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = None, group: str | None = None
+           ) -> tuple[tuple[store.Run | None, dict] | None, list[tuple[store.Run | None, dict]], str, list[dict]]:
+    """(the baseline's (run, eval row) or None, the chosen (run, eval row)s, a note on the baseline, the runs
+    skipped: [{run, why}]).
 
     refs: runs (their headline evals) and evals; none: every run with a completed eval, oldest first.
+    group: the runs of that group instead (those without a completed eval are skipped, and said so).
     baseline: a run or an eval; None: the workspace's baseline mark (History's), when it has an eval."""
     note = ""
     base = None
@@ -98,8 +123,20 @@ def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None =
             note = "no baseline: mark one in History (b) or pass --baseline RUN"
     base_row = base[1] if base else None
     chosen: list[tuple[store.Run | None, dict]] = []
+    skipped: list[dict] = []
     refs = list(refs)
-    if refs:
+    if group is not None:
+        members = group_runs(ws, group)
+        for each in members:
+            headline = evalstore.headline_eval(each, base_row)
+            if headline is not None:
+                chosen.append((each, headline))
+            else:
+                skipped.append({"run": each.id, "why": not_evaluated_why(each)})
+        if not chosen:
+            raise ReportError(f"none of the {len(members)} run(s) of group {group!r} has a completed evaluation yet: "
+                              + ", ".join(f"{s['run']} ({s['why']})" for s in skipped))
+    elif refs:
         chosen = [_resolve(ws, ref, base_row) for ref in refs]
     else:
         for each in sorted(ws.iter_runs(), key=lambda r: (r.info().get("created") or 0, r.id)):
@@ -114,7 +151,7 @@ def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None =
         if str(row["path"]) not in seen:
             seen.add(str(row["path"]))
             unique.append((run, row))
-    return base, unique, note
+    return base, unique, note, skipped
 
 
 # --- the report as data ----------------------------------------------------------------------------------
@@ -131,14 +168,14 @@ def _last(records: list[dict], kind: str, key: str) -> float | None:
 
 def _run_fields(run: store.Run | None, now: float) -> dict:
     if run is None:
-        return {"run": None, "experiment": None, "changed": {}, "changed_vs": None, "train_loss": None, "eval_loss": None,
-                "duration_s": None, "notes": "", "run_dir": None}
+        return {"run": None, "experiment": None, "group": None, "changed": {}, "changed_vs": None, "train_loss": None,
+                "eval_loss": None, "duration_s": None, "notes": "", "run_dir": None}
     info, state = run.info(), run.state()
     history = store.metrics_history(run)
     started = store.as_finite(state.get("started"))
     ended = store.as_finite(state.get("ended"))
     return {
-        "run": run.id, "experiment": info.get("experiment") or run.id,
+        "run": run.id, "experiment": info.get("experiment") or run.id, "group": info.get("group") or None,
         "changed": store.as_changed(info.get("changed")) or {},
         "changed_vs": "parent" if store.as_changed(info.get("changed")) else None,
         "train_loss": _last(history, "train", "loss"), "eval_loss": _last(history, "eval", "eval_loss"),
@@ -159,17 +196,27 @@ def _row(run: store.Run | None, ev: Mapping, now: float, is_baseline: bool) -> d
            "significant": None, "cohens_h": None, "b": None, "c": None, "verdict": "", "not_comparable": None}
     if row["experiment"] is None:
         row["experiment"] = ev.get("run") or ev["id"]
+    row["label"] = label(row)
     return row
 
 
+def label(row: Mapping) -> str:
+    """The row's name in the table and the figures: the experiment, or for a run of a group `GROUP·tail`
+    (a sweep's runs share their experiment), as the run list and History name it."""
+    if row.get("group") and row.get("run"):
+        return fmt.run_label(str(row["run"]), row.get("experiment"), row["group"])
+    return str(row.get("experiment") or "-")
+
+
 def build(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = None, ci: str = "wald",
-          now: float | None = None) -> dict:
-    """The report as JSON-able data: {created, baseline, family, ci_method, rows, note}. Raises ReportError
-    (or evalstore.EvalNotFound) for bad references and when there is nothing to report."""
+          now: float | None = None, group: str | None = None) -> dict:
+    """The report as JSON-able data: {created, workspace, group, family, ci_method, note, skipped, rows}.
+    group: the runs of that group against the baseline, the Holm family being exactly their comparisons.
+    Raises ReportError (or evalstore.EvalNotFound) for bad references and when there is nothing to report."""
     if ci not in stats.DIFF_CI_METHODS:
         raise ReportError(f"unknown interval {ci!r} (use wald or bootstrap)")
     now = time.time() if now is None else now
-    base, chosen, note = choose(ws, refs, baseline)
+    base, chosen, note, skipped = choose(ws, refs, baseline, group)
     rows = []
     if base is not None:
         rows.append(_row(base[0], base[1], now, True))
@@ -185,14 +232,16 @@ def build(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = 
     for r, adjusted in zip(compared, stats.holm([r["mcnemar_p"] for r in compared])):
         r["holm_p"] = adjusted
         r["significant"] = adjusted is not None and adjusted < stats.ALPHA
-    base_name = rows[0]["experiment"] if base else None
+    base_name = rows[0]["label"] if base else None
+    text = (f"{len(compared)} comparison{'' if len(compared) == 1 else 's'} vs ★ {base_name} baseline, Holm"
+            + (f", group {group}" if group is not None else "")) if base else note
+    if group is not None and base is None:
+        text = f"group {group}: {note}"
     family = {"size": len(compared), "method": "holm", "baseline_run": base[1].get("run") if base else None,
-              "baseline_eval": base[1]["id"] if base else None,
-              "text": (f"{len(compared)} comparison{'' if len(compared) == 1 else 's'} vs ★ {base_name} baseline, Holm"
-                       if base else note)}
-    return {"created": now, "workspace": str(ws.root), "family": family,
+              "baseline_eval": base[1]["id"] if base else None, "group": group, "text": text}
+    return {"created": now, "workspace": str(ws.root), "group": group, "family": family,
             "ci_method": stats.bootstrap_method() if ci == "bootstrap" else stats.DIFF_CI_METHOD,
-            "note": note, "rows": rows}
+            "note": note, "skipped": skipped, "rows": rows}
 
 
 def _config_changes(base: store.Run, run: store.Run) -> dict:
@@ -261,7 +310,7 @@ def cells(row: Mapping) -> list[str]:
     h = row.get("cohens_h")
     f1 = row.get("macro_f1")
     return [
-        ("★ " if row.get("is_baseline") else "") + str(row.get("experiment") or "-"),
+        ("★ " if row.get("is_baseline") else "") + label(row),
         changed_text(row, 100) or "-",
         step_text(row.get("checkpoint_step")),
         "-" if row.get("n") is None else str(row["n"]),
@@ -294,7 +343,8 @@ def header_line(report: Mapping) -> str:
 
 def paragraph(row: Mapping) -> str:
     """One paragraph on one row, in sentences (the markdown and html reports)."""
-    name = f"{row.get('experiment')} ({row.get('run') or '-'}, eval {row['eval']})"
+    group = f", group {row['group']}" if row.get("group") else ""
+    name = f"{row.get('experiment')} ({row.get('run') or '-'}, eval {row['eval']}{group})"
     bits = [f"evaluated at {row['evaluated']}", f"accuracy {accuracy_text(row)} (95% Wilson)"]
     if row.get("macro_f1") is not None:
         bits.append(f"macro-F1 {row['macro_f1']:.3f}")

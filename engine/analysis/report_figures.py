@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from labtui.engine.rundir import store
+from labtui.engine.rundir import fmt, store
 
 FIGURE_DPI = 100
 LOSS_SIZE = (8.0, 4.5)  # inches: 800 x 450 pixels
@@ -63,9 +63,10 @@ def _loss_series(run_dir: str) -> tuple[list[int], list[float], list[int], list[
 
 
 def _label(row: Mapping) -> str:
+    """`experiment·tail` (a run of a group: `GROUP·tail`, fmt.run_label), the baseline starred."""
     run = row.get("run") or ""
-    tail = run.rsplit("-", 1)[-1] if "-" in run else ""
-    return ("★ " if row.get("is_baseline") else "") + f"{row.get('experiment')}" + (f"·{tail}" if tail else "")
+    name = fmt.run_label(run, row.get("experiment"), row.get("group")) if run else f"{row.get('experiment')}"
+    return ("★ " if row.get("is_baseline") else "") + name
 
 
 def loss_figure(rows: list[Mapping]):

@@ -69,11 +69,13 @@ def _runs_table(ws: store.Workspace, args, rows: list[dict], total: int) -> list
         if total:  # runs there are, none with these statuses
             return [f"no {' or '.join(dict.fromkeys(args.status))} runs ({total} in all)"]
         return [f"no runs in {_p(ws.logs)} - start one with `labtui run experiments/demo-baseline.yaml`"]
-    lines = [f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  AGE"]
+    grouped = any(r.get("group") for r in rows)  # a GROUP column once a sweep's runs are listed
+    lines = [(f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  {'AGE':<4}" + ("  GROUP" if grouped else "")).rstrip()]
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
-        lines.append(f"{_p(r['id']):<44} {_p(r['status']):<10} {step:>11} {fmt.num(r['train_loss']):>8} "
-                     f"{fmt.num(r['eval_loss']):>8}  {fmt.age(r['created'])}")
+        lines.append((f"{_p(r['id']):<44} {_p(r['status']):<10} {step:>11} {fmt.num(r['train_loss']):>8} "
+                      f"{fmt.num(r['eval_loss']):>8}  {fmt.age(r['created']):<4}"
+                      + (f"  {_p(r.get('group') or '-')}" if grouped else "")).rstrip())
         if r.get("warning"):
             lines.append(f"{'':<44} ! {_p(r['warning'])}")
     return lines
@@ -205,6 +207,8 @@ def cmd_show(args) -> int:
         return 0
     lines = [f"{d['id']}  [{d['status']}]",
              f"  experiment  {d['experiment']}  ({d.get('experiment_file') or '-'})"]
+    if d.get("group"):
+        lines.append(f"  group       {d['group']}  (`labtui report --group {d['group']}`)")
     if d.get("description"):
         lines.append(f"  hypothesis  {d['description']}")
     if d.get("error"):

@@ -3,7 +3,8 @@ with figures (engine/analysis/report.py, report_figures.py).
 
 Registered by engine/cli/main.py through `register(subparsers)`. Without -o the report goes to standard
 output and no figure is drawn (html excepted: its figures are inline SVG); with -o DIR (or a file) the
-report and its figures (PNG; SVG too for html) are written there.
+report and its figures (PNG; SVG too for html) are written there. --group NAME reports the runs of one
+group (run.json's `group`, a sweep's) instead of RUN or --all.
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ def _target(output: str, form: str | None) -> tuple[Path, str, str]:
 
 def cmd_report(args) -> int:
     ws = workspace_from(args)
+    if args.group is not None and (args.all or args.refs):
+        raise UsageError(f"--group {args.group} reports the runs of that group: leave out "
+                         f"{'--all' if args.all else 'the runs'} (or --group)")
     if args.all and args.refs:
         raise UsageError("--all reports every run with a completed eval: leave out the runs, or --all")
-    data = report.build(ws, args.refs, baseline=args.baseline, ci=args.ci)
+    data = report.build(ws, args.refs, baseline=args.baseline, ci=args.ci, group=args.group)
+    if data["skipped"]:
+        n = len(data["skipped"])
+        print(fmt.printable(f"skipped {n} run{'s' * (n != 1)} of group {args.group} without a completed evaluation: "
+                            + ", ".join(f"{s['run']} ({s['why']})" for s in data["skipped"])), file=sys.stderr)
     if args.output:
         folder, name, form = _target(args.output, args.format)
         try:
@@ -67,6 +75,8 @@ def register(sub) -> None:
                    help="runs (their headline evals) and evals (RUN/EVAL, eval id); default: every run with a "
                         "completed eval")
     p.add_argument("--all", action="store_true", help="every run with a completed eval (the default without RUN)")
+    p.add_argument("--group", metavar="NAME", help="the runs of one group (a `labtui sweep`'s) against the baseline, "
+                   "Holm over the group's comparisons; its runs without a completed eval are skipped (said on stderr)")
     p.add_argument("--baseline", metavar="RUN", help="the run (or eval) to compare with; default: the workspace's "
                                                       "baseline (marked with b in History)")
     p.add_argument("--format", choices=report.FORMATS, help="md (default; a table and a paragraph per run), html "

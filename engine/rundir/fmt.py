@@ -4,6 +4,7 @@ Pure; no Textual (tui/format.py has the TUI's other formats)."""
 from __future__ import annotations
 
 import math
+import re
 import time
 
 
@@ -92,3 +93,28 @@ def _short(v) -> str:
         return "∅"
     s = str(v)
     return s if len(s) <= 16 else s[:15] + "…"
+
+
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<name>.+)-(?P<tail>[0-9a-z]+)$")
+
+
+def short_id(run_id: str, experiment: str | None = None) -> str:
+    """`demo-baseline·37df`: the name the run id carries (the one `labtui runs` shows: `byo-train`,
+    not run.json's `byo_train`) and the id's random tail, enough to tell runs apart. An id of
+    another form: the experiment and the id's last part."""
+    m = _RUN_ID.match(run_id)
+    if m:
+        return f"{m['name']}·{m['tail']}"
+    tail = run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id
+    name = experiment or run_id
+    return f"{name}·{tail}" if tail and tail != name else name
+
+
+def run_label(run_id: str, experiment: str | None = None, group: str | None = None) -> str:
+    """The name of a run in the run list, History and `labtui report`: `short_id`, or for a run of a group
+    (a sweep's) the group's name and the id's tail, `lr-sweep·37df` (the experiment is the same for all of
+    them; a derived group name starts with it), clipped to 28 columns."""
+    if not group:
+        return short_id(run_id, experiment)
+    tail = short_id(run_id, experiment).rpartition("·")[2]
+    return f"{clip(group, 27 - len(tail))}·{tail}"
