@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,3 +103,43 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "demo_assets" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+class Server:
+    """An HTTP server on a free localhost port that keeps every POSTed JSON body: what a real apprise
+    `json://127.0.0.1:PORT/` URL (`.url`) sends a notification to (tests/test_notify.py)."""
+
+    def __init__(self):
+        got: list[dict] = []
+        self.got = got
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                got.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"json://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait(self, n: int, timeout: float = 30) -> list[dict]:
+        deadline = time.time() + timeout
+        while len(self.got) < n and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(self.got) >= n, f"{len(self.got)} of {n} notifications arrived: {self.got}"
+        return list(self.got)
+
+    def titled(self, word: str) -> list[dict]:
+        return [m for m in self.got if word in m.get("title", "")]
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()

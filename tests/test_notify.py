@@ -7,7 +7,6 @@ trained run that an evaluation needs."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -15,54 +14,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from conftest import fast_overrides, labtui, wait_for
 from labtui.engine.rundir import store
 from labtui.engine.runtime import notify
+from test_tui_data import T0
 
 FAST = {"LABTUI_HEARTBEAT": "0.3"}  # a script run's supervisor looks at alerts.jsonl every 0.3 s
-
-
-class Server:
-    """An HTTP server on a free localhost port that keeps every POSTed JSON body."""
-
-    def __init__(self):
-        got: list[dict] = []
-        self.got = got
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                got.append(json.loads(body or b"{}"))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def wait(self, n: int, timeout: float = 30) -> list[dict]:
-        deadline = time.time() + timeout
-        while len(self.got) < n and time.time() < deadline:
-            time.sleep(0.1)
-        assert len(self.got) >= n, f"{len(self.got)} of {n} notifications arrived: {self.got}"
-        return list(self.got)
-
-    def titled(self, word: str) -> list[dict]:
-        return [m for m in self.got if word in m.get("title", "")]
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.httpd.shutdown()
 
 
 def closed_port() -> int:
@@ -289,3 +249,89 @@ def test_the_rate_limit_is_per_workspace_and_per_minute(tmp_path):
     assert 29.9 < wait <= 30.1  # the first slot frees at t0 + 60
     assert notify._rate_slot(tmp_path, t0 + 60.5) == 0.0  # ... and then one is free again
     assert notify._rate_slot(tmp_path, t0 + 60.6) > 0
+
+
+# --- crashes found by the TUI and by `labtui queue`; a sender killed mid-send ---------------------------
+
+
+def dead_worker_run(ws: store.Workspace, name: str = "gone") -> store.Run:
+    """A run folder whose state.json says running, with a worker pid that has exited and no supervisor:
+    what a power loss or a killed tmux session leaves; every reader derives `crashed`."""
+    from test_tui_data import make_run
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = make_run(ws, f"20261122-010000-{name}-a001", name, status="running", steps=20)
+    run.update_state(status="running", pid=dead.pid, pid_start=time.time() - 60, supervisor_pid=None, error=None)
+    return run
+
+
+def test_labtui_queue_notifies_a_crash_nobody_recorded_once(ws, server):
+    settings(ws, [server.url], ["crashed"])
+    run = dead_worker_run(ws)
+    assert labtui(ws, "queue").returncode == 0
+    msg, = server.wait(1)
+    assert f"{run.id} crashed" in msg["title"] and "no heartbeat since" in msg["message"]
+    assert labtui(ws, "queue", "--json").returncode == 0
+    time.sleep(2.0)
+    assert len(server.got) == 1, server.got
+    assert run.raw_state()["status"] == "running"  # derived, not written
+
+
+@pytest.mark.anyio
+async def test_an_open_tui_notifies_a_crash_nobody_recorded_once(ws, server):
+    """The dashboard's monitor finds the dead worker: one `crashed` message, however many ticks it takes
+    and however often the TUI is opened again (notified.json is shared with every other reader)."""
+    from test_tui_app import app_for, until
+
+    settings(ws, [server.url], ["crashed"])
+    run = dead_worker_run(ws)
+    for _ in range(2):
+        app = app_for(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.row(run.id) is not None and app.row(run.id).status == "crashed")
+            await until(pilot, lambda: len(server.got) >= 1, timeout=30, what="the crash notification")
+            ticks = app.monitor.ticks
+            await until(pilot, lambda: app.monitor.ticks >= ticks + 10, what="ten more monitor ticks")
+    time.sleep(2.0)
+    msg, = server.got
+    assert f"{run.id} crashed" in msg["title"] and f"`labtui retry {run.id}`" in msg["message"]
+    entry, = notify.notified(run).values()
+    assert entry["status"] == "sent" and entry["event"] == "crashed"
+
+
+
+def test_a_sender_killed_mid_send_is_sent_again_once_never_while_it_lives(ws, server):
+    """notified.json entries left `sending`: by a sender that is dead (its pid recorded), by a claimer that
+    died before starting one (no pid, claimed long ago), and by a sender still alive. A reader sends the
+    first two again, once, with the words they were claimed with; the third it leaves to its sender."""
+    from test_tui_data import make_run
+
+    settings(ws, [server.url], ["completed"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        now = time.time()
+        senders = {"killed": {"pid": dead.pid, "pid_start": now - 5, "t": now - 5},
+                   "unstarted": {"t": now - notify.SENDING_TIMEOUT_S - 1},
+                   "sending": {"pid": alive.pid, "pid_start": store.process_start_time(alive.pid), "t": now - 5}}
+        runs = {}
+        for i, (name, sender) in enumerate(senders.items()):
+            run = runs[name] = make_run(ws, f"20261122-0{i}0000-{name}-a00{i}", name, created=T0 + i)
+            store.atomic_write_json(run.file(notify.NOTIFIED_FILE), {"completed:1": {
+                "event": "completed", "title": f"labtui: {run.id} completed", "body": "completed at step 200/200",
+                "to": 1, "status": "sending", **sender}})
+        assert labtui(ws, "runs").returncode == 0
+        server.wait(2)
+        assert labtui(ws, "runs").returncode == 0
+        time.sleep(2.0)
+        assert sorted(m["title"] for m in server.got) == [f"labtui: {runs[n].id} completed" for n in ("killed", "unstarted")]
+        for name in ("killed", "unstarted"):
+            entry = notify.notified(runs[name])["completed:1"]
+            assert entry["status"] == "sent" and entry["resent"] == 1, entry
+        assert notify.notified(runs["sending"])["completed:1"]["status"] == "sending"
+        assert "its sender died mid-send; sending it again" in runs["killed"].file(store.LOG_FILE).read_text()
+    finally:
+        alive.kill()
+        alive.wait()

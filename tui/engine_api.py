@@ -71,6 +71,15 @@ def move(ws: store.Workspace, run: store.Run, delta: int):
     return queue.move(ws, run, delta)
 
 
+def notify_crashes(ws: store.Workspace, rows: list[dict]) -> int:
+    """Notify each run of `rows` ({id, status}) found crashed with no supervisor left to record it, once
+    per run and event, and re-send its notifications whose sender died (runtime.notify.crashed_by_reader;
+    the sending is a detached process: this never waits for it)."""
+    from labtui.engine.runtime import notify
+
+    return notify.crashed_by_reader(ws, rows)
+
+
 def advance_queue(ws: store.Workspace) -> list[str]:
     """Start queued runs whose slot is free (the monitor's tick); the ids started."""
     from labtui.engine.runtime import queue

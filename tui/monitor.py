@@ -12,6 +12,9 @@ Every `poll_interval` seconds (or at once when woken) it
   - follows one log file by offset for the log screen (`LogLines`);
   - reads each run's evaluations when their folders changed (`EvalsScanned`: the headline eval's
     accuracy, evaluations still going with their progress and ETA), never on the UI thread;
+  - notifies a crash it finds that no supervisor recorded, once per run and event (the run's
+    notified.json says whether anybody did already), and re-sends notifications whose sender died
+    (runtime.notify.crashed_by_reader: the sending is a detached process, never waited for);
   - reconciles the Slurm runs that have not ended with Slurm (runtime.slurm_runs.sync, at most every
     SLURM_SYNC_EVERY_S; nothing where Slurm is not installed);
   - says when one of these parts fails, and when it works again (`MonitorStatus`, in the title bar).
@@ -40,6 +43,7 @@ from .tail import RunTail, TailSnapshot
 LOG_TAIL_BYTES = 64_000
 LOG_CHUNK_BYTES = 1 << 20
 ADVANCE_EVERY_S = 2.0  # how often a queue with waiting runs is checked for a free slot
+ORPHANS_EVERY_S = 60.0  # how often every run is checked for a notification whose sender died mid-send
 SLURM_SYNC_EVERY_S = 5.0  # how often Slurm is asked about the Slurm runs that have not ended
 SNAPSHOT_EVERY_S = 1.0  # a history that takes longer to load shows its progress this often (each
 # snapshot is drawn on the UI thread, which a shorter load would only slow down)
@@ -86,6 +90,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._advanced = float("-inf")
         self._slurm_synced = float("-inf")
+        self._crash_told: set[str] = set()  # crashed runs handed to notify (a resumed one leaves the set)
+        self._orphans_checked = float("-inf")
         self._slurm_error: Exception | None = None  # the last sync's failure, said again until one works
 
     # --- called from the UI thread ------------------------------------------------------------
@@ -150,7 +156,7 @@ class Monitor:
 
     def tick(self, cancelled: Callable[[], bool] = lambda: False) -> None:
         errors = []
-        for part in (self._sync_slurm, self._scan, self._advance_queue, self._scan_evals, self._poll_selected,
+        for part in (self._sync_slurm, self._scan, self._advance_queue, self._notify_crashes, self._scan_evals, self._poll_selected,
                      self._poll_marked, self._poll_log):
             if self._stopped.is_set() or cancelled():
                 return
@@ -272,6 +278,21 @@ class Monitor:
         self._advanced = now
         if engine_api.advance_queue(self.ws):
             self.wake()  # show them starting at once
+
+    def _notify_crashes(self) -> None:
+        """Hand each run newly seen `crashed` to notify (which sends only a crash nobody recorded, and
+        only once: an open TUI, `labtui runs` and the supervisor share notified.json), and every run
+        each ORPHANS_EVERY_S for the notifications whose sender died mid-send."""
+        crashed = {r.id for r in self.rows if r.status == "crashed"}
+        self._crash_told &= crashed
+        now = time.monotonic()
+        sweep = now - self._orphans_checked >= ORPHANS_EVERY_S
+        rows = [r for r in self.rows if sweep or (r.id in crashed and r.id not in self._crash_told)]
+        if sweep:
+            self._orphans_checked = now
+        if rows:
+            self._crash_told |= crashed
+            engine_api.notify_crashes(self.ws, [{"id": r.id, "status": r.status} for r in rows])
 
     def _sync_slurm(self) -> None:
         """Ask Slurm about the Slurm runs that have not ended (the engine writes what it says into

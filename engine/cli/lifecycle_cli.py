@@ -113,9 +113,10 @@ def cmd_queue(args) -> int:
             pos = queue.move(ws, run, delta=delta, to=to)
             print(f"{run.id}: now at position {pos + 1}", file=sys.stderr)
     queue.advance(ws)
-    from labtui.engine.runtime import slurm_runs
+    from labtui.engine.runtime import notify, slurm_runs
 
     slurm_runs.sync(ws)
+    notify.reader_check(ws)  # a crash nobody recorded: its notification, once
     on_slurm = _slurm_rows(ws)
     live = [r for r in ws.iter_runs() if r.raw_state().get("status") in store.LIVE and r.state().get("status") in store.LIVE
             and r.raw_state().get("executor") != "slurm"]

@@ -6,6 +6,7 @@
     EnvInfo       env.json        (worker)
     EvalSettings  evals/<id>/eval.json     (CLI, then the evaluation worker)
     EvalSummary   evals/<id>/summary.json  (evaluation worker)
+    Notified      notified.json   (runtime.notify: {event key: Notified}, each notification sent once)
     Row, Summary  a run's row (the TUI's run list) and `labtui runs --json` (store.Run.row / summary)
     EvalRow       an eval's row (analysis.evalstore.eval_row)
 
@@ -312,6 +313,25 @@ class EvalSummary(TypedDict, total=False):
     created: Finite
 
 
+class Notified(TypedDict, total=False):
+    """An entry of notified.json, {event key: Notified} (runtime.notify): one notification, claimed by the
+    first process to write its key (`sending`), then the sender's outcome."""
+
+    event: Text  # completed | failed | crashed | stopped | eval_completed | alert:<severity>
+    t: Finite  # when it was claimed (again, for a re-send)
+    title: Text
+    body: Text
+    to: Whole  # how many URLs it goes to
+    status: Text  # sending | sent | failed | dropped
+    pid: Whole  # the sender process, while it sends
+    pid_start: Finite  # its start time (a reused pid does not look alive)
+    resent: Whole  # how many times it was claimed again after a sender died mid-send
+    sent: Finite  # when the sender finished
+    ok: Texts  # the URLs it reached (secrets hidden)
+    failed: Object  # {URL: why} of those it did not
+    error: Text  # why nothing was sent (rate limit, the sender's own failure)
+
+
 # --- derived rows (not files): what store.Run.row and summary return -----------------------------
 
 JsonReal = float | str | None  # a number, or "nan" / "inf" / "-inf" where JSON must carry one (store.jsonable)
@@ -444,10 +464,18 @@ def eval_summary(obj: Any) -> EvalSummary:
     return cast(EvalSummary, clean(obj, EVAL_SUMMARY_FIELDS))
 
 
+def notified(obj: Any) -> dict[str, Notified]:
+    """A parsed notified.json: {event key: Notified}; an entry that is not an object is left out."""
+    if not isinstance(obj, dict):
+        return {}
+    return {str(k): cast(Notified, clean(v, NOTIFIED_FIELDS)) for k, v in obj.items() if isinstance(v, dict)}
+
+
 RUN_FIELDS = fields_of(RunInfo)
 STATE_FIELDS = fields_of(State)
 PROGRESS_FIELDS = fields_of(Progress)
 ENV_FIELDS = fields_of(EnvInfo)
 EVAL_SETTINGS_FIELDS = fields_of(EvalSettings)
 EVAL_SUMMARY_FIELDS = fields_of(EvalSummary)
+NOTIFIED_FIELDS = fields_of(Notified)
 SUMMARY_FIELDS: tuple[str, ...] = tuple(Summary.__annotations__)

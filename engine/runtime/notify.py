@@ -6,13 +6,17 @@
       events: [completed, failed, crashed, stopped, eval_completed, alert:warning]
 
 Who sends: the supervisor (the run's end, the alerts in alerts.jsonl at each heartbeat, an evaluation's
-end), and any reader that finds a run crashed with nobody left to record it (`labtui runs`). Each event
-is sent once per run: the first process to claim its key in the run's `notified.json` (under an flock,
-written atomically) sends it, every other one sees the key and does nothing. The sending itself is a
-detached process (`python -m labtui.engine.runtime.notify RUN_DIR KEY`): it waits for the workspace's
+end), and any reader that finds a run crashed with nobody left to record it (`labtui runs`, `show`,
+`queue`, the TUI's monitor). Each event is sent once per run: the first process to claim its key in the
+run's `notified.json` (records.Notified; under an flock, written atomically) sends it, every other one
+sees the key and does nothing. The sending itself is a detached process (`python -m
+labtui.engine.runtime.notify RUN_DIR KEY`, its pid recorded in the entry): it waits for the workspace's
 rate limit (PER_MINUTE), tries each URL TRIES times with a growing pause, records the outcome in
 notified.json and writes each failure to the run's log (`[labtui] notify: ... failed: ...`); it gives
-up after DEADLINE_S. So a dead notification server never blocks, delays or fails a run.
+up after DEADLINE_S. So a dead notification server never blocks, delays or fails a run. A sender killed
+mid-send leaves its entry `sending`; once that pid is gone (or, with none recorded, after
+SENDING_TIMEOUT_S) the next reader or supervisor that looks claims it again and sends it once more
+(sender_gone, resend_orphans), never while the sender lives.
 
 Light: apprise is imported only where a message is sent.
 """
@@ -28,10 +32,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from labtui.engine.config.experiment import NOTIFY_DEFAULT_EVENTS, NOTIFY_RUN_EVENTS, notify_error
-from labtui.engine.rundir import alerts, fmt, store
+from labtui.engine.rundir import alerts, fmt, records, store
 
 NOTIFIED_FILE = "notified.json"  # in the run directory: {event key: what was sent, when, to how many, the outcome}
 LOCK_FILE = ".notified.lock"
@@ -42,6 +46,8 @@ MAX_RATE_WAIT_S = 600.0  # ... at most this long, then the message is dropped (a
 TRIES = 3  # attempts per URL
 BACKOFF_S = (2.0, 8.0)  # the pauses between them
 DEADLINE_S = MAX_RATE_WAIT_S + 180  # the sender process ends by then whatever happens
+SENDING_TIMEOUT_S = DEADLINE_S + 60  # a claim this old with no sender recorded was never sent (sender_gone)
+MAX_RESENDS = 2  # a notification whose sender was killed mid-send goes again at most this often
 BODY_CHARS = 500
 
 
@@ -97,18 +103,48 @@ def log(run: store.Run, line: str) -> None:
 _flock = store.file_lock
 
 
-def notified(run: store.Run) -> dict:
-    data = store.read_json(run.file(NOTIFIED_FILE), {})
-    return data if isinstance(data, dict) else {}
+def notified(run: store.Run) -> dict[str, records.Notified]:
+    return records.notified(store.read_json(run.file(NOTIFIED_FILE), {}))
 
 
-def _claim(run: store.Run, key: str, entry: dict) -> bool:
-    """Write `entry` under `key` in notified.json unless the key is there already; True if this call did."""
+def sender_gone(entry: records.Notified, now: float | None = None) -> bool:
+    """Whether a `sending` entry's sender died before it recorded an outcome (killed mid-send: the OOM
+    killer, a reboot): its pid is recorded and no longer that process, or, with no pid recorded (the
+    claimer died before starting it), the claim is older than SENDING_TIMEOUT_S. Such an entry counts
+    as not sent; while its sender lives it is never sent again."""
+    if entry.get("status") != "sending":
+        return False
+    pid = entry.get("pid")
+    if pid is not None:
+        return not store.process_alive(pid, entry.get("pid_start"))
+    t = entry.get("t")
+    return t is None or (time.time() if now is None else now) - t > SENDING_TIMEOUT_S
+
+
+def _done(run: store.Run, key: str) -> bool:
+    """`key` is in notified.json and not a send whose sender died (see sender_gone)."""
+    entry = notified(run).get(key)
+    return entry is not None and not sender_gone(entry)
+
+
+def _claim(run: store.Run, key: str, entry: records.Notified) -> bool:
+    """Write `entry` under `key` in notified.json unless the key is there already (and not left
+    `sending` by a dead sender: then it is claimed again, at most MAX_RESENDS times); True if this call did."""
     try:
         with _flock(run.file(LOCK_FILE)):
             data = notified(run)
-            if key in data:
-                return False
+            old = data.get(key)
+            if old is not None:
+                if not sender_gone(old):
+                    return False
+                resent = (old.get("resent") or 0) + 1
+                if resent > MAX_RESENDS:
+                    data[key] = {**old, "status": "failed", "pid": None,
+                                 "error": f"its sender was killed {resent} times before it finished"}
+                    store.atomic_write_json(run.file(NOTIFIED_FILE), data)
+                    return False
+                entry = {**entry, "resent": resent}
+                log(run, f"{entry.get('event')}: its sender died mid-send; sending it again")
             data[key] = entry
             store.atomic_write_json(run.file(NOTIFIED_FILE), data)
             return True
@@ -120,10 +156,26 @@ def _record(run: store.Run, key: str, **updates: Any) -> None:
     try:
         with _flock(run.file(LOCK_FILE)):
             data = notified(run)
-            data[key] = {**(data.get(key) or {}), **updates}
+            data[key] = cast(records.Notified, {**(data.get(key) or {}), **updates})
             store.atomic_write_json(run.file(NOTIFIED_FILE), data)
     except OSError as e:
         log(run, f"cannot record {key} in {NOTIFIED_FILE}: {e}")
+
+
+def _start_sender(run: store.Run, key: str) -> None:
+    """The detached sender of a claimed `key`; its pid goes into the entry (sender_gone reads it)."""
+    child = subprocess.Popen([sys.executable, "-m", "labtui.engine.runtime.notify", str(run.path), key],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True, close_fds=True)
+    threading.Thread(target=child.wait, daemon=True).start()  # reaped in a long-lived caller
+    try:
+        with _flock(run.file(LOCK_FILE)):
+            data = notified(run)
+            if (data.get(key) or {}).get("status") == "sending":  # not finished already
+                data[key] = {**data[key], "pid": child.pid, "pid_start": store.process_start_time(child.pid)}
+                store.atomic_write_json(run.file(NOTIFIED_FILE), data)
+    except OSError as e:
+        log(run, f"cannot record {key}'s sender in {NOTIFIED_FILE}: {e}")
 
 
 def send(run: store.Run, event: str, key: str, title: str, body: str) -> bool:
@@ -134,17 +186,31 @@ def send(run: store.Run, event: str, key: str, title: str, body: str) -> bool:
         if not urls:
             return False
         body = body if len(body) <= BODY_CHARS else body[:BODY_CHARS - 1] + "…"
-        entry = {"event": event, "t": time.time(), "title": title, "body": body, "to": len(urls), "status": "sending"}
+        entry: records.Notified = {"event": event, "t": time.time(), "title": title, "body": body, "to": len(urls),
+                                   "status": "sending"}
         if not _claim(run, key, entry):
             return False
-        child = subprocess.Popen([sys.executable, "-m", "labtui.engine.runtime.notify", str(run.path), key],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True, close_fds=True)
-        threading.Thread(target=child.wait, daemon=True).start()  # reaped in a long-lived caller
+        _start_sender(run, key)
         return True
     except Exception as e:  # noqa: BLE001 - a notification never takes its caller down
         log(run, f"{event} not sent: {type(e).__name__}: {e}")
         return False
+
+
+def resend_orphans(run: store.Run) -> int:
+    """Send again, once, each notification of `run` whose sender died mid-send (see sender_gone), with
+    the title and body it was claimed with. One stat when the run has no notified.json. Never raises."""
+    try:
+        if not run.file(NOTIFIED_FILE).exists():
+            return 0
+        sent = 0
+        for key, entry in notified(run).items():
+            if sender_gone(entry):
+                sent += send(run, str(entry.get("event")), key, str(entry.get("title")), str(entry.get("body")))
+        return sent
+    except Exception as e:  # noqa: BLE001
+        log(run, f"re-send failed: {type(e).__name__}: {e}")
+        return 0
 
 
 # --- the events -------------------------------------------------------------------------------------
@@ -200,7 +266,7 @@ def run_ended(run: store.Run, state: dict) -> bool:
     try:
         raw = {**run.raw_state(), **state}
         key = f"{status}:{_attempt(raw)}"
-        if key in notified(run):  # sent already (a reader looks again and again)
+        if _done(run, key):  # sent already (a reader looks again and again)
             return False
         title, body = run_message(run, raw)
     except Exception as e:  # noqa: BLE001
@@ -210,17 +276,30 @@ def run_ended(run: store.Run, state: dict) -> bool:
 
 
 def crashed_by_reader(ws: store.Workspace, rows: list[dict]) -> int:
-    """A reader found runs `crashed` that no supervisor recorded (both processes gone): notify each once.
-    `rows`: `labtui runs`' rows (store.Run.summary). Returns how many were sent."""
+    """A reader found runs `crashed` that no supervisor recorded (both processes gone): notify each once;
+    and any notification of these runs whose sender died mid-send goes again (resend_orphans).
+    `rows`: `labtui runs`' rows (store.Run.summary), or any dicts with `id` and the derived `status`.
+    Returns how many were sent."""
     sent = 0
     for row in rows:
+        run = store.Run(ws.logs / str(row.get("id")))
+        sent += resend_orphans(run)
         if row.get("status") != "crashed":
             continue
-        run = store.Run(ws.logs / str(row.get("id")))
         raw = run.raw_state()
         if raw.get("status") in store.LIVE:  # the crash is derived, not recorded by a supervisor
             sent += run_ended(run, run.state())
     return sent
+
+
+def reader_check(ws: store.Workspace) -> int:
+    """crashed_by_reader over every run of the workspace, for a reader that has no rows of its own
+    (`labtui queue`): a derived status only where state.json says the run is live."""
+    rows = []
+    for run in ws.iter_runs():
+        status = run.raw_state().get("status")
+        rows.append({"id": run.id, "status": run.state().get("status") if status in store.LIVE else status})
+    return crashed_by_reader(ws, rows)
 
 
 def alert_message(run: store.Run, alert: dict) -> tuple[str, str]:
@@ -238,7 +317,7 @@ def new_alerts(run: store.Run, since: float) -> int:
         if not isinstance(t, (int, float)) or t < since or alert.get("severity") not in alerts.SEVERITIES:
             continue
         key = f"alert:{alerts.alert_key(alert)}:{t:.3f}"
-        if key not in done:
+        if key not in done or sender_gone(done[key]):
             title, body = alert_message(run, alert)
             sent += send(run, f"alert:{alert['severity']}", key, title, body)
     return sent
