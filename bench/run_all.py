@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import RESULTS, ROOT, child_env, fmt, load_avg, machine, wait_quiet
 
-BENCHES = ["start", "huge_run", "history", "overhead", "eval", "eval_wide", "stats"]
+BENCHES = ["start", "huge_run", "history", "overhead", "eval", "eval_wide", "stats", "bootstrap"]
 # benchmarks that are another run of a script: name -> (script, its extra arguments)
 VARIANTS = {"eval_wide": ("eval", ["--model", "wide", "--n", "200"])}
 HERE = Path(__file__).resolve().parent
