@@ -151,3 +151,25 @@ async def test_d_in_history_diffs_the_two_selected_rows_runs(runs):
         assert table_rows(app.screen) == [("eval.n", "300", "(missing)"), ("extra.tags", "(missing)", "[a, b]"),
                                           ("lora.r", "16", "8"), ("name", "alpha", "beta"),
                                           ("training.learning_rate", "0.002", "0.0005")]
+
+
+@pytest.mark.anyio
+async def test_d_fits_80_columns_and_shows_a_long_value_whole_under_the_table(runs):
+    long_text = "a hypothesis long enough to fill the screen twice over: " * 3
+
+    def describe(cfg: dict) -> None:
+        cfg["description"] = long_text
+
+    edit_config(store.Run(runs.logs / B_ID), describe)
+    app = app_for(runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="the dashboard")
+        app.push_screen(ConfigDiffScreen(store.Run(runs.logs / B_ID), store.Run(runs.logs / A_ID)))
+        await until(pilot, lambda: isinstance(app.screen, ConfigDiffScreen) and app.screen.result is not None,
+                    what="the diff screen")
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80  # B's column is on screen
+        assert table_rows(screen)[0][0] == "description" and table_rows(screen)[0][1].endswith("…")
+        detail = " ".join(str(screen.query_one("#diff-detail").render()).split())
+        assert " ".join(long_text.split()) in detail  # the highlighted key's values whole

@@ -133,6 +133,12 @@ async def test_compare_screen_f_lists_the_flipped_examples(pair):
         row = table.get_row(f"b:{expect_b[0]}")
         assert row[0] == "A✓ B✗" and row[1] == expect_b[0] and row[3].endswith("+0.50") and row[4].endswith("-1.50")
         assert row[5].startswith(data[expect_b[0]]["QUESTION"][:40])
+        # every column fits 80 columns (the question takes what is left); the line under the table shows
+        # the highlighted flip's whole question
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80
+        await pilot.pause(0.1)
+        detail = str(screen.query_one("#compare-flip-detail").render())
+        assert " ".join(data[expect_b[0]]["QUESTION"].split()) in " ".join(detail.split())
         title = str(screen.query_one("#compare-title").render())
         assert f"b = {len(expect_b)}" in title and f"c = {len(expect_c)}" in title
         await pilot.press("x")  # swap: read again, b and c trade places

@@ -136,13 +136,12 @@ class CompareScreen(Screen):
         with VerticalScroll(id="compare-box"):
             yield Static(id="compare-body")
         yield DataTable(id="compare-flips", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="compare-flip-detail")
         yield LabFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one("#compare-flips", DataTable)
-        for label, key in FLIP_COLUMNS:
-            table.add_column(label, key=key)
-        table.display = False
+        self.query_one("#compare-flips", DataTable).display = False
+        self.query_one("#compare-flip-detail").display = False
         self.compute(self.a, self.b)
 
     def action_swap(self) -> None:
@@ -157,6 +156,7 @@ class CompareScreen(Screen):
         self.showing_flips = not self.showing_flips
         self.query_one("#compare-box").display = not self.showing_flips
         self.query_one("#compare-flips").display = self.showing_flips
+        self.query_one("#compare-flip-detail").display = self.showing_flips
         if self.showing_flips:
             self.query_one("#compare-flips").focus()
             if self.flips is None and self.flips_error is None:
@@ -188,10 +188,35 @@ class CompareScreen(Screen):
     def _show_flips(self, flips: dict | None, error: str | None) -> None:
         self.flips, self.flips_error = flips, error
         table = self.query_one("#compare-flips", DataTable)
-        table.clear()
-        for key, cells in flip_rows(flips or {}):
+        table.clear(columns=True)
+        rows = flip_rows(flips or {})
+        widths = [max([len(label)] + [len(cells[i]) for _, cells in rows]) for i, (label, _) in enumerate(FLIP_COLUMNS)]
+        room = (self.size.width or self.app.size.width) - 2 * len(FLIP_COLUMNS) - 1  # cell padding, the scrollbar
+        widths[-1] = max(12, min(widths[-1], room - sum(widths[:-1])))  # the question takes what is left
+        for (label, key), width in zip(FLIP_COLUMNS, widths):
+            table.add_column(label, key=key, width=width)
+        for key, cells in rows:
             table.add_row(*cells, key=key)
+        self._flip_detail(0)
         self._title()
+
+    def _flip_detail(self, index: int) -> None:
+        """The highlighted flip whole, under the table: its question is clipped in the row."""
+        flipped = [e for side in ("b", "c") for e in (self.flips or {}).get(side) or []]
+        detail = self.query_one("#compare-flip-detail", Static)
+        if not 0 <= index < len(flipped):
+            detail.update("")
+            return
+        e = flipped[index]
+        detail.update(Content.from_markup(
+            "[b]$id[/b] gold $gold · A $a · B $b\n$question", id=printable(str(e["id"])),
+            gold=printable(str(e.get("gold"))), a=_answer(e.get("pred_a"), e.get("margin_a")),
+            b=_answer(e.get("pred_b"), e.get("margin_b")),
+            question=printable(" ".join(str(e.get("question") or "-").split()))))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "compare-flips":
+            self._flip_detail(event.cursor_row)
 
     def _title(self) -> None:
         title = self.query_one("#compare-title", Static)
@@ -206,8 +231,8 @@ class CompareScreen(Screen):
             title.update(Content.from_markup("[b]Compare[/b] · reading the flipped examples…"))
         else:
             title.update(Content.from_markup(
-                f"[b]Compare[/b] · flipped: b = {len(self.flips['b'])} A✓ B✗, c = {len(self.flips['c'])} A✗ B✓"
-                " · margin = log-lik of gold − best other · [b $accent]f[/] numbers"))
+                f"[b]Compare[/b] · flipped b = {len(self.flips['b'])} A✓ B✗, c = {len(self.flips['c'])} A✗ B✓"
+                " · margin: gold − best (log-lik)"))
 
     def _show(self, res: dict | None, names: tuple[str, str], error: str | None, notes: tuple[str, ...] = ()) -> None:
         self.result, self.error, self.notes = res, error, notes

@@ -197,7 +197,7 @@ class HistoryScreen(HonestKeys, Screen):
         if base and self.family:  # the family the adjusted p-values are over (early: it must fit in 80 columns)
             bits.append(Content.from_markup("$k comparison$s vs ★ $name, Holm", k=str(self.family),
                                             s="" if self.family == 1 else "s",
-                                            name=printable(fmt.short_id(base.id, base.experiment))))
+                                            name=printable(fmt.run_label(base.id, base.experiment, base.group))))
         if self.filter_text:
             bits.append(Content.from_markup("filter '$text': $shown", text=printable(self.filter_text), shown=str(shown)))
         if self.prefer == "best":  # the default (the final checkpoint's eval) goes without saying
@@ -205,7 +205,7 @@ class HistoryScreen(HonestKeys, Screen):
         bits.append(Content.from_markup(f"sort $key {'↓' if self.reverse else '↑'} ([b $accent]o[/] [b $accent]O[/])",
                                         key=self.sort_key))
         if not (base and self.family):
-            bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.short_id(base.id, base.experiment)))
+            bits.append(Content.from_markup("baseline ★ $name", name=printable(fmt.run_label(base.id, base.experiment, base.group)))
                         if base else Content.from_markup("no baseline ([b $accent]b[/] marks one)"))
         if self.selected:
             bits.append(Content(f"{len(self.selected)} selected"))
