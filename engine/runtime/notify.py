@@ -2,7 +2,7 @@
 `notify:` in the workspace's labtui.yaml (every run) and in the run's experiment (that run).
 
     notify:
-      urls: ["ntfy://ntfy.sh/my-topic", "slack://T000/B000/XXXX"]
+      urls: ["ntfy://my-topic", "slack://T000/B000/XXXX"]    # ntfy.sh's topic my-topic; a Slack webhook
       events: [completed, failed, crashed, stopped, eval_completed, alert:warning]
 
 Who sends: the supervisor (the run's end, the alerts in alerts.jsonl at each heartbeat, an evaluation's
