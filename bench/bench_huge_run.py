@@ -6,6 +6,11 @@ Figures:
   open_s          `labtui` started on a workspace holding the run (bench/tui_probe.py, fresh process)
                   until the run's loss chart is painted with all 1,000,000 records folded in
   open_rss_mib    the TUI process's peak RSS by then
+  overlay_open_s  the same on a workspace with that run and two small ones (synth.huge_overlay), the
+                  three marked one after another on the dashboard (`space`), until the loss chart
+                  is painted with all three caught up (the big run's 1,000,000 records folded in)
+  overlay_draw_ms that last chart's render on the UI thread (the three runs downsampled, plotext's
+                  draw and build)
   load_s          labtui's loader alone: tui.tail.RunTail polled until caught up (fresh process,
                   index used), the part that is comparable with EventAccumulator.Reload()
   load_jsonl_s    the same loader reading metrics.jsonl as JSON (what every version before the index
@@ -140,6 +145,20 @@ def main() -> None:
     rep.add("load_s", loads, "s", label="  loader alone (RunTail, index)")
     rep.extra["train_points"] = count
     rep.extra["open_phases_s"] = median_phases(phases)
+    ov = synth.huge_overlay(n, cache=args.cache)
+    others = sorted(p.name for p in (ov / "logs").glob("2*") if p.name != run_dir.name)
+    marks = ",".join([*others, run_dir.name])  # the big run marked last: it stays selected
+    overlay, overlay_draw, overlay_rss = [], [], []
+    for _ in range(repeats):
+        d = probe(ov, "overlay", "--mark", marks)
+        overlay.append(d["since_popen"]["overlay"])
+        overlay_draw.append(d["overlay_draw_ms"])
+        overlay_rss.append(d["peak_rss_mib"])
+        rep.extra["overlay_runs"] = d["overlay_runs"]
+    rep.add("overlay_open_s", overlay, "s", target=1.0,
+            label=f"labtui -> {len(others) + 1} marked runs drawn, one of {n:,} records")
+    rep.add("overlay_draw_ms", overlay_draw, "ms", label="  that chart's render (UI thread)")
+    rep.add("overlay_rss_mib", overlay_rss, "MiB", target=300, label="  TUI peak RSS")
     if not args.no_before:
         r = run_json(LOADER, str(run_dir), "jsonl")
         rep.add("load_jsonl_s", [r["load_s"]], "s", label="  loader reading JSONL only (before)")

@@ -5,6 +5,8 @@
                                       (predictions.jsonl + summary.json), and a baseline mark
   huge_run(n_records=1_000_000)       one run whose metrics.jsonl holds that many records (about
                                       300 bytes each, as LabtuiCallback writes them, index included)
+  huge_overlay(n_records, others=2)   huge_run's run (hard-linked) and `others` small finished runs,
+                                      for the dashboard's overlay of marked runs
   predictions(n)                      two paired prediction sets of n examples (eval dirs)
 
 Everything is deterministic (seeded) and cached under `cache_dir()` by its parameters, so the
@@ -257,6 +259,29 @@ def huge_run(n_records: int = 1_000_000, cache=None, log=print) -> Path:
         store.atomic_write_json(run.file(store.STATE_FILE), state)
 
     return cached(f"huge-{n_records}rec", build, cache, log)
+
+
+def huge_overlay(n_records: int = 1_000_000, others: int = 2, records: int = 2000, cache=None, log=print) -> Path:
+    """A workspace root with `huge_run`'s run (its files hard-linked, not copied: appends to the original
+    show here too, which bench_huge_run's ingest undoes) and `others` finished runs of `records` records:
+    what the dashboard overlays when the big run and the others are marked."""
+    huge = huge_run(n_records, cache=cache, log=log)
+
+    def build(root: Path) -> None:
+        ws = store.Workspace(root)
+        ws.logs.mkdir(parents=True)
+        (root / "experiments").mkdir()
+        for src in (huge / "logs").glob("2*"):
+            try:
+                shutil.copytree(src, ws.logs / src.name, copy_function=os.link)
+            except OSError:  # another file system: a copy
+                shutil.rmtree(ws.logs / src.name, ignore_errors=True)
+                shutil.copytree(src, ws.logs / src.name)
+        rng = random.Random(13)
+        for i in range(1, others + 1):
+            write_run(ws, i, rng, records=records, eval_n=0, statuses=("completed",))
+
+    return cached(f"overlay-{n_records}rec-{others}x{records}", build, cache, log)
 
 
 def fill_metrics(run_dir: Path, n_records: int, rng: random.Random, *, t0: float = T_START,

@@ -11,7 +11,9 @@ all_rows (every run added to the list and painted; a long list gets its first ro
 frame and the rest right after it), chart (the selected run's loss chart painted with
 its whole history), history_pushed / history (the History table painted: with every
 comparison, or, when many are still to compute, its rows first) / history_full (with every
-comparison), ingest_* (see --ingest). `--until ingest` appends to the run it selects:
+comparison), overlay (with --mark A,B,..: the runs marked one after another, as `space` does, once
+the dashboard is painted; the loss chart painted with every marked run caught up; the last of those
+draws' own time is `overlay_draw_ms`), ingest_* (see --ingest). `--until ingest` appends to the run it selects:
 bench_huge_run.py puts the run back afterwards; by hand, use a copy of the data set.
 """
 
@@ -36,8 +38,9 @@ sys.path.insert(0, str(HERE.parent))
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("workspace")
-    ap.add_argument("--until", choices=("dashboard", "chart", "history", "ingest"), default="dashboard")
+    ap.add_argument("--until", choices=("dashboard", "chart", "history", "ingest", "overlay"), default="dashboard")
     ap.add_argument("--select", help="run id to select once the list is drawn (default: the dashboard's choice)")
+    ap.add_argument("--mark", default="", help="run ids, comma-separated, to mark on the dashboard (--until overlay)")
     ap.add_argument("--size", default="120x40")
     ap.add_argument("--no-index", action="store_true", help="read metrics.jsonl as JSON even where an index exists")
     ap.add_argument("--ingest-rate", type=int, default=10_000)
@@ -85,7 +88,7 @@ def main() -> None:
     def check_done() -> None:
         app = state["app"]
         need = {"dashboard": ["dashboard"], "chart": ["dashboard", "chart"],
-                "history": ["dashboard", "history", "history_full"], "ingest": ["dashboard", "chart", "ingest_done"]}[args.until]
+                "history": ["dashboard", "history", "history_full"], "overlay": ["dashboard", "overlay"], "ingest": ["dashboard", "chart", "ingest_done"]}[args.until]
         if not state["done"] and all(k in MARKS for k in need):
             state["done"] = True
             app.call_later(app.exit)
@@ -176,6 +179,10 @@ def main() -> None:
                     self.select_run(args.select)
                     if isinstance(self.screen, DashboardScreen):
                         self.screen._runs_changed()
+                if args.until == "overlay" and isinstance(self.screen, DashboardScreen):
+                    for run_id in filter(None, args.mark.split(",")):
+                        self.select_run(run_id)
+                        self.screen.action_mark()
                 if args.until == "history":
                     MARKS["history_pushed"] = time.time()
                     self.push_screen(HistoryScreen())
@@ -265,7 +272,28 @@ def main() -> None:
 
         threading.Thread(target=wait, daemon=True).start()
 
-    _ = LossChart
+    orig_draw, orig_render = LossChart.draw, LossChart.render
+
+    def draw(self):
+        self._probe_drew = True
+        return orig_draw(self)
+
+    def render(self):
+        """Times a render that drew (plotext's draw calls and its build), for overlay_draw_ms."""
+        self._probe_drew = False
+        t = time.perf_counter()
+        out = orig_render(self)
+        ms = (time.perf_counter() - t) * 1000
+        marked = [run_id for run_id, _, _ in self.marked]
+        snaps = [self.overlay.get(run_id) for run_id in marked]
+        if (self._probe_drew and args.until == "overlay" and marked and "overlay" not in MARKS
+                and len(self.drawn) == len(marked) and all(s is not None and s.caught_up for s in snaps)):
+            extra = {"overlay_draw_ms": ms, "overlay_runs": [{k: d[k] for k in ("run_id", "train", "eval")} for d in self.drawn],
+                     "overlay_train_counts": [s.train_count for s in snaps]}
+            self.call_after_refresh(lambda: mark("overlay", **extra))
+        return out
+
+    LossChart.draw, LossChart.render = draw, render
     os.environ.pop("LABTUI_THEME", None)
     if args.entry == "cli":
         labtui.main.main(["--workspace", args.workspace])
