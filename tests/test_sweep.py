@@ -163,8 +163,10 @@ async def _until(pilot, cond, timeout: float = 20.0) -> None:
 
 
 def test_run_label_keeps_the_tail_and_clips_the_group():
+    from labtui.engine.rundir import fmt
     from labtui.tui.format import run_label
 
+    assert run_label is fmt.run_label  # one implementation: the TUI's names are the CLI's and the report's
     rid = "20261122-020000-demo-baseline-b002"
     assert run_label(rid, "demo-baseline") == "demo-baseline·b002"
     assert run_label(rid, "demo-baseline", "lr") == "lr·b002"
@@ -223,6 +225,7 @@ def test_report_group_compares_its_runs_with_the_baseline_holm_over_the_group(he
     labels = [line.split(" | ")[0].removeprefix("| ") for line in md.splitlines() if line.startswith("| ")][1:]
     assert labels == ["★ demo-baseline", *(f"r-sweep·{i.rsplit('-', 1)[1]}" for i in ids[:3])]
     assert "demo-tuned" not in md
+    assert f"r-sweep·{ids[0].rsplit('-', 1)[1]} (experiment demo-baseline, {ids[0]}, eval 20261122-040000-eval-g000)" in md
 
     # the group in `runs` and `show`, text and JSON
     table = labtui(ws, "runs", check=True).stdout.splitlines()

@@ -343,8 +343,10 @@ def header_line(report: Mapping) -> str:
 
 def paragraph(row: Mapping) -> str:
     """One paragraph on one row, in sentences (the markdown and html reports)."""
-    group = f", group {row['group']}" if row.get("group") else ""
-    name = f"{row.get('experiment')} ({row.get('run') or '-'}, eval {row['eval']}{group})"
+    exp = row.get("experiment")
+    name = row.get("label") or exp
+    of = f"experiment {exp}, " if name != exp else ""  # a group's row: lr-sweep·9d63 (experiment demo-baseline, ...)
+    name = f"{name} ({of}{row.get('run') or '-'}, eval {row['eval']})"
     bits = [f"evaluated at {row['evaluated']}", f"accuracy {accuracy_text(row)} (95% Wilson)"]
     if row.get("macro_f1") is not None:
         bits.append(f"macro-F1 {row['macro_f1']:.3f}")
