@@ -335,3 +335,23 @@ def test_a_sender_killed_mid_send_is_sent_again_once_never_while_it_lives(ws, se
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_notification_whose_senders_keep_dying_is_given_up(ws, server):
+    """After MAX_RESENDS re-sends, a sender killed again marks the notification failed (it says why),
+    instead of a new sender at every look."""
+    from test_tui_data import make_run
+
+    settings(ws, [server.url], ["completed"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = make_run(ws, "20261122-010000-done-a001", "done")
+    store.atomic_write_json(run.file(notify.NOTIFIED_FILE), {"completed:1": {
+        "event": "completed", "title": "t", "body": "b", "to": 1, "status": "sending", "t": time.time(),
+        "pid": dead.pid, "pid_start": time.time() - 5, "resent": notify.MAX_RESENDS}})
+    assert notify.resend_orphans(run) == 0
+    entry = notify.notified(run)["completed:1"]
+    assert entry["status"] == "failed" and f"killed {notify.MAX_RESENDS + 1} times" in entry["error"], entry
+    assert notify.resend_orphans(run) == 0
+    time.sleep(1.0)
+    assert server.got == []
