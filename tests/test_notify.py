@@ -303,8 +303,9 @@ async def test_an_open_tui_notifies_a_crash_nobody_recorded_once(ws, server):
 
 def test_a_sender_killed_mid_send_is_sent_again_once_never_while_it_lives(ws, server):
     """notified.json entries left `sending`: by a sender that is dead (its pid recorded), by a claimer that
-    died before starting one (no pid, claimed long ago), and by a sender still alive. A reader sends the
-    first two again, once, with the words they were claimed with; the third it leaves to its sender."""
+    died before starting one (no pid, claimed long ago), by a sender still alive, and by one on another
+    host, claimed a moment ago. A reader sends the first two again, once, with the words they were
+    claimed with; the others it leaves to their senders."""
     from test_tui_data import make_run
 
     settings(ws, [server.url], ["completed"])
@@ -315,7 +316,8 @@ def test_a_sender_killed_mid_send_is_sent_again_once_never_while_it_lives(ws, se
         now = time.time()
         senders = {"killed": {"pid": dead.pid, "pid_start": now - 5, "t": now - 5},
                    "unstarted": {"t": now - notify.SENDING_TIMEOUT_S - 1},
-                   "sending": {"pid": alive.pid, "pid_start": store.process_start_time(alive.pid), "t": now - 5}}
+                   "sending": {"pid": alive.pid, "pid_start": store.process_start_time(alive.pid), "t": now - 5},
+                   "elsewhere": {"pid": dead.pid, "pid_start": now - 5, "host": "gpu-node-7", "t": now - 5}}
         runs = {}
         for i, (name, sender) in enumerate(senders.items()):
             run = runs[name] = make_run(ws, f"20261122-0{i}0000-{name}-a00{i}", name, created=T0 + i)
@@ -330,7 +332,8 @@ def test_a_sender_killed_mid_send_is_sent_again_once_never_while_it_lives(ws, se
         for name in ("killed", "unstarted"):
             entry = notify.notified(runs[name])["completed:1"]
             assert entry["status"] == "sent" and entry["resent"] == 1, entry
-        assert notify.notified(runs["sending"])["completed:1"]["status"] == "sending"
+        for name in ("sending", "elsewhere"):  # alive, or on another host and not yet past its deadline
+            assert notify.notified(runs[name])["completed:1"]["status"] == "sending"
         assert "its sender died mid-send; sending it again" in runs["killed"].file(store.LOG_FILE).read_text()
     finally:
         alive.kill()

@@ -325,6 +325,7 @@ class Notified(TypedDict, total=False):
     status: Text  # sending | sent | failed | dropped
     pid: Whole  # the sender process, while it sends
     pid_start: Finite  # its start time (a reused pid does not look alive)
+    host: Text  # where it runs (a pid means nothing on another host sharing the workspace)
     resent: Whole  # how many times it was claimed again after a sender died mid-send
     sent: Finite  # when the sender finished
     ok: Texts  # the URLs it reached (secrets hidden)

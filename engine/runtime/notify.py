@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -109,13 +110,14 @@ def notified(run: store.Run) -> dict[str, records.Notified]:
 
 def sender_gone(entry: records.Notified, now: float | None = None) -> bool:
     """Whether a `sending` entry's sender died before it recorded an outcome (killed mid-send: the OOM
-    killer, a reboot): its pid is recorded and no longer that process, or, with no pid recorded (the
-    claimer died before starting it), the claim is older than SENDING_TIMEOUT_S. Such an entry counts
+    killer, a reboot): its pid, on this host, is recorded and no longer that process, or, with no pid
+    recorded (the claimer died before starting it) or one on another host sharing the workspace, the
+    claim is older than SENDING_TIMEOUT_S (the sender's own deadline is shorter). Such an entry counts
     as not sent; while its sender lives it is never sent again."""
     if entry.get("status") != "sending":
         return False
     pid = entry.get("pid")
-    if pid is not None:
+    if pid is not None and entry.get("host") in (None, socket.gethostname()):
         return not store.process_alive(pid, entry.get("pid_start"))
     t = entry.get("t")
     return t is None or (time.time() if now is None else now) - t > SENDING_TIMEOUT_S
@@ -172,7 +174,8 @@ def _start_sender(run: store.Run, key: str) -> None:
         with _flock(run.file(LOCK_FILE)):
             data = notified(run)
             if (data.get(key) or {}).get("status") == "sending":  # not finished already
-                data[key] = {**data[key], "pid": child.pid, "pid_start": store.process_start_time(child.pid)}
+                data[key] = {**data[key], "pid": child.pid, "pid_start": store.process_start_time(child.pid),
+                             "host": socket.gethostname()}
                 store.atomic_write_json(run.file(NOTIFIED_FILE), data)
     except OSError as e:
         log(run, f"cannot record {key}'s sender in {NOTIFIED_FILE}: {e}")
