@@ -6,24 +6,20 @@ they hold); `config_lines` / `diff_lines` the same as markup strings.
 
 from __future__ import annotations
 
+from labtui.engine.config.diff import value_text
 from labtui.engine.rundir.fmt import printable
 from textual.content import Content
 
 
 def _scalar(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
+    """A value as YAML reads (engine.config.diff.value_text), a string quoted where YAML would need it."""
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
     if isinstance(v, str):
         if "\n" in v:
             return '"' + v.replace("\n", "\\n") + '"'
         return v if v and v.strip() == v and not any(c in v for c in ":#{}[]") else f'"{v}"'
-    return str(v)
+    return value_text(v)
 
 
 def config_lines(cfg: dict, marks: dict[str, str] | None = None) -> list[str]:
