@@ -32,7 +32,7 @@ def cmd_notify(args) -> int:
         return 0
     if not urls:
         raise UsageError(f"no URLs to test: {queue.SETTINGS_FILE} has no notify.urls; pass --url URL "
-                         f"(e.g. --url ntfy://ntfy.sh/my-topic)")
+                         f"(e.g. --url ntfy://my-topic)")
     title = "labtui: test notification"
     body = f"a test from labtui on {socket.gethostname()} (workspace {ws.root}, user {os.environ.get('USER', '?')})"
     results = notify.deliver(urls, title, body, tries=1)

@@ -276,7 +276,7 @@ NOTIFY_DEFAULT_EVENTS = ["completed", "failed", "crashed", "eval_completed", "al
 def _notify_urls_error(value: list) -> str | None:
     for url in value:
         if not (isinstance(url, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://\S", url)):
-            return (f"notify.urls must be a list of apprise URLs (\"ntfy://ntfy.sh/my-topic\", "
+            return (f"notify.urls must be a list of apprise URLs (\"ntfy://my-topic\", "
                     f"\"slack://T000/B000/XXXX\"), got {_short(url)}")
     return None
 
