@@ -9,7 +9,6 @@ known by construction, and so are the log-likelihood margins (a right answer +0.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import yaml
 from conftest import SHARED_PUBMEDQA, labtui
 from labtui.engine.config.experiment import resolve
 from labtui.engine.rundir import store
+from test_tui_app import until
 
 DATA, GOLD = SHARED_PUBMEDQA / "ori_pqal.json", SHARED_PUBMEDQA / "test_ground_truth.json"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"PubMedQA is not at {SHARED_PUBMEDQA}")
@@ -121,11 +121,11 @@ async def test_compare_screen_f_lists_the_flipped_examples(pair):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = CompareScreen(a, b)
         await app.push_screen(screen)
-        await _until(pilot, lambda: screen.result is not None or screen.error)
+        await until(pilot, lambda: screen.result is not None or screen.error)
         table = screen.query_one("#compare-flips", DataTable)
         assert not table.display and screen.flips is None  # read only when asked for
         await pilot.press("f")
-        await _until(pilot, lambda: screen.flips is not None or screen.flips_error)
+        await until(pilot, lambda: screen.flips is not None or screen.flips_error)
         assert screen.flips_error is None and table.display and not screen.query_one("#compare-box").display
         assert table.row_count == len(expect_b) + len(expect_c) == screen.result["b"] + screen.result["c"]
         keys = [table.coordinate_to_cell_key((k, 0))[0].value for k in range(table.row_count)]
@@ -142,15 +142,8 @@ async def test_compare_screen_f_lists_the_flipped_examples(pair):
         title = str(screen.query_one("#compare-title").render())
         assert f"b = {len(expect_b)}" in title and f"c = {len(expect_c)}" in title
         await pilot.press("x")  # swap: read again, b and c trade places
-        await _until(pilot, lambda: screen.flips is not None and table.row_count
+        await until(pilot, lambda: screen.flips is not None and table.row_count
                      and table.coordinate_to_cell_key((0, 0))[0].value == f"b:{expect_c[0]}")
         await pilot.press("f")
         assert screen.query_one("#compare-box").display and not table.display
 
-
-async def _until(pilot, cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {cond}")
-        await pilot.pause(0.05)

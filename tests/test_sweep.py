@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import pytest
 from conftest import labtui
 from labtui.engine.rundir import store
+from test_tui_app import until
 
 FILE = "experiments/demo-baseline.yaml"
 GRID = ["--grid", "training.learning_rate=2e-4,5e-5", "--grid", "lora.r=16,64"]
@@ -136,30 +136,23 @@ async def test_run_list_and_history_show_and_filter_the_group(ws):
     plain, swept = _grouped(ws)
     app = LabApp(workspace=ws, poll_interval=0.05, clock=clock)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _until(pilot, lambda: len(app.runs) == 2)
+        await until(pilot, lambda: len(app.runs) == 2)
         table = app.screen.query_one(RunList)
-        await _until(pilot, lambda: table.row_count == 2)
+        await until(pilot, lambda: table.row_count == 2)
         assert table.get_cell(swept.id, "run").plain == "lr-sweep·b002"
         assert table.get_cell(plain.id, "run").plain == "demo-baseline·a001"
         await pilot.press("slash", *"lr-sweep", "enter")
-        await _until(pilot, lambda: table.row_count == 1)
+        await until(pilot, lambda: table.row_count == 1)
         assert table.current_id == swept.id
         await pilot.press("escape")
         await pilot.press("h")
         screen = app.screen
-        await _until(pilot, lambda: getattr(screen, "loaded", False) and len(screen.rows) == 2)
+        await until(pilot, lambda: getattr(screen, "loaded", False) and len(screen.rows) == 2)
         row = next(r for r in screen.rows if r.run_id == swept.id)
         assert row.label == "lr-sweep·b002" and row.group == "lr-sweep"
         await pilot.press("slash", *"sweep")
         assert [r.run_id for r in screen.visible()] == [swept.id]
 
-
-async def _until(pilot, cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {cond}")
-        await pilot.pause(0.05)
 
 
 def test_run_label_keeps_the_tail_and_clips_the_group():
