@@ -19,46 +19,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from labtui.engine.analysis.smoothing import Ema, ema  # noqa: F401  (the chart's smoothing; tests import it here)
+
 # Smoothing presets the `m` key cycles through: off, light, strong.
 SMOOTHING = (0.0, 0.6, 0.95)
 SMOOTHING_NAMES = ("off", "light", "strong")
 BULK_MIN = 256  # `extend_arrays` batches shorter than this go point by point
-
-
-def ema(values: Iterable[float], weight: float) -> list[float]:
-    """TensorBoard's debiased exponential moving average (its `smoothing` slider).
-
-    last = last * w + (1 - w) * v;  smoothed = last / (1 - w ** n)  where n counts finite points.
-    Non-finite values pass through unchanged and do not enter the average. weight 0 is the raw
-    series. (TensorBoard also returns a constant series unsmoothed; the debiased EMA of a
-    constant is that constant anyway.)
-    """
-    out = []
-    smoother = Ema(weight)
-    for v in values:
-        out.append(smoother.update(v))
-    return out
-
-
-class Ema:
-    """The streaming form of `ema`: one point at a time, O(1) memory."""
-
-    __slots__ = ("weight", "last", "count")
-
-    def __init__(self, weight: float):
-        if not 0.0 <= weight < 1.0:
-            raise ValueError(f"EMA weight must be in [0, 1), got {weight}")
-        self.weight = weight
-        self.last = 0.0
-        self.count = 0
-
-    def update(self, value: float) -> float:
-        if not math.isfinite(value):
-            return value
-        w = self.weight
-        self.last = self.last * w + (1.0 - w) * value
-        self.count += 1
-        return self.last / (1.0 - w**self.count) if w else self.last
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ size in pixels (FIGURE_DPI x its size in inches, no tight bounding box), which t
 from __future__ import annotations
 
 import io
-import math
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from labtui.engine.analysis import smoothing
 from labtui.engine.rundir import fmt, store
 
 FIGURE_DPI = 100
@@ -30,20 +30,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def debiased_ema(values: list[float], weight: float = EMA_WEIGHT) -> list[float]:
-    """TensorBoard's debiased exponential moving average (as the TUI's loss chart smooths): non-finite
-    values pass through and do not enter the average."""
-    out, last, count = [], 0.0, 0
-    for v in values:
-        if not math.isfinite(v):
-            out.append(v)
-            continue
-        count += 1
-        last = last * weight + (1 - weight) * v
-        out.append(last / (1 - weight ** count) if weight else v)
-    return out
 
 
 def _loss_series(run_dir: str) -> tuple[list[int], list[float], list[int], list[float]]:
@@ -86,7 +72,7 @@ def loss_figure(rows: list[Mapping]):
         drawn += 1
         if ts:
             ax.plot(ts, tl, color=color, alpha=0.2, linewidth=0.8)
-            ax.plot(ts, debiased_ema(tl), color=color, linewidth=1.6, label=f"{_label(row)} train")
+            ax.plot(ts, smoothing.ema(tl, EMA_WEIGHT), color=color, linewidth=1.6, label=f"{_label(row)} train")
         if es:
             ax.plot(es, el, color=color, marker="o", linestyle="--", linewidth=1.0, markersize=4,
                     label=f"{_label(row)} eval")
