@@ -152,6 +152,10 @@ async def test_run_list_and_history_show_and_filter_the_group(ws):
         assert row.label == "lr-sweep·b002" and row.group == "lr-sweep"
         await pilot.press("slash", *"sweep")
         assert [r.run_id for r in screen.visible()] == [swept.id]
+        app.set_baseline(swept.id)  # the headers name a swept baseline as its rows do
+        await until(pilot, lambda: "★ lr-sweep·b002" in str(screen.query_one("#history-title").render()))
+        await app.pop_screen()
+        await until(pilot, lambda: "baseline ★ lr-sweep·b002" in str(app.screen.query_one("#title").render()))
 
 
 

@@ -131,7 +131,7 @@ class DashboardScreen(HonestKeys, Screen):
             parts.append(markup("filter '$text': $n shown", text=self.filter_text, n=getattr(self, "_shown", 0)))
         base = self.app.row(self.app.baseline_id)
         if base:
-            parts.append(plain(f"baseline ★ {fmt.short_id(base.id, base.experiment)}"))
+            parts.append(plain(f"baseline ★ {fmt.run_label(base.id, base.experiment, base.group)}"))
         if self.app.display_errors:
             parts.append(plain(f"⚠ {self.app.display_errors} display error(s)", "$warning"))
         self.query_one("#title", Static).update(Content(" · ").join(parts), layout=False)  # one line, always
