@@ -252,3 +252,30 @@ def test_report_group_without_an_evaluated_run_says_why(ws):
     assert proc.returncode == 2 and proc.stdout == ""
     assert "none of the 2 run(s) of group 'g' has a completed evaluation yet" in proc.stderr
     assert "(queued)" in proc.stderr and "(trained, not evaluated)" in proc.stderr
+
+
+def test_a_sweep_trains_and_evaluates_each_point_then_reports_as_its_group(workspace):
+    """End to end on the demo model: both points train, each is evaluated when its training completes,
+    and `report --group` compares them with the numbers of `compare --json` (a family of one)."""
+    import time
+
+    from conftest import fast_overrides, wait_for
+    from labtui.engine.analysis import evalstore
+
+    out = json.loads(labtui(workspace, "sweep", FILE, "--grid", "training.learning_rate=2e-3,3e-4", *fast_overrides(6),
+                            "--set", "eval.n=30", "--set", "eval.batch_size=8", "--name", "e2e", "--json",
+                            check=True).stdout)
+    runs = [workspace.run(r["id"]) for r in out["runs"]]
+    for run in runs:
+        assert wait_for(run, timeout=300)["status"] == "completed"
+        deadline = time.time() + 180
+        while evalstore.headline_eval(run) is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert evalstore.headline_eval(run) is not None, f"{run.id}: no evaluation after training"
+    data = json.loads(labtui(workspace, "report", "--group", "e2e", "--baseline", runs[0].id, "--format", "json",
+                             check=True).stdout)
+    assert [r["run"] for r in data["rows"]] == [r.id for r in runs] and data["family"]["size"] == 1
+    row = data["rows"][1]
+    pair = json.loads(labtui(workspace, "compare", runs[0].id, runs[1].id, "--json", check=True).stdout)
+    assert row["n"] == 30 and row["mcnemar_p"] == pytest.approx(pair["mcnemar_p"]) == pytest.approx(row["holm_p"])
+    assert row["accuracy"] == pytest.approx(pair["acc_b"])
