@@ -72,3 +72,14 @@ def test_on_a_terminal_the_table_is_redrawn_in_place(ws):
     assert text.startswith("\x1b[H\x1b[2J")  # the first frame clears the screen
     assert text.count("\x1b[H") >= 3  # later frames go back to the top and draw over it
     assert "ID" in text and "STATUS" in text and "completed" in text and "Ctrl-C to quit" in text
+
+
+def test_a_table_larger_than_the_terminal_is_fitted_not_wrapped():
+    from labtui.engine.cli.watch import fit
+
+    table = ["ID      STATUS"] + [f"run-{k:02d}  completed  " + "x" * 100 for k in range(30)]
+    shown = fit(table, 80, 24)
+    assert len(shown) == 22 and all(len(line) <= 79 for line in shown)  # the footer's 2 lines fit below
+    assert shown[0] == "ID      STATUS" and shown[-1].startswith("run-29")  # the header and the newest runs
+    assert shown[1].startswith("... 10 earlier line(s) not shown")
+    assert fit(table[:5], 200, 50) == table[:5]  # a table that fits is left as it is

@@ -70,14 +70,17 @@ def _runs_table(ws: store.Workspace, args, rows: list[dict], total: int) -> list
             return [f"no {' or '.join(dict.fromkeys(args.status))} runs ({total} in all)"]
         return [f"no runs in {_p(ws.logs)} - start one with `labtui run experiments/demo-baseline.yaml`"]
     grouped = any(r.get("group") for r in rows)  # a GROUP column once a sweep's runs are listed
-    lines = [(f"{'ID':<44} {'STATUS':<10} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  {'AGE':<4}" + ("  GROUP" if grouped else "")).rstrip()]
-    for r in rows:
-        step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
-        lines.append((f"{_p(r['id']):<44} {_p(r['status']):<10} {step:>11} {fmt.num(r['train_loss']):>8} "
+    steps = [f"{r['step'] or 0}/{r['max_steps'] or '?'}" for r in rows]
+    wid = max(len("ID"), *(len(_p(r["id"])) for r in rows))  # as wide as the ids listed: 80 columns fit
+    wstep = max(len("STEP"), *(len(s) for s in steps))
+    lines = [(f"{'ID':<{wid}} {'STATUS':<10} {'STEP':>{wstep}} {'LOSS':>8} {'EVAL':>8}  {'AGE':<4}"
+              + ("  GROUP" if grouped else "")).rstrip()]
+    for r, step in zip(rows, steps):
+        lines.append((f"{_p(r['id']):<{wid}} {_p(r['status']):<10} {step:>{wstep}} {fmt.num(r['train_loss']):>8} "
                       f"{fmt.num(r['eval_loss']):>8}  {fmt.age(r['created']):<4}"
                       + (f"  {_p(r.get('group') or '-')}" if grouped else "")).rstrip())
         if r.get("warning"):
-            lines.append(f"{'':<44} ! {_p(r['warning'])}")
+            lines.append(f"{'':<{wid}} ! {_p(r['warning'])}")
     return lines
 
 

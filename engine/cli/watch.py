@@ -8,6 +8,7 @@ line per change ("12:03:41 RUN-ID running 40/200 loss 1.234"), for a pipe or a f
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Callable, TextIO
@@ -38,6 +39,19 @@ def change_line(row: dict, now: float | None = None) -> str:
     return fmt.printable(" ".join(parts))
 
 
+def fit(lines: list[str], columns: int, rows: int) -> list[str]:
+    """The table for a terminal of `columns` x `rows` (2 rows kept for the footer): each line clipped
+    (a wrapped line would break the redraw in place), and when it is too tall its header and its last
+    lines (the newest runs) with a line saying how many earlier ones are not shown."""
+    lines = [fmt.clip(ln, max(columns - 1, 10)) for ln in lines]
+    room = max(rows - 2, 3)
+    if len(lines) <= room:
+        return lines
+    keep = room - 2  # the header, the note
+    return [lines[0], f"... {len(lines) - 1 - keep} earlier line(s) not shown: widen the window or `labtui runs`",
+            *lines[len(lines) - keep:]]
+
+
 def watch(rows_now: Callable[[], tuple[list[dict], int]], table: Callable[[list[dict], int], list[str]],
           interval: float, out: TextIO | None = None, tty: bool | None = None) -> int:
     """Redraw `table(rows, total)` (a terminal) or print a line per changed row until Ctrl-C."""
@@ -50,7 +64,8 @@ def watch(rows_now: Callable[[], tuple[list[dict], int]], table: Callable[[list[
             rows, total = rows_now()
             if tty:
                 stamp = time.strftime("%H:%M:%S")
-                lines = [*table(rows, total), "", f"{stamp} - every {interval:g} s - Ctrl-C to quit"]
+                lines = [*fit(table(rows, total), *shutil.get_terminal_size()), "",
+                         f"{stamp} - every {interval:g} s - Ctrl-C to quit"]
                 out.write((HOME_CLEAR if first else HOME) + "\n".join(ln + "\x1b[K" for ln in lines) + "\n" + CLEAR_BELOW)
             else:
                 now = time.time()
