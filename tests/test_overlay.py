@@ -61,6 +61,7 @@ async def test_three_marked_runs_are_three_series_with_a_legend(ws):
             assert d["train"] > 10 and d["eval"] == 4  # 200 steps logged every 5, an eval every 50
         legend = chart.border_subtitle
         assert all(label in legend for label in LABELS)
+        assert chart.styles.border_bottom[0] == "solid"  # the bottom border that shows the legend is drawn
         assert "3 marked" in chart.border_title and "1 NaN" in chart.border_title  # beta's NaN is still marked
 
         # the run list shows the marks; the throughput panel lists the three runs' tokens/s
@@ -78,6 +79,10 @@ async def test_three_marked_runs_are_three_series_with_a_legend(ws):
         await until(pilot, lambda: len(chart.drawn) == 2, what="two runs on the chart")
         assert {d["label"] for d in chart.drawn} == {"gamma·a002", "beta·a001"}
         assert "alpha·a000" not in chart.border_subtitle
+        await pilot.press("up", "space", "up", "space")  # none marked: no legend, and no border for it
+        await until(pilot, lambda: chart.border_subtitle is None, what="no legend")
+        await pilot.pause(0.05)
+        assert chart.styles.border_bottom[0] in ("", "none")
 
 
 async def test_the_overlay_keeps_its_runs_on_every_axis_and_in_log_scale(ws):

@@ -132,6 +132,7 @@ class LossChart(PlotextPlot):
     def _changed(self) -> None:
         self.border_title = self.title_text()
         self.border_subtitle = self.legend_text()
+        self.set_class(self.border_subtitle is not None, "-legend")  # a bottom border that shows the legend
         self.refresh()
 
     def shown(self) -> list[tuple[str, str, int, TailSnapshot | None]]:
