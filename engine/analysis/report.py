@@ -74,7 +74,7 @@ def _resolve(ws: store.Workspace, ref: str, base: Mapping | None) -> tuple[store
 def group_runs(ws: store.Workspace, group: str) -> list[store.Run]:
     """The runs of one group (a `labtui sweep`'s), oldest first; ReportError naming the groups there are
     when none has this name."""
-    runs = sorted(ws.runs_in_group(group), key=lambda r: (r.info().get("created") or 0, r.id))
+    runs = sorted(ws.runs_in_group(group), key=store.creation_order)
     if not runs:
         names = sorted({g for r in ws.iter_runs() if isinstance(g := r.info().get("group"), str) and g})
         there = f"the groups here: {', '.join(names)}" if names else "no run here has a group (`labtui sweep` makes one)"
@@ -139,7 +139,7 @@ def choose(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None =
     elif refs:
         chosen = [_resolve(ws, ref, base_row) for ref in refs]
     else:
-        for each in sorted(ws.iter_runs(), key=lambda r: (r.info().get("created") or 0, r.id)):
+        for each in sorted(ws.iter_runs(), key=store.creation_order):
             headline = evalstore.headline_eval(each, base_row)
             if headline is not None:
                 chosen.append((each, headline))
@@ -233,10 +233,11 @@ def build(ws: store.Workspace, refs: Iterable[str] = (), baseline: str | None = 
         r["holm_p"] = adjusted
         r["significant"] = adjusted is not None and adjusted < stats.ALPHA
     base_name = rows[0]["label"] if base else None
-    text = (f"{len(compared)} comparison{'' if len(compared) == 1 else 's'} vs ★ {base_name} baseline, Holm"
-            + (f", group {group}" if group is not None else "")) if base else note
-    if group is not None and base is None:
-        text = f"group {group}: {note}"
+    if base:
+        text = (f"{len(compared)} comparison{'' if len(compared) == 1 else 's'} vs ★ {base_name} baseline, Holm"
+                + (f", group {group}" if group is not None else ""))
+    else:
+        text = note if group is None else f"group {group}: {note}"
     family = {"size": len(compared), "method": "holm", "baseline_run": base[1].get("run") if base else None,
               "baseline_eval": base[1]["id"] if base else None, "group": group, "text": text}
     return {"created": now, "workspace": str(ws.root), "group": group, "family": family,

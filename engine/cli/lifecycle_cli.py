@@ -151,7 +151,7 @@ def _slurm_rows(ws: store.Workspace) -> list[dict]:
     from labtui.engine.runtime import slurm_runs
 
     rows = []
-    for r in sorted(slurm_runs.active_runs(ws), key=lambda r: (r.info().get("created") or 0, r.id)):
+    for r in sorted(slurm_runs.active_runs(ws), key=store.creation_order):
         if r.info().get("kind") == "eval":
             continue
         s = slurm_runs.slurm_info(r.raw_state())

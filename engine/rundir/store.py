@@ -1045,6 +1045,12 @@ SUMMARY_FIELDS = records.SUMMARY_FIELDS  # the keys of `labtui runs --json`'s ro
 SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
+def creation_order(run: Run) -> tuple[float, str]:
+    """A sort key, oldest first: run.json's `created`, then the id (ids made in the same second, as a
+    sweep's are, sort by name, not by age)."""
+    return run.info().get("created") or 0, run.id
+
+
 class Workspace:
     """A folder with `experiments/` and `logs/`; runs live in `logs/<run-id>/`."""
 
@@ -1070,7 +1076,8 @@ class Workspace:
         return list(self.iter_runs())
 
     def runs_in_group(self, name: str) -> list[Run]:
-        """The runs whose run.json names `name` as their group (the runs of one `labtui sweep`), oldest first."""
+        """The runs whose run.json names `name` as their group (the runs of one `labtui sweep`), by id (a
+        sweep's runs are made in the same second: `creation_order` sorts them as they were made)."""
         return [r for r in self.iter_runs() if r.info().get("group") == name]
 
     def run(self, ref: str) -> Run:
@@ -1081,8 +1088,7 @@ class Workspace:
         if ref in ("last", "latest", "@"):
             if not runs:
                 raise RunNotFound(f"no runs in {self.logs}")
-            # the newest by creation time: ids made in the same second sort by name, not by age
-            return max(runs, key=lambda r: ((r.info() or {}).get("created") or 0, r.id))
+            return max(runs, key=creation_order)
         matches = matching(runs, ref, lambda r: r.id)
         if len(matches) == 1:
             return matches[0]
