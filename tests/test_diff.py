@@ -173,3 +173,15 @@ async def test_d_fits_80_columns_and_shows_a_long_value_whole_under_the_table(ru
         assert table_rows(screen)[0][0] == "description" and table_rows(screen)[0][1].endswith("…")
         detail = " ".join(str(screen.query_one("#diff-detail").render()).split())
         assert " ".join(long_text.split()) in detail  # the highlighted key's values whole
+
+        # a wider window fits the table again; the highlighted key stays highlighted, its values below
+        await pilot.press("down", "down")
+        key = table_rows(screen)[2][0]
+        await pilot.resize_terminal(120, 30)
+        await until(pilot, lambda: table.columns[table.coordinate_to_cell_key((0, 1)).column_key].width > 40,
+                    what="the table fitted to 120 columns")
+        assert table.cursor_row == 2 and table_rows(screen)[2][0] == key
+        assert str(screen.query_one("#diff-detail").render()).startswith(key)
+        await pilot.press("x")  # A and B swapped: the same key still highlighted
+        await until(pilot, lambda: screen.result["a"] == A_ID, what="swapped")
+        assert table.cursor_row == 2 and str(screen.query_one("#diff-detail").render()).startswith(key)

@@ -139,6 +139,14 @@ async def test_compare_screen_f_lists_the_flipped_examples(pair):
         await pilot.pause(0.1)
         detail = str(screen.query_one("#compare-flip-detail").render())
         assert " ".join(data[expect_b[0]]["QUESTION"].split()) in " ".join(detail.split())
+        # the detail follows the cursor, and a resize fits the columns again without moving it
+        await pilot.press("down")
+        second = table.coordinate_to_cell_key((1, 0))[0].value.split(":", 1)[1]
+        await pilot.resize_terminal(120, 30)
+        await until(pilot, lambda: sum(c.get_render_width(table) for c in table.columns.values()) > 80)
+        assert table.cursor_row == 1 and str(screen.query_one("#compare-flip-detail").render()).startswith(second)
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: sum(c.get_render_width(table) for c in table.columns.values()) <= 80)
         title = str(screen.query_one("#compare-title").render())
         assert f"b = {len(expect_b)}" in title and f"c = {len(expect_c)}" in title
         await pilot.press("x")  # swap: read again, b and c trade places

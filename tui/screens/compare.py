@@ -95,16 +95,20 @@ def _answer(pred, margin) -> str:
     return text + (f" {margin:+.2f}" if isinstance(margin, (int, float)) else "")
 
 
+def flipped(flips: dict) -> list[tuple[str, dict]]:
+    """(side, example) in the flips table's order: b's, then c's."""
+    return [(side, e) for side in ("b", "c") for e in flips.get(side) or []]
+
+
 def flip_rows(flips: dict) -> list[tuple[str, tuple[str, ...]]]:
-    """(row key, cells) of the flips table (pure, for the screen and the tests): b's rows, then c's."""
+    """(row key, cells) of the flips table (pure, for the screen and the tests), in `flipped`'s order."""
     rows = []
-    for side in ("b", "c"):
-        for e in flips.get(side) or []:
-            q = " ".join(str(e.get("question") or "").split())
-            rows.append((f"{side}:{e['id']}", (FLIP_MARKS[side], printable(str(e["id"])), printable(str(e.get("gold"))),
-                                                _answer(e.get("pred_a"), e.get("margin_a")),
-                                                _answer(e.get("pred_b"), e.get("margin_b")),
-                                                printable(fmt.clip(q, QUESTION_WIDTH)) if q else "-")))
+    for side, e in flipped(flips):
+        q = " ".join(str(e.get("question") or "").split())
+        rows.append((f"{side}:{e['id']}", (FLIP_MARKS[side], printable(str(e["id"])), printable(str(e.get("gold"))),
+                                            _answer(e.get("pred_a"), e.get("margin_a")),
+                                            _answer(e.get("pred_b"), e.get("margin_b")),
+                                            printable(fmt.clip(q, QUESTION_WIDTH)) if q else "-")))
     return rows
 
 
@@ -188,6 +192,7 @@ class CompareScreen(Screen):
     def _show_flips(self, flips: dict | None, error: str | None) -> None:
         self.flips, self.flips_error = flips, error
         table = self.query_one("#compare-flips", DataTable)
+        cursor = table.cursor_row  # kept when the table is fitted again (on_resize)
         table.clear(columns=True)
         rows = flip_rows(flips or {})
         widths = [max([len(label)] + [len(cells[i]) for _, cells in rows]) for i, (label, _) in enumerate(FLIP_COLUMNS)]
@@ -197,17 +202,23 @@ class CompareScreen(Screen):
             table.add_column(label, key=key, width=width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
-        self._flip_detail(0)
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+        self._flip_detail(table.cursor_row)
         self._title()
+
+    def on_resize(self) -> None:
+        if self.flips is not None:  # the columns are fitted to the width
+            self._show_flips(self.flips, self.flips_error)
 
     def _flip_detail(self, index: int) -> None:
         """The highlighted flip whole, under the table: its question is clipped in the row."""
-        flipped = [e for side in ("b", "c") for e in (self.flips or {}).get(side) or []]
+        entries = flipped(self.flips or {})
         detail = self.query_one("#compare-flip-detail", Static)
-        if not 0 <= index < len(flipped):
+        if not 0 <= index < len(entries):
             detail.update("")
             return
-        e = flipped[index]
+        e = entries[index][1]
         detail.update(Content.from_markup(
             "[b]$id[/b] gold $gold · A $a · B $b\n$question", id=printable(str(e["id"])),
             gold=printable(str(e.get("gold"))), a=_answer(e.get("pred_a"), e.get("margin_a")),

@@ -75,6 +75,7 @@ class ConfigDiffScreen(Screen):
         self.result, self.error = result, error
         title = self.query_one("#diff-title", Static)
         table = self.query_one(DataTable)
+        cursor = table.cursor_row  # kept when the table is fitted again (on_resize) or A and B swap
         table.clear(columns=True)
         self.query_one("#diff-detail", Static).update("")
         if result is None:
@@ -94,7 +95,8 @@ class ConfigDiffScreen(Screen):
                 cells.append(Text(text, style="dim italic" if r["missing"] == side else ""))
             table.add_row(*cells, key=r["key"])
         if rows:
-            self._detail(rows[min(table.cursor_row, len(rows) - 1)])
+            table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+            self._detail(rows[table.cursor_row])
 
     def _detail(self, row: dict) -> None:
         from labtui.engine.config import diff
